@@ -1,0 +1,207 @@
+//! Wiring: opening the database and the keys, building the router, serving HTTP or HTTPS.
+
+use crate::config::Config;
+use crate::crypto::KeyRing;
+use crate::geo::{shipped_units, Geo};
+use crate::intake::{now_ms, Intake};
+use crate::store::{Engine, Store, TipWriter};
+use crate::web::limits::Limits;
+use anyhow::{bail, Context};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub intake: Intake,
+    pub limits: Arc<Limits>,
+    pub metrics: PrometheusHandle,
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every app in a process).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("tinbao_http_request_duration_seconds".into()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ],
+                )
+                .expect("valid buckets")
+                .install_recorder()
+                .expect("one metrics recorder per process")
+        })
+        .clone()
+}
+
+/// Opens the store named by the configuration and applies its migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let url = config.database_url();
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data folder {}",
+                config.data_dir.display()
+            )
+        })?;
+    }
+    let store = Store::connect(&url, config.db_pool_size).await?;
+    store.migrate().await.context("cannot apply migrations")?;
+    Ok(store)
+}
+
+/// Loads the key ring and proves it is the one the database was sealed with. On the very
+/// first start (no key file, nothing sealed yet) it creates the key file.
+pub async fn open_keys(config: &Config, store: &Store) -> anyhow::Result<KeyRing> {
+    let checks = store.key_checks().await?;
+    let path = config.key_file();
+    let ring = if let Ok(text) = std::env::var("TINBAO_KEYS") {
+        KeyRing::from_toml(&text).context("TINBAO_KEYS holds a malformed key file")?
+    } else if path.exists() {
+        KeyRing::load(&path)?
+    } else if checks.is_empty() {
+        let ring = KeyRing::generate();
+        ring.save(&path)?;
+        tracing::info!(path = %path.display(), "created a new key file (mode 0600): back it up");
+        ring
+    } else {
+        bail!(
+            "the key file {} is missing, but this database holds data sealed under keys {}. \
+             Restore the key file (or set TINBAO_KEYS); without it no tip can be read.",
+            path.display(),
+            checks
+                .iter()
+                .map(|c| c.0.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    for (key_id, check) in &checks {
+        if !ring.ids().any(|id| id == key_id) {
+            bail!(
+                "key {key_id} is missing from the key file, but data in this database is sealed \
+                 under it. Restore the key file that holds {key_id}."
+            );
+        }
+        if !ring.verify_key_check(key_id, check) {
+            bail!(
+                "key {key_id} in the key file is not the key this database was sealed with. \
+                 Refusing to start: check TINBAO_KEY_FILE / TINBAO_KEYS."
+            );
+        }
+    }
+    match store.meta("mac_check").await? {
+        Some(stored) if stored != ring.mac_check() => bail!(
+            "the MAC key in the key file is not the one this database uses for receipts. \
+             Refusing to start: check TINBAO_KEY_FILE / TINBAO_KEYS."
+        ),
+        Some(_) => {}
+        None => store.set_meta("mac_check", &ring.mac_check()).await?,
+    }
+    for id in ring.ids() {
+        if !checks.iter().any(|(k, _)| k == id) {
+            let check = ring.key_check(id).expect("key in ring");
+            store.add_key_check(id, &check, now_ms()).await?;
+        }
+    }
+    Ok(ring)
+}
+
+/// A built application, bound to its listener and ready to serve.
+pub struct Application {
+    listener: std::net::TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens everything the configuration names and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let store = open_store(&config).await?;
+        let communes = store
+            .ensure_admin_units(&shipped_units())
+            .await
+            .context("cannot load the administrative units")?;
+        tracing::debug!(communes, "administrative units ready");
+        let keys = Arc::new(open_keys(&config, &store).await?);
+        let geo = Arc::new(Geo::load(&store).await?);
+        let workers = match store.engine() {
+            Engine::Sqlite => 1,
+            Engine::Postgres => 4,
+        };
+        let writer = TipWriter::spawn(store.clone(), workers);
+        let intake = Intake::new(store, writer, keys, geo, config.sla.clone());
+        let listener = std::net::TcpListener::bind(&config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        listener.set_nonblocking(true)?;
+        let state = AppState {
+            limits: Arc::new(Limits::new(&config.rate_limit)),
+            config: Arc::new(config),
+            intake,
+            metrics: metrics_handle(),
+        };
+        Ok(Application { listener, state })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// The shared state (tests reach the intake service through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains connections.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let limits = state.limits.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                limits.shrink();
+            }
+        });
+        let router = crate::web::router(state.clone());
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let config = state.config.clone();
+        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot read TLS certificate {} / key {}",
+                        cert.display(),
+                        key.display()
+                    )
+                })?;
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            });
+            axum_server::from_tcp_rustls(self.listener, tls)
+                .handle(handle)
+                .serve(service)
+                .await?;
+        } else {
+            let listener = tokio::net::TcpListener::from_std(self.listener)?;
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await?;
+        }
+        state.intake.store().close().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,213 @@
+//! The command line: `serve` (the default), `migrate`, `keys …`, `villages …`.
+
+use crate::app::{open_keys, open_store, Application};
+use crate::config::Config;
+use crate::crypto::WrappedKey;
+use crate::geo::shipped_units;
+use crate::store::WrappedKeyRow;
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+
+/// tinbao: anonymous drug-crime tips for commune police.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply the database migrations and load the administrative units, then exit.
+    Migrate,
+    /// Manage the key-encryption keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage a commune's villages.
+    #[command(subcommand)]
+    Villages(VillagesCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Show the key ids, the current one, and how many tips each still wraps.
+    Status,
+    /// Add a new KEK and make it current; new tips use it.
+    Rotate,
+    /// Re-wrap every tip's data key under the current KEK.
+    Rewrap,
+    /// Remove a KEK that no tip uses any more.
+    Retire { key_id: String },
+}
+
+#[derive(Subcommand)]
+enum VillagesCommand {
+    /// Add villages to a commune.
+    Add {
+        #[arg(long)]
+        commune: i64,
+        names: Vec<String>,
+    },
+    /// List a commune's villages.
+    List {
+        #[arg(long)]
+        commune: i64,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TINBAO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+/// Runs the command line.
+pub async fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let config = Config::load()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let store = open_store(&config).await?;
+            let n = store.ensure_admin_units(&shipped_units()).await?;
+            open_keys(&config, &store).await?;
+            println!("database ready: {n} communes");
+            Ok(())
+        }
+        Command::Keys(cmd) => keys(config, cmd).await,
+        Command::Villages(cmd) => villages(config, cmd).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let scheme = if config.tls() { "https" } else { "http" };
+    let app = Application::build(config).await?;
+    let addr = app.local_addr();
+    println!("tinbao listening on {scheme}://{addr}");
+    tracing::info!(%addr, "listening");
+    app.run(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let mut ring = open_keys(&config, &store).await?;
+    let path = config.key_file();
+    let from_env = std::env::var_os("TINBAO_KEYS").is_some();
+    match cmd {
+        KeysCommand::Status => {
+            for id in ring.ids() {
+                let n = store.tips_under_key(id).await?;
+                let mark = if id == ring.current_id() {
+                    " (current)"
+                } else {
+                    ""
+                };
+                println!("{id}{mark}: {n} tips");
+            }
+        }
+        KeysCommand::Rotate => {
+            if from_env {
+                bail!(
+                    "the keys come from TINBAO_KEYS: rotate the key file, then update the variable"
+                );
+            }
+            let id = ring.rotate();
+            let check = ring.key_check(&id).expect("new key");
+            ring.save(&path)?;
+            store
+                .add_key_check(&id, &check, crate::intake::now_ms())
+                .await?;
+            println!("new key {id} is current; run `tinbao keys rewrap` to move old tips to it");
+        }
+        KeysCommand::Rewrap => {
+            let mut total = 0usize;
+            loop {
+                let batch = store.keys_to_rewrap(ring.current_id(), 1000).await?;
+                if batch.is_empty() {
+                    break;
+                }
+                let mut out = Vec::with_capacity(batch.len());
+                for row in &batch {
+                    let wrapped = WrappedKey {
+                        key_id: row.key_id.clone(),
+                        wrapped: row.wrapped_key.clone(),
+                    };
+                    let new = ring
+                        .rewrap(&row.id, &wrapped)
+                        .with_context(|| format!("tip {} cannot be unwrapped", row.id))?;
+                    out.push(WrappedKeyRow {
+                        id: row.id.clone(),
+                        key_id: new.key_id,
+                        wrapped_key: new.wrapped,
+                    });
+                }
+                store.store_rewrapped(&out).await?;
+                total += out.len();
+            }
+            println!("re-wrapped {total} data keys under {}", ring.current_id());
+        }
+        KeysCommand::Retire { key_id } => {
+            if from_env {
+                bail!(
+                    "the keys come from TINBAO_KEYS: edit the key file, then update the variable"
+                );
+            }
+            let n = store.tips_under_key(&key_id).await?;
+            if n > 0 {
+                bail!("{n} tips still use {key_id}: run `tinbao keys rewrap` first");
+            }
+            ring.retire(&key_id)?;
+            ring.save(&path)?;
+            store.remove_key_check(&key_id).await?;
+            println!("retired {key_id}");
+        }
+    }
+    Ok(())
+}
+
+async fn villages(config: Config, cmd: VillagesCommand) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    store.ensure_admin_units(&shipped_units()).await?;
+    match cmd {
+        VillagesCommand::Add { commune, names } => {
+            let geo = crate::geo::Geo::load(&store).await?;
+            let Some(c) = geo.commune(commune) else {
+                bail!("no commune with code {commune}");
+            };
+            for name in names {
+                let name = name.trim();
+                if name.is_empty() {
+                    continue;
+                }
+                store.add_village(commune, name).await?;
+                println!("{}: {name}", c.name);
+            }
+        }
+        VillagesCommand::List { commune } => {
+            for v in store.villages(commune).await? {
+                println!("{}\t{}", v.id, v.name);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! The texts people read, one TOML file per language in `web/locales` (embedded at build
+//! time). Adding a language is adding one file; a missing text falls back to Vietnamese.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+include!(concat!(env!("OUT_DIR"), "/locales.rs"));
+
+/// The default language.
+pub const DEFAULT_LANG: &str = "vi";
+
+/// One language's texts.
+pub struct Language {
+    pub code: &'static str,
+    texts: HashMap<String, String>,
+}
+
+/// Every language.
+pub struct Locales {
+    languages: Vec<Language>,
+}
+
+fn flatten(prefix: &str, table: &toml::Table, out: &mut HashMap<String, String>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            toml::Value::String(s) => {
+                out.insert(key, s.clone());
+            }
+            other => {
+                out.insert(key, other.to_string());
+            }
+        }
+    }
+}
+
+/// The embedded languages, parsed once.
+pub fn locales() -> &'static Locales {
+    static LOCALES: OnceLock<Locales> = OnceLock::new();
+    LOCALES.get_or_init(|| {
+        let languages = LOCALE_FILES
+            .iter()
+            .map(|(code, text)| {
+                let table: toml::Table =
+                    toml::from_str(text).unwrap_or_else(|e| panic!("web/locales/{code}.toml: {e}"));
+                let mut texts = HashMap::new();
+                flatten("", &table, &mut texts);
+                Language { code, texts }
+            })
+            .collect();
+        Locales { languages }
+    })
+}
+
+impl Locales {
+    /// The language with this code, if there is one.
+    pub fn find(&self, code: &str) -> Option<&Language> {
+        self.languages.iter().find(|l| l.code == code)
+    }
+
+    /// The texts for a language, falling back to Vietnamese.
+    pub fn texts(&'static self, code: &str) -> Texts {
+        let lang = self
+            .find(code)
+            .or_else(|| self.find(DEFAULT_LANG))
+            .expect("vi.toml exists");
+        Texts {
+            lang,
+            fallback: self.find(DEFAULT_LANG).expect("vi.toml exists"),
+        }
+    }
+
+    /// Every language.
+    pub fn all(&self) -> &[Language] {
+        &self.languages
+    }
+
+    /// Picks a language from an `Accept-Language` header, else the default.
+    pub fn negotiate(&self, accept_language: &str) -> &'static str {
+        for part in accept_language.split(',') {
+            let tag = part.split(';').next().unwrap_or("").trim();
+            let primary = tag.split('-').next().unwrap_or("").to_ascii_lowercase();
+            if let Some(l) = self.find(&primary) {
+                return l.code;
+            }
+        }
+        DEFAULT_LANG
+    }
+}
+
+impl Language {
+    /// The language's own name ("Tiếng Việt", "English").
+    pub fn name(&self) -> &str {
+        self.texts
+            .get("language.name")
+            .map(String::as_str)
+            .unwrap_or(self.code)
+    }
+
+    /// Every text key.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.texts.keys()
+    }
+}
+
+/// The texts of one language, for one response.
+#[derive(Clone, Copy)]
+pub struct Texts {
+    lang: &'static Language,
+    fallback: &'static Language,
+}
+
+impl Texts {
+    /// The language code.
+    pub fn lang(&self) -> &'static str {
+        self.lang.code
+    }
+
+    /// The text for `key` (the key itself when no language has it).
+    pub fn get<'a>(&self, key: &'a str) -> &'a str
+    where
+        'static: 'a,
+    {
+        self.lang
+            .texts
+            .get(key)
+            .or_else(|| self.fallback.texts.get(key))
+            .map(String::as_str)
+            .unwrap_or(key)
+    }
+
+    /// The text for `key` with `{name}` placeholders filled.
+    pub fn fill(&self, key: &str, args: &[(&str, &str)]) -> String {
+        let mut s = self.get(key).to_owned();
+        for (name, value) in args {
+            s = s.replace(&format!("{{{name}}}"), value);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_language_has_every_vietnamese_text() {
+        let all = locales();
+        let vi = all.find("vi").unwrap();
+        assert!(all.all().len() >= 2);
+        for lang in all.all() {
+            for key in vi.keys() {
+                assert!(
+                    lang.texts.contains_key(key),
+                    "{} lacks the text {key}",
+                    lang.code
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn negotiation_and_fallback() {
+        let all = locales();
+        assert_eq!(all.negotiate("en-US,en;q=0.9"), "en");
+        assert_eq!(all.negotiate("fr"), "vi");
+        assert_eq!(all.texts("xx").lang(), "vi");
+        assert_eq!(all.texts("en").get("no.such.key"), "no.such.key");
+    }
+}

@@ -1,0 +1,502 @@
+//! The channel-neutral intake service: every channel (web form, API, hotline, bots) hands
+//! its tip here; intake validates, seals, commits and answers the receipt. It also serves
+//! the tipster's side of the follow-up: status by receipt, and replies.
+
+pub mod photo;
+
+use crate::config::SlaConfig;
+use crate::crypto::{KeyRing, OpenError, Receipt, TipKey, WrappedKey};
+use crate::geo::Geo;
+use crate::store::{
+    is_unique_violation, NewAttachment, NewMessageRecord, NewTipRecord, Store, TipRow, TipWriter,
+};
+use crate::tips::{Category, Channel, Priority, PublicStatus, Status};
+use photo::{CleanPhoto, PhotoLimits};
+use std::sync::Arc;
+
+/// Most photos one tip or reply may carry.
+pub const MAX_PHOTOS: usize = 5;
+/// Longest description or message, in characters.
+pub const MAX_TEXT: usize = 5000;
+const MAX_PLACE: usize = 1000;
+const MAX_VILLAGE: usize = 120;
+const MAX_WHEN: usize = 100;
+const MAX_CONTACT: usize = 200;
+
+/// A tip as a channel received it, before validation.
+#[derive(Debug, Default, Clone)]
+pub struct TipInput {
+    pub category: String,
+    pub province: Option<i64>,
+    pub commune: Option<i64>,
+    pub village: String,
+    pub place_details: String,
+    pub occurred_at: String,
+    pub happening_now: bool,
+    pub description: String,
+    /// A way to reach the tipster, only when they chose to leave one.
+    pub contact: Option<String>,
+    /// Raw photo files as uploaded.
+    pub photos: Vec<Vec<u8>>,
+}
+
+/// One problem with one field; `code` is a key into the texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub code: &'static str,
+}
+
+/// Why intake refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    #[error("database error: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("a stored tip could not be opened")]
+    Sealed(#[from] OpenError),
+}
+
+/// One message of a tip's conversation, opened.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct MessageView {
+    /// `police` or `tipster`.
+    pub author: String,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub text: String,
+    pub photos: usize,
+}
+
+/// What the holder of a receipt may see of their tip.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct TipStatusView {
+    pub status: PublicStatus,
+    pub category: Category,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub messages: Vec<MessageView>,
+}
+
+/// A tip opened in full (for the police; every call site must audit it).
+#[derive(Debug, Clone)]
+pub struct OpenedTip {
+    pub row: TipRow,
+    pub description: String,
+    pub place_details: Option<String>,
+    pub village_text: Option<String>,
+    pub occurred_at: Option<String>,
+    pub contact: Option<String>,
+}
+
+/// The intake service shared by every channel.
+#[derive(Clone)]
+pub struct Intake {
+    store: Store,
+    writer: TipWriter,
+    keys: Arc<KeyRing>,
+    geo: Arc<Geo>,
+    sla: SlaConfig,
+    photo_limits: PhotoLimits,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn check_len(errors: &mut Vec<FieldError>, field: &'static str, value: &str, max: usize) {
+    if value.chars().count() > max {
+        errors.push(FieldError {
+            field,
+            code: "error.too_long",
+        });
+    }
+}
+
+/// Trims a field and folds an empty one to `None`.
+fn non_empty(s: &str) -> Option<&str> {
+    let t = s.trim();
+    (!t.is_empty()).then_some(t)
+}
+
+async fn clean_photos(
+    photos: Vec<Vec<u8>>,
+    limits: PhotoLimits,
+    errors: &mut Vec<FieldError>,
+) -> Vec<CleanPhoto> {
+    if photos.len() > MAX_PHOTOS {
+        errors.push(FieldError {
+            field: "photos",
+            code: "error.too_many_photos",
+        });
+        return Vec::new();
+    }
+    if photos.is_empty() {
+        return Vec::new();
+    }
+    // Decoding is CPU work: keep it off the request threads.
+    let results = tokio::task::spawn_blocking(move || {
+        photos
+            .iter()
+            .map(|p| photo::sanitize(p, &limits))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    let mut clean = Vec::new();
+    for r in results {
+        match r {
+            Ok(p) => clean.push(p),
+            Err(e) => {
+                errors.push(FieldError {
+                    field: "photos",
+                    code: e.code(),
+                });
+                return Vec::new();
+            }
+        }
+    }
+    clean
+}
+
+fn seal_photos(key: &TipKey, photos: Vec<CleanPhoto>) -> Vec<NewAttachment> {
+    photos
+        .into_iter()
+        .map(|p| {
+            let id = new_id();
+            NewAttachment {
+                body: key.seal(&format!("attachment:{id}"), &p.jpeg),
+                size: p.jpeg.len() as i64,
+                content_type: "image/jpeg".into(),
+                id,
+            }
+        })
+        .collect()
+}
+
+impl Intake {
+    /// Builds the service; `writer` commits new tips in batches.
+    pub fn new(
+        store: Store,
+        writer: TipWriter,
+        keys: Arc<KeyRing>,
+        geo: Arc<Geo>,
+        sla: SlaConfig,
+    ) -> Self {
+        Intake {
+            store,
+            writer,
+            keys,
+            geo,
+            sla,
+            photo_limits: PhotoLimits::default(),
+        }
+    }
+
+    /// The administrative units in memory.
+    pub fn geo(&self) -> &Geo {
+        &self.geo
+    }
+
+    /// The store behind intake.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Validates a tip without storing it (the form's "pick a province" step uses the
+    /// same rules as submission).
+    pub fn validate(&self, input: &TipInput) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if Category::parse(input.category.trim()).is_none() {
+            errors.push(FieldError {
+                field: "category",
+                code: "error.category_required",
+            });
+        }
+        if let Some(p) = input.province {
+            if self.geo.province(p).is_none() {
+                errors.push(FieldError {
+                    field: "province",
+                    code: "error.unknown_province",
+                });
+            }
+        }
+        if let Some(c) = input.commune {
+            match self.geo.commune(c) {
+                None => errors.push(FieldError {
+                    field: "commune",
+                    code: "error.unknown_commune",
+                }),
+                Some(commune) if input.province.is_some_and(|p| p != commune.province_code) => {
+                    errors.push(FieldError {
+                        field: "commune",
+                        code: "error.commune_not_in_province",
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        match non_empty(&input.description) {
+            None => errors.push(FieldError {
+                field: "description",
+                code: "error.description_required",
+            }),
+            Some(d) => check_len(&mut errors, "description", d, MAX_TEXT),
+        }
+        check_len(
+            &mut errors,
+            "place_details",
+            input.place_details.trim(),
+            MAX_PLACE,
+        );
+        check_len(&mut errors, "village", input.village.trim(), MAX_VILLAGE);
+        check_len(
+            &mut errors,
+            "occurred_at",
+            input.occurred_at.trim(),
+            MAX_WHEN,
+        );
+        if let Some(contact) = &input.contact {
+            match non_empty(contact) {
+                None => errors.push(FieldError {
+                    field: "contact",
+                    code: "error.contact_required",
+                }),
+                Some(c) => check_len(&mut errors, "contact", c, MAX_CONTACT),
+            }
+        }
+        errors
+    }
+
+    /// Validates, seals and durably commits a tip; returns its receipt only once the tip is
+    /// on disk.
+    pub async fn submit(&self, channel: Channel, input: TipInput) -> Result<Receipt, IntakeError> {
+        let mut errors = self.validate(&input);
+        let photos = if errors.is_empty() {
+            clean_photos(input.photos.clone(), self.photo_limits, &mut errors).await
+        } else {
+            Vec::new()
+        };
+        if !errors.is_empty() {
+            return Err(IntakeError::Invalid(errors));
+        }
+        let category = Category::parse(input.category.trim()).expect("validated");
+        let province = input.province.or_else(|| {
+            input
+                .commune
+                .and_then(|c| self.geo.commune(c))
+                .map(|c| c.province_code)
+        });
+        let village_name = non_empty(&input.village);
+        let village_id = match (input.commune, village_name) {
+            (Some(c), Some(name)) => self
+                .store
+                .villages(c)
+                .await?
+                .into_iter()
+                .find(|v| v.name.to_lowercase() == name.to_lowercase())
+                .map(|v| v.id),
+            _ => None,
+        };
+        let id = new_id();
+        let (key, wrapped) = self.keys.new_tip_key(&id);
+        let created_at = now_ms();
+        let priority = Priority::assess(category, input.happening_now);
+        let seal_opt = |field: &str, v: Option<&str>| v.map(|v| key.seal_str(field, v));
+        let mut record = NewTipRecord {
+            receipt_mac: Vec::new(),
+            channel: channel.as_str(),
+            category: category.as_str(),
+            priority: priority.as_i64(),
+            status: Status::New.as_str(),
+            happening_now: input.happening_now,
+            province_code: province,
+            commune_code: input.commune,
+            village_id,
+            created_at,
+            due_at: priority.due_at(created_at, &self.sla),
+            key_id: wrapped.key_id.clone(),
+            wrapped_key: wrapped.wrapped.clone(),
+            description: key.seal_str("description", input.description.trim()),
+            place_details: seal_opt("place_details", non_empty(&input.place_details)),
+            // A village the commune does not list is kept as sealed free text.
+            village_text: if village_id.is_none() {
+                seal_opt("village_text", village_name)
+            } else {
+                None
+            },
+            occurred_at: seal_opt("occurred_at", non_empty(&input.occurred_at)),
+            contact: seal_opt("contact", input.contact.as_deref().and_then(non_empty)),
+            attachments: seal_photos(&key, photos),
+            id,
+        };
+        // A receipt collision is astronomically rare, but never fatal: draw again.
+        for _ in 0..3 {
+            let receipt = Receipt::generate();
+            record.receipt_mac = self.keys.receipt_mac(&receipt);
+            match self.writer.insert(record.clone()).await {
+                Ok(()) => {
+                    metrics::counter!("tinbao_tips_total",
+                        "channel" => channel.as_str(), "category" => category.as_str())
+                    .increment(1);
+                    return Ok(receipt);
+                }
+                Err(e) if is_unique_violation(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IntakeError::Store(sqlx::Error::Protocol(
+            "could not draw a unique receipt".into(),
+        )))
+    }
+
+    fn tip_key(&self, row: &TipRow) -> Result<TipKey, OpenError> {
+        let wrapped = WrappedKey {
+            key_id: row.key_id.clone(),
+            wrapped: row.wrapped_key.clone().ok_or(OpenError)?,
+        };
+        self.keys.open_tip_key(&row.id, &wrapped)
+    }
+
+    async fn tip_by_receipt(&self, receipt: &Receipt) -> Result<Option<TipRow>, IntakeError> {
+        Ok(self
+            .store
+            .tip_by_receipt(&self.keys.receipt_mac(receipt))
+            .await?)
+    }
+
+    /// What the tipster sees for a receipt; `None` for an unknown receipt.
+    pub async fn status(&self, receipt: &Receipt) -> Result<Option<TipStatusView>, IntakeError> {
+        let Some(row) = self.tip_by_receipt(receipt).await? else {
+            return Ok(None);
+        };
+        let key = self.tip_key(&row)?;
+        let rows = self.store.messages(&row.id).await?;
+        let attachments = self.store.attachments(&row.id).await?;
+        let mut messages = Vec::with_capacity(rows.len());
+        for m in rows {
+            messages.push(MessageView {
+                text: key.open_str(&format!("message:{}", m.id), &m.body)?,
+                photos: attachments
+                    .iter()
+                    .filter(|a| a.message_id.as_deref() == Some(m.id.as_str()))
+                    .count(),
+                author: m.author,
+                created_at: m.created_at,
+            });
+        }
+        let status = Status::parse(&row.status).unwrap_or(Status::New);
+        Ok(Some(TipStatusView {
+            status: status.public(),
+            category: Category::parse(&row.category).unwrap_or(Category::Other),
+            created_at: row.created_at,
+            messages,
+        }))
+    }
+
+    /// Adds the tipster's reply (text and photos) to the tip; `Ok(false)` for an unknown
+    /// receipt.
+    pub async fn reply(
+        &self,
+        receipt: &Receipt,
+        text: &str,
+        photos: Vec<Vec<u8>>,
+    ) -> Result<bool, IntakeError> {
+        let mut errors = Vec::new();
+        if non_empty(text).is_none() && photos.is_empty() {
+            errors.push(FieldError {
+                field: "message",
+                code: "error.message_required",
+            });
+        }
+        check_len(&mut errors, "message", text.trim(), MAX_TEXT);
+        let clean = if errors.is_empty() {
+            clean_photos(photos, self.photo_limits, &mut errors).await
+        } else {
+            Vec::new()
+        };
+        if !errors.is_empty() {
+            return Err(IntakeError::Invalid(errors));
+        }
+        let Some(row) = self.tip_by_receipt(receipt).await? else {
+            return Ok(false);
+        };
+        self.add_message(&row, "tipster", text.trim(), clean)
+            .await?;
+        Ok(true)
+    }
+
+    /// Adds a police message to a tip, which the tipster reads with the receipt.
+    pub async fn police_message(&self, tip_id: &str, text: &str) -> Result<bool, IntakeError> {
+        let Some(row) = self.store.tip(tip_id).await? else {
+            return Ok(false);
+        };
+        self.add_message(&row, "police", text.trim(), Vec::new())
+            .await?;
+        Ok(true)
+    }
+
+    async fn add_message(
+        &self,
+        row: &TipRow,
+        author: &'static str,
+        text: &str,
+        photos: Vec<CleanPhoto>,
+    ) -> Result<(), IntakeError> {
+        let key = self.tip_key(row)?;
+        let id = new_id();
+        let record = NewMessageRecord {
+            body: key.seal_str(&format!("message:{id}"), text),
+            attachments: seal_photos(&key, photos),
+            tip_id: row.id.clone(),
+            author,
+            created_at: now_ms(),
+            id,
+        };
+        self.store.add_message(&record).await?;
+        Ok(())
+    }
+
+    /// Opens every sealed field of a tip. Callers in the console must audit the read.
+    pub async fn open_tip(&self, tip_id: &str) -> Result<Option<OpenedTip>, IntakeError> {
+        let Some(row) = self.store.tip(tip_id).await? else {
+            return Ok(None);
+        };
+        let key = self.tip_key(&row)?;
+        let open = |field: &str, v: &Option<Vec<u8>>| -> Result<Option<String>, OpenError> {
+            v.as_ref().map(|b| key.open_str(field, b)).transpose()
+        };
+        Ok(Some(OpenedTip {
+            description: key.open_str("description", &row.description)?,
+            place_details: open("place_details", &row.place_details)?,
+            village_text: open("village_text", &row.village_text)?,
+            occurred_at: open("occurred_at", &row.occurred_at)?,
+            contact: open("contact", &row.contact)?,
+            row,
+        }))
+    }
+
+    /// Opens one photo of a tip (for an authorised police session).
+    pub async fn open_attachment(
+        &self,
+        tip_id: &str,
+        attachment_id: &str,
+    ) -> Result<Option<Vec<u8>>, IntakeError> {
+        let Some(row) = self.store.tip(tip_id).await? else {
+            return Ok(None);
+        };
+        let Some(body) = self.store.attachment_body(tip_id, attachment_id).await? else {
+            return Ok(None);
+        };
+        let key = self.tip_key(&row)?;
+        Ok(Some(
+            key.open(&format!("attachment:{attachment_id}"), &body)?,
+        ))
+    }
+}

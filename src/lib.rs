@@ -1,0 +1,16 @@
+//! tinbao: an anonymous tip-reporting and hotline platform for commune drug-prevention
+//! work. See DESIGN.md for the map: channels → intake → seal → store → police queue.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod geo;
+pub mod i18n;
+pub mod intake;
+pub mod store;
+pub mod tips;
+pub mod web;
+
+pub use app::{AppState, Application};
+pub use config::Config;

@@ -1,0 +1,325 @@
+//! The repository API. One set of methods over SQLite and PostgreSQL: the SQL is shared
+//! where both engines speak it (`$n` parameters, `ON CONFLICT`), and written per engine
+//! where they differ. No other module writes SQL.
+
+mod records;
+mod writer;
+
+pub use records::*;
+pub use writer::TipWriter;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, QueryBuilder, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A database error, with the operation that failed.
+pub type StoreResult<T> = Result<T, sqlx::Error>;
+
+/// Which engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The database behind every module.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// Runs the same body against whichever pool the store holds.
+macro_rules! on_pool {
+    ($self:expr, $pool:ident => $body:expr) => {
+        match &$self.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Whether an error is a unique-constraint violation.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|e| e.is_unique_violation())
+}
+
+impl Store {
+    /// Opens the database named by `url` (`sqlite://path` or `postgres://…`), creating a
+    /// SQLite file when missing.
+    pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Store> {
+        use anyhow::Context;
+        let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url).context("bad PostgreSQL URL")?;
+            let pool = PgPoolOptions::new()
+                .max_connections(pool_size.max(2))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await
+                .context("cannot connect to PostgreSQL")?;
+            Pool::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .context("bad SQLite URL")?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a commit is on disk before a receipt is shown. The tip writer
+                // batches commits so this costs one fsync per batch, not per tip.
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(pool_size.max(2))
+                .connect_with(opts)
+                .await
+                .with_context(|| format!("cannot open SQLite database {url}"))?;
+            Pool::Sqlite(pool)
+        } else {
+            anyhow::bail!("database URL must start with sqlite:// or postgres://");
+        };
+        Ok(Store { pool })
+    }
+
+    /// The engine in use.
+    pub fn engine(&self) -> Engine {
+        match self.pool {
+            Pool::Sqlite(_) => Engine::Sqlite,
+            Pool::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// Applies the engine's migrations.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match &self.pool {
+            Pool::Sqlite(p) => sqlx::migrate!("migrations/sqlite").run(p).await?,
+            Pool::Postgres(p) => sqlx::migrate!("migrations/postgres").run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.is_ok())
+    }
+
+    /// Closes every connection (a clean shutdown).
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+
+    // ---- administrative units ----
+
+    /// Loads the shipped provinces and communes when the tables are empty; returns how many
+    /// communes the database holds.
+    pub async fn ensure_admin_units(&self, units: &[AdminUnitRow]) -> StoreResult<i64> {
+        let have: i64 = on_pool!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM communes").fetch_one(p).await)?;
+        if have > 0 {
+            return Ok(have);
+        }
+        let mut provinces: Vec<&AdminUnitRow> = Vec::new();
+        for u in units {
+            if provinces
+                .last()
+                .is_none_or(|p| p.province_code != u.province_code)
+            {
+                provinces.push(u);
+            }
+        }
+        provinces.dedup_by_key(|u| u.province_code);
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut qb = QueryBuilder::new("INSERT INTO provinces (code, name, kind) ");
+            qb.push_values(&provinces, |mut b, u| {
+                b.push_bind(u.province_code).push_bind(&u.province_name).push_bind(&u.province_kind);
+            });
+            qb.push(" ON CONFLICT DO NOTHING");
+            qb.build().execute(&mut *tx).await?;
+            for chunk in units.chunks(500) {
+                let mut qb = QueryBuilder::new("INSERT INTO communes (code, province_code, name, kind) ");
+                qb.push_values(chunk, |mut b, u| {
+                    b.push_bind(u.commune_code).push_bind(u.province_code)
+                        .push_bind(&u.commune_name).push_bind(&u.commune_kind);
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(units.len() as i64)
+    }
+
+    /// Every province, by code.
+    pub async fn provinces(&self) -> StoreResult<Vec<Province>> {
+        on_pool!(self, p => sqlx::query_as("SELECT code, name FROM provinces ORDER BY code").fetch_all(p).await)
+    }
+
+    /// Every commune, with its province, by province then name.
+    pub async fn communes(&self) -> StoreResult<Vec<Commune>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT code, province_code, name FROM communes ORDER BY province_code, code"
+        ).fetch_all(p).await)
+    }
+
+    /// A commune's villages, by name.
+    pub async fn villages(&self, commune: i64) -> StoreResult<Vec<Village>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT id, commune_code, name FROM villages WHERE commune_code = $1 ORDER BY name"
+        ).bind(commune).fetch_all(p).await)
+    }
+
+    /// Adds a village to a commune (idempotent); returns its id.
+    pub async fn add_village(&self, commune: i64, name: &str) -> StoreResult<i64> {
+        on_pool!(self, p => {
+            sqlx::query("INSERT INTO villages (commune_code, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(commune).bind(name).execute(p).await?;
+            sqlx::query_scalar("SELECT id FROM villages WHERE commune_code = $1 AND name = $2")
+                .bind(commune).bind(name).fetch_one(p).await
+        })
+    }
+
+    // ---- keys ----
+
+    /// The stored KEK checks.
+    pub async fn key_checks(&self) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        on_pool!(self, p => sqlx::query_as("SELECT key_id, check_value FROM key_checks ORDER BY key_id").fetch_all(p).await)
+    }
+
+    /// Records a KEK check (once per key id).
+    pub async fn add_key_check(&self, key_id: &str, check: &[u8], now: i64) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query("INSERT INTO key_checks (key_id, check_value, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(key_id).bind(check).bind(now).execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Forgets a retired KEK's check.
+    pub async fn remove_key_check(&self, key_id: &str) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query("DELETE FROM key_checks WHERE key_id = $1").bind(key_id).execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// A value from the meta table.
+    pub async fn meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
+        on_pool!(self, p => sqlx::query_scalar("SELECT value FROM meta WHERE name = $1").bind(name).fetch_optional(p).await)
+    }
+
+    /// Sets a value in the meta table.
+    pub async fn set_meta(&self, name: &str, value: &[u8]) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query("INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value")
+            .bind(name).bind(value).execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Up to `limit` tips whose data key is wrapped under another KEK than `current`.
+    pub async fn keys_to_rewrap(
+        &self,
+        current: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<WrappedKeyRow>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT id, key_id, wrapped_key FROM tips WHERE key_id <> $1 AND wrapped_key IS NOT NULL LIMIT $2"
+        ).bind(current).bind(limit).fetch_all(p).await)
+    }
+
+    /// Stores re-wrapped data keys in one transaction.
+    pub async fn store_rewrapped(&self, rows: &[WrappedKeyRow]) -> StoreResult<()> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for r in rows {
+                sqlx::query("UPDATE tips SET key_id = $1, wrapped_key = $2 WHERE id = $3")
+                    .bind(&r.key_id).bind(&r.wrapped_key).bind(&r.id).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    /// How many tips still have a data key wrapped under `key_id`.
+    pub async fn tips_under_key(&self, key_id: &str) -> StoreResult<i64> {
+        on_pool!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM tips WHERE key_id = $1 AND wrapped_key IS NOT NULL")
+            .bind(key_id).fetch_one(p).await)
+    }
+
+    // ---- tips ----
+
+    /// Inserts tips in one transaction (the tip writer's batch).
+    pub async fn insert_tips(&self, tips: &[&NewTipRecord]) -> StoreResult<()> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for t in tips {
+                sqlx::query(
+                    "INSERT INTO tips (id, receipt_mac, channel, category, priority, status, happening_now, \
+                     province_code, commune_code, village_id, created_at, updated_at, due_at, key_id, wrapped_key, \
+                     description, place_details, village_text, occurred_at, contact) \
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$11,$12,$13,$14,$15,$16,$17,$18,$19)")
+                    .bind(&t.id).bind(&t.receipt_mac).bind(t.channel).bind(t.category).bind(t.priority)
+                    .bind(t.status).bind(t.happening_now).bind(t.province_code).bind(t.commune_code)
+                    .bind(t.village_id).bind(t.created_at).bind(t.due_at).bind(&t.key_id).bind(&t.wrapped_key)
+                    .bind(&t.description).bind(&t.place_details).bind(&t.village_text).bind(&t.occurred_at)
+                    .bind(&t.contact)
+                    .execute(&mut *tx).await?;
+                for a in &t.attachments {
+                    sqlx::query("INSERT INTO attachments (id, tip_id, message_id, created_at, content_type, size, body) VALUES ($1,$2,NULL,$3,$4,$5,$6)")
+                        .bind(&a.id).bind(&t.id).bind(t.created_at).bind(&a.content_type).bind(a.size).bind(&a.body)
+                        .execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await
+        })
+    }
+
+    /// The tip whose receipt has this MAC.
+    pub async fn tip_by_receipt(&self, receipt_mac: &[u8]) -> StoreResult<Option<TipRow>> {
+        on_pool!(self, p => sqlx::query_as(&format!("SELECT {TIP_COLUMNS} FROM tips WHERE receipt_mac = $1"))
+            .bind(receipt_mac).fetch_optional(p).await)
+    }
+
+    /// A tip by id.
+    pub async fn tip(&self, id: &str) -> StoreResult<Option<TipRow>> {
+        on_pool!(self, p => sqlx::query_as(&format!("SELECT {TIP_COLUMNS} FROM tips WHERE id = $1"))
+            .bind(id).fetch_optional(p).await)
+    }
+
+    /// A tip's messages, oldest first.
+    pub async fn messages(&self, tip_id: &str) -> StoreResult<Vec<MessageRow>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT id, tip_id, author, created_at, body FROM tip_messages WHERE tip_id = $1 ORDER BY created_at, id"
+        ).bind(tip_id).fetch_all(p).await)
+    }
+
+    /// Metadata of a tip's attachments (not their bytes), oldest first.
+    pub async fn attachments(&self, tip_id: &str) -> StoreResult<Vec<AttachmentMeta>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT id, message_id, created_at, content_type, size FROM attachments WHERE tip_id = $1 ORDER BY created_at, id"
+        ).bind(tip_id).fetch_all(p).await)
+    }
+
+    /// One attachment's sealed bytes, only if it belongs to `tip_id`.
+    pub async fn attachment_body(&self, tip_id: &str, id: &str) -> StoreResult<Option<Vec<u8>>> {
+        on_pool!(self, p => sqlx::query_scalar("SELECT body FROM attachments WHERE tip_id = $1 AND id = $2")
+            .bind(tip_id).bind(id).fetch_optional(p).await)
+    }
+
+    /// Adds a message (and its photos) to a tip's conversation, in one transaction.
+    pub async fn add_message(&self, m: &NewMessageRecord) -> StoreResult<()> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("INSERT INTO tip_messages (id, tip_id, author, created_at, body) VALUES ($1,$2,$3,$4,$5)")
+                .bind(&m.id).bind(&m.tip_id).bind(m.author).bind(m.created_at).bind(&m.body)
+                .execute(&mut *tx).await?;
+            for a in &m.attachments {
+                sqlx::query("INSERT INTO attachments (id, tip_id, message_id, created_at, content_type, size, body) VALUES ($1,$2,$3,$4,$5,$6,$7)")
+                    .bind(&a.id).bind(&m.tip_id).bind(&m.id).bind(m.created_at).bind(&a.content_type).bind(a.size).bind(&a.body)
+                    .execute(&mut *tx).await?;
+            }
+            sqlx::query("UPDATE tips SET updated_at = $1 WHERE id = $2").bind(m.created_at).bind(&m.tip_id)
+                .execute(&mut *tx).await?;
+            tx.commit().await
+        })
+    }
+}

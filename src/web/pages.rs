@@ -1,0 +1,675 @@
+//! The resident pages: the tip form, the receipt, and "check my tip" with replies. Every
+//! page works without JavaScript; a bad input re-renders the page with everything typed.
+
+use super::limits::{Action, Limited};
+use super::{pad_to, ClientIp, Lang};
+use crate::app::AppState;
+use crate::crypto::Receipt;
+use crate::i18n::{locales, Texts};
+use crate::intake::{FieldError, IntakeError, TipInput, TipStatusView, MAX_PHOTOS};
+use crate::tips::{Category, Channel};
+use askama::Template;
+use axum::extract::multipart::MultipartError;
+use axum::extract::{Multipart, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use chrono::{FixedOffset, TimeZone};
+use serde::Deserialize;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(form_page))
+        .route("/tips", post(submit_tip))
+        .route("/status", get(status_form).post(check_status))
+        .route("/status/reply", post(reply))
+}
+
+/// A language link in the page header.
+pub struct LangLink {
+    pub code: &'static str,
+    pub name: String,
+    pub current: bool,
+}
+
+fn lang_links(lang: Lang) -> Vec<LangLink> {
+    locales()
+        .all()
+        .iter()
+        .map(|l| LangLink {
+            code: l.code,
+            name: l.name().to_owned(),
+            current: l.code == lang.0,
+        })
+        .collect()
+}
+
+/// One `<option>` or radio choice.
+pub struct Choice {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+/// An error shown beside a field and in the summary.
+pub struct ErrorItem {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn error_items(t: Texts, errors: &[FieldError]) -> Vec<ErrorItem> {
+    errors
+        .iter()
+        .map(|e| ErrorItem {
+            field: e.field,
+            message: t.get(e.code).to_owned(),
+        })
+        .collect()
+}
+
+/// What the resident typed into the form, kept across re-renders.
+#[derive(Debug, Default, Clone)]
+pub struct TipForm {
+    pub category: String,
+    pub province: String,
+    pub commune: String,
+    pub village: String,
+    pub place_details: String,
+    pub occurred_at: String,
+    pub happening_now: bool,
+    pub description: String,
+    pub contact_opt_in: bool,
+    pub contact: String,
+    pub website: String,
+    pub lang: String,
+    pub action: String,
+    /// The reply form's receipt (a POST field, never part of a URL).
+    pub receipt: String,
+}
+
+impl TipForm {
+    fn to_input(&self, photos: Vec<Vec<u8>>) -> TipInput {
+        TipInput {
+            category: self.category.clone(),
+            province: self.province.trim().parse().ok(),
+            commune: self.commune.trim().parse().ok(),
+            village: self.village.clone(),
+            place_details: self.place_details.clone(),
+            occurred_at: self.occurred_at.clone(),
+            happening_now: self.happening_now,
+            description: self.description.clone(),
+            contact: self.contact_opt_in.then(|| self.contact.clone()),
+            photos,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "form.html")]
+struct FormPage {
+    t: Texts,
+    langs: Vec<LangLink>,
+    form: TipForm,
+    categories: Vec<Choice>,
+    provinces: Vec<Choice>,
+    communes: Vec<Choice>,
+    villages: Vec<String>,
+    errors: Vec<ErrorItem>,
+    notice: Option<String>,
+}
+
+impl FormPage {
+    fn error_for(&self, field: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.field == field)
+            .map(|e| e.message.as_str())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "receipt.html")]
+struct ReceiptPage {
+    t: Texts,
+    langs: Vec<LangLink>,
+    receipt: String,
+}
+
+#[derive(Template)]
+#[template(path = "status_form.html")]
+struct StatusFormPage {
+    t: Texts,
+    langs: Vec<LangLink>,
+    error: Option<String>,
+}
+
+/// A message as the status page shows it.
+pub struct MessageLine {
+    pub from_police: bool,
+    pub when: String,
+    pub text: String,
+    pub photos: String,
+}
+
+#[derive(Template)]
+#[template(path = "status.html")]
+struct StatusPage {
+    t: Texts,
+    langs: Vec<LangLink>,
+    receipt: String,
+    status_label: String,
+    status_key: &'static str,
+    sent_at: String,
+    messages: Vec<MessageLine>,
+    reply_text: String,
+    errors: Vec<ErrorItem>,
+    notice: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    t: Texts,
+    langs: Vec<LangLink>,
+    message: String,
+}
+
+fn render(status: StatusCode, page: impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+/// Vietnam's time (UTC+7, no daylight saving), as people read it.
+pub fn local_time(ms: i64) -> String {
+    let tz = FixedOffset::east_opt(7 * 3600).expect("valid offset");
+    tz.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.format("%d/%m/%Y %H:%M").to_string())
+        .unwrap_or_default()
+}
+
+fn form_page_for(state: &AppState, lang: Lang, form: TipForm, errors: &[FieldError]) -> FormPage {
+    let t = lang.texts();
+    let geo = state.intake.geo();
+    let province: Option<i64> = form.province.trim().parse().ok();
+    let commune: Option<i64> = form.commune.trim().parse().ok();
+    let categories = Category::ALL
+        .iter()
+        .map(|c| Choice {
+            value: c.as_str().to_owned(),
+            label: t.get(&format!("category.{}", c.as_str())).to_owned(),
+            selected: form.category == c.as_str(),
+        })
+        .collect();
+    let provinces = geo
+        .provinces()
+        .iter()
+        .map(|p| Choice {
+            value: p.code.to_string(),
+            label: p.name.clone(),
+            selected: Some(p.code) == province,
+        })
+        .collect();
+    let communes = province
+        .map(|p| {
+            geo.communes_of(p)
+                .map(|c| Choice {
+                    value: c.code.to_string(),
+                    label: c.name.clone(),
+                    selected: Some(c.code) == commune,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    FormPage {
+        t,
+        langs: lang_links(lang),
+        errors: error_items(t, errors),
+        form,
+        categories,
+        provinces,
+        communes,
+        villages: Vec::new(),
+        notice: None,
+    }
+}
+
+async fn with_villages(state: &AppState, mut page: FormPage) -> FormPage {
+    if let Ok(code) = page.form.commune.trim().parse::<i64>() {
+        if let Ok(villages) = state.intake.store().villages(code).await {
+            page.villages = villages.into_iter().map(|v| v.name).collect();
+        }
+    }
+    page
+}
+
+#[derive(Deserialize)]
+struct FormQuery {
+    province: Option<String>,
+    lang: Option<String>,
+}
+
+fn lang_cookie(state: &AppState, lang: Lang) -> HeaderValue {
+    let secure = if state.config.tls() { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "lang={}; Path=/; Max-Age=31536000; SameSite=Lax{secure}",
+        lang.0
+    ))
+    .expect("ascii cookie")
+}
+
+async fn form_page(
+    State(state): State<AppState>,
+    lang: Lang,
+    Query(q): Query<FormQuery>,
+) -> Response {
+    let form = TipForm {
+        province: q.province.unwrap_or_default(),
+        lang: lang.0.to_owned(),
+        ..TipForm::default()
+    };
+    let page = form_page_for(&state, lang, form, &[]);
+    let mut res = render(StatusCode::OK, page);
+    if q.lang.is_some() {
+        res.headers_mut()
+            .insert(header::SET_COOKIE, lang_cookie(&state, lang));
+    }
+    res
+}
+
+/// Longest text field read from a form (larger ones are cut and flagged as too long).
+const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+/// Reads the tip form. On a broken upload it returns what was read so far and the error.
+async fn read_tip_form(mut multipart: Multipart) -> (TipForm, Vec<Vec<u8>>, Option<&'static str>) {
+    let mut form = TipForm::default();
+    let mut photos = Vec::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return (form, photos, Some(multipart_error(&e))),
+        };
+        let name = field.name().unwrap_or("").to_owned();
+        if name == "photos" || name == "photo" {
+            if field.file_name().is_none_or(str::is_empty) {
+                continue;
+            }
+            match field.bytes().await {
+                Ok(b) if b.is_empty() => {}
+                Ok(b) => {
+                    if photos.len() > MAX_PHOTOS {
+                        continue; // counted below; don't hold more in memory
+                    }
+                    photos.push(b.to_vec())
+                }
+                Err(e) => return (form, photos, Some(multipart_error(&e))),
+            }
+            continue;
+        }
+        let value = match field.text().await {
+            Ok(v) => v,
+            Err(e) => return (form, photos, Some(multipart_error(&e))),
+        };
+        let value = if value.len() > MAX_FIELD_BYTES {
+            value.chars().take(MAX_FIELD_BYTES).collect()
+        } else {
+            value
+        };
+        match name.as_str() {
+            "category" => form.category = value,
+            "province" => form.province = value,
+            "commune" => form.commune = value,
+            "village" => form.village = value,
+            "place_details" => form.place_details = value,
+            "occurred_at" => form.occurred_at = value,
+            "happening_now" => form.happening_now = !value.is_empty(),
+            // The reply form's message is the tip form's description slot.
+            "description" | "message" => form.description = value,
+            "contact_opt_in" => form.contact_opt_in = !value.is_empty(),
+            "contact" => form.contact = value,
+            "website" => form.website = value,
+            "lang" => form.lang = value,
+            "action" => form.action = value,
+            "receipt" => form.receipt = value,
+            _ => {}
+        }
+    }
+    (form, photos, None)
+}
+
+fn multipart_error(e: &MultipartError) -> &'static str {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        "error.body_too_large"
+    } else {
+        "error.bad_request"
+    }
+}
+
+fn form_lang(form_lang: &str, header_lang: Lang) -> Lang {
+    Lang::known(form_lang).unwrap_or(header_lang)
+}
+
+async fn rerender_form(
+    state: &AppState,
+    lang: Lang,
+    status: StatusCode,
+    form: TipForm,
+    errors: &[FieldError],
+    notice: Option<String>,
+    had_photos: bool,
+) -> Response {
+    let mut page = with_villages(state, form_page_for(state, lang, form, errors)).await;
+    page.notice = notice;
+    if had_photos && page.notice.is_none() {
+        page.notice = Some(page.t.get("form.photos_again").to_owned());
+    }
+    render(status, page)
+}
+
+fn limited_message(t: Texts, key: &str, l: Limited) -> String {
+    t.fill(key, &[("minutes", &l.minutes().to_string())])
+}
+
+async fn submit_tip(
+    State(state): State<AppState>,
+    header_lang: Lang,
+    ClientIp(ip): ClientIp,
+    multipart: Multipart,
+) -> Response {
+    let (form, photos, broken) = read_tip_form(multipart).await;
+    let lang = form_lang(&form.lang, header_lang);
+    let t = lang.texts();
+    let had_photos = !photos.is_empty();
+    if let Some(code) = broken {
+        let status = if code == "error.body_too_large" {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        let notice = Some(t.get(code).to_owned());
+        return rerender_form(&state, lang, status, form, &[], notice, had_photos).await;
+    }
+    if form.action == "pick_province" {
+        let errors = if form.province.trim().is_empty() {
+            vec![FieldError {
+                field: "province",
+                code: "error.unknown_province",
+            }]
+        } else {
+            Vec::new()
+        };
+        return rerender_form(
+            &state,
+            lang,
+            StatusCode::OK,
+            form,
+            &errors,
+            None,
+            had_photos,
+        )
+        .await;
+    }
+    if !form.website.is_empty() {
+        let errors = [FieldError {
+            field: "website",
+            code: "error.honeypot",
+        }];
+        return rerender_form(
+            &state,
+            lang,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            form,
+            &errors,
+            None,
+            had_photos,
+        )
+        .await;
+    }
+    if let Err(l) = state.limits.check(Action::Submit, ip) {
+        let notice = Some(limited_message(t, "error.rate_limited", l));
+        return rerender_form(
+            &state,
+            lang,
+            StatusCode::TOO_MANY_REQUESTS,
+            form,
+            &[],
+            notice,
+            had_photos,
+        )
+        .await;
+    }
+    let input = form.to_input(photos);
+    match state.intake.submit(Channel::Web, input).await {
+        Ok(receipt) => render(
+            StatusCode::OK,
+            ReceiptPage {
+                t,
+                langs: lang_links(lang),
+                receipt: receipt.to_string(),
+            },
+        ),
+        Err(IntakeError::Invalid(errors)) => {
+            rerender_form(
+                &state,
+                lang,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                form,
+                &errors,
+                None,
+                had_photos,
+            )
+            .await
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a tip could not be stored");
+            let notice = Some(t.get("error.internal").to_owned());
+            rerender_form(
+                &state,
+                lang,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                form,
+                &[],
+                notice,
+                had_photos,
+            )
+            .await
+        }
+    }
+}
+
+async fn status_form(State(_): State<AppState>, lang: Lang) -> Response {
+    render(
+        StatusCode::OK,
+        StatusFormPage {
+            t: lang.texts(),
+            langs: lang_links(lang),
+            error: None,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct StatusRequest {
+    #[serde(default)]
+    receipt: String,
+    #[serde(default)]
+    lang: String,
+}
+
+fn status_page(t: Texts, lang: Lang, receipt: &Receipt, view: TipStatusView) -> StatusPage {
+    let key = view.status.as_str();
+    StatusPage {
+        t,
+        langs: lang_links(lang),
+        receipt: receipt.to_string(),
+        status_label: t.get(&format!("status.{key}")).to_owned(),
+        status_key: key,
+        sent_at: local_time(view.created_at),
+        messages: view
+            .messages
+            .into_iter()
+            .map(|m| MessageLine {
+                from_police: m.author == "police",
+                when: local_time(m.created_at),
+                photos: if m.photos > 0 {
+                    t.fill("status.photos_count", &[("n", &m.photos.to_string())])
+                } else {
+                    String::new()
+                },
+                text: m.text,
+            })
+            .collect(),
+        reply_text: String::new(),
+        errors: Vec::new(),
+        notice: None,
+    }
+}
+
+fn status_form_error(lang: Lang, status: StatusCode, message: String) -> Response {
+    render(
+        status,
+        StatusFormPage {
+            t: lang.texts(),
+            langs: lang_links(lang),
+            error: Some(message),
+        },
+    )
+}
+
+async fn check_status(
+    State(state): State<AppState>,
+    header_lang: Lang,
+    ClientIp(ip): ClientIp,
+    form: Result<Form<StatusRequest>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let start = tokio::time::Instant::now();
+    let (receipt, lang) = match &form {
+        Ok(Form(f)) => (f.receipt.as_str(), form_lang(&f.lang, header_lang)),
+        Err(_) => ("", header_lang),
+    };
+    let t = lang.texts();
+    if let Err(l) = state.limits.check(Action::Check, ip) {
+        return status_form_error(
+            lang,
+            StatusCode::TOO_MANY_REQUESTS,
+            limited_message(t, "error.rate_limited_check", l),
+        );
+    }
+    let response = match Receipt::parse(receipt) {
+        Err(_) => status_form_error(lang, StatusCode::OK, t.get("status.bad_receipt").to_owned()),
+        Ok(receipt) => match state.intake.status(&receipt).await {
+            Ok(Some(view)) => render(StatusCode::OK, status_page(t, lang, &receipt, view)),
+            Ok(None) => {
+                status_form_error(lang, StatusCode::OK, t.get("status.not_found").to_owned())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "status check failed");
+                status_form_error(
+                    lang,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    t.get("error.internal").to_owned(),
+                )
+            }
+        },
+    };
+    pad_to(start, state.config.status_floor_ms).await;
+    response
+}
+
+async fn reply(
+    State(state): State<AppState>,
+    header_lang: Lang,
+    ClientIp(ip): ClientIp,
+    multipart: Multipart,
+) -> Response {
+    let start = tokio::time::Instant::now();
+    let (form, photos, broken) = read_tip_form(multipart).await;
+    let lang = form_lang(&form.lang, header_lang);
+    let t = lang.texts();
+    let Ok(receipt) = Receipt::parse(&form.receipt) else {
+        pad_to(start, state.config.status_floor_ms).await;
+        return status_form_error(lang, StatusCode::OK, t.get("status.bad_receipt").to_owned());
+    };
+    let limited = state.limits.check(Action::Submit, ip).err();
+    let result = match (broken, limited) {
+        (Some(code), _) => Err(vec![ErrorItem {
+            field: "message",
+            message: t.get(code).to_owned(),
+        }]),
+        (None, Some(l)) => Err(vec![ErrorItem {
+            field: "message",
+            message: limited_message(t, "error.rate_limited", l),
+        }]),
+        (None, None) => match state
+            .intake
+            .reply(&receipt, &form.description, photos)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                pad_to(start, state.config.status_floor_ms).await;
+                return status_form_error(
+                    lang,
+                    StatusCode::OK,
+                    t.get("status.not_found").to_owned(),
+                );
+            }
+            Err(IntakeError::Invalid(errors)) => Err(error_items(t, &errors)),
+            Err(e) => {
+                tracing::error!(error = %e, "a reply could not be stored");
+                Err(vec![ErrorItem {
+                    field: "message",
+                    message: t.get("error.internal").to_owned(),
+                }])
+            }
+        },
+    };
+    let view = match state.intake.status(&receipt).await {
+        Ok(Some(view)) => view,
+        Ok(None) => {
+            pad_to(start, state.config.status_floor_ms).await;
+            return status_form_error(lang, StatusCode::OK, t.get("status.not_found").to_owned());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "status check failed");
+            return status_form_error(
+                lang,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                t.get("error.internal").to_owned(),
+            );
+        }
+    };
+    let mut page = status_page(t, lang, &receipt, view);
+    let status = match result {
+        Ok(()) => {
+            page.notice = Some(t.get("status.reply_sent").to_owned());
+            StatusCode::OK
+        }
+        Err(errors) => {
+            page.reply_text = form.description.clone();
+            page.errors = errors;
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    };
+    pad_to(start, state.config.status_floor_ms).await;
+    render(status, page)
+}
+
+pub(super) async fn not_found(lang: Lang) -> Response {
+    let t = lang.texts();
+    render(
+        StatusCode::NOT_FOUND,
+        ErrorPage {
+            t,
+            langs: lang_links(lang),
+            message: t.get("error.not_found").to_owned(),
+        },
+    )
+}

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# The one command that runs tinbao's whole test suite:  bash tests/run.sh [extra cargo test args]
+#
+# On a fresh Debian 12 machine with only the Rust toolchain it installs what the tests need
+# (chromium, chromium-driver, python3-aiosmtpd, postgresql), makes sure PostgreSQL answers on
+# 127.0.0.1:5432, then runs rustfmt, clippy and every test target. Idempotent, and quick when
+# everything is already in place. Extra arguments are passed to `cargo test --all-targets`,
+# e.g.  bash tests/run.sh browser -- --nocapture
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+START_TS=$(date +%s)
+section() {
+    printf '\n========== %s  (+%ss) ==========\n' "$*" "$(($(date +%s) - START_TS))"
+}
+die() {
+    printf 'tests/run.sh: ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+# Root runs commands directly; otherwise use sudo when there is one.
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        if [ -t 0 ]; then SUDO=(sudo); else SUDO=(sudo -n); fi
+    fi
+fi
+as_root() {
+    if [ "${#SUDO[@]}" -gt 0 ]; then "${SUDO[@]}" "$@"; else "$@"; fi
+}
+
+# ---------------------------------------------------------------------------------------------
+section "System packages"
+
+pkg_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+pg_server_present() {
+    command -v psql >/dev/null 2>&1 &&
+        command -v pg_ctlcluster >/dev/null 2>&1 &&
+        compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
+}
+
+# Is the database local (ours to install and start)? Only a preset URL to another host is not.
+MANAGE_PG=1
+if [ -n "${TEST_DATABASE_URL:-}" ]; then
+    case "$TEST_DATABASE_URL" in
+        *@127.0.0.1[:/]* | *@127.0.0.1 | *@localhost[:/]* | *@localhost | *@\[::1\]*) ;;
+        *) MANAGE_PG=0 ;;
+    esac
+fi
+
+missing=()
+[ -x /usr/bin/chromium ] && pkg_installed chromium || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] && pkg_installed chromium-driver || missing+=(chromium-driver)
+pkg_installed python3-aiosmtpd || missing+=(python3-aiosmtpd)
+if [ "$MANAGE_PG" = 1 ] && ! pg_server_present; then
+    missing+=(postgresql)
+elif ! command -v psql >/dev/null 2>&1; then
+    missing+=(postgresql-client)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing: ${missing[*]}"
+    if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
+        die "not root and no sudo: install these Debian packages by hand: ${missing[*]}"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt_opts=(-o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" update -q </dev/null ||
+        echo "warning: apt-get update failed; trying to install anyway" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y -q \
+        --no-install-recommends "${missing[@]}" </dev/null ||
+        die "apt-get install ${missing[*]} failed"
+else
+    echo "all present: chromium, chromium-driver, python3-aiosmtpd$([ "$MANAGE_PG" = 1 ] && echo ', postgresql')"
+fi
+
+# ---------------------------------------------------------------------------------------------
+section "PostgreSQL"
+
+export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+pg_can_connect() {
+    PGCONNECT_TIMEOUT=5 psql "$TEST_DATABASE_URL" -w -X -q -A -t -c 'select 1' >/dev/null 2>&1
+}
+
+if [ "$MANAGE_PG" = 1 ]; then
+    # The cluster: Debian normally creates "main" on install; make one if it did not.
+    PG_VER="$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1 || true)"
+    if [ -z "$PG_VER" ] || [ ! -d "/etc/postgresql/$PG_VER/main" ]; then
+        PG_VER="$(ls /usr/lib/postgresql | sort -V | tail -n 1)"
+        echo "creating cluster $PG_VER/main"
+        as_root pg_createcluster --port 5432 "$PG_VER" main
+    fi
+    PG_CONF_DIR="/etc/postgresql/$PG_VER/main"
+
+    if ! pg_isready -q -h 127.0.0.1 -p 5432 -t 2; then
+        echo "starting cluster $PG_VER/main"
+        # "already running" is fine (exit 2); anything else shows up in the wait below.
+        as_root pg_ctlcluster --skip-systemctl-redirect "$PG_VER" main start || true
+    fi
+
+    for _ in $(seq 1 60); do
+        pg_isready -q -h 127.0.0.1 -p 5432 -t 1 && break
+        sleep 0.5
+    done
+    if ! pg_isready -h 127.0.0.1 -p 5432 -t 1; then
+        pg_lsclusters >&2 || true
+        as_root tail -n 30 "/var/log/postgresql/postgresql-$PG_VER-main.log" >&2 || true
+        die "PostgreSQL is not accepting connections on 127.0.0.1:5432 after 30s"
+    fi
+
+    # A fresh install asks for a password over TCP (scram-sha-256); tests connect as postgres
+    # without one, so trust the postgres user from loopback only. Done once, only if needed.
+    if ! pg_can_connect; then
+        HBA="$PG_CONF_DIR/pg_hba.conf"
+        if ! as_root grep -q '^# tinbao tests:' "$HBA"; then
+            echo "allowing passwordless TCP logins as postgres from loopback in $HBA"
+            tmp="$(mktemp)"
+            {
+                echo '# tinbao tests: passwordless loopback logins for the postgres user (tests/run.sh)'
+                echo 'host    all    postgres    127.0.0.1/32    trust'
+                echo 'host    all    postgres    ::1/128         trust'
+                as_root cat "$HBA"
+            } >"$tmp"
+            as_root cp "$tmp" "$HBA"
+            rm -f "$tmp"
+            as_root pg_ctlcluster --skip-systemctl-redirect "$PG_VER" main reload
+            sleep 1
+        fi
+    fi
+fi
+
+for _ in $(seq 1 20); do
+    pg_can_connect && break
+    sleep 0.5
+done
+if ! pg_can_connect; then
+    PGCONNECT_TIMEOUT=5 psql "$TEST_DATABASE_URL" -w -X -c 'select 1' || true
+    die "cannot connect to TEST_DATABASE_URL=$TEST_DATABASE_URL"
+fi
+echo "TEST_DATABASE_URL=$TEST_DATABASE_URL  ($(psql "$TEST_DATABASE_URL" -w -X -A -t -c 'show server_version'))"
+
+# ---------------------------------------------------------------------------------------------
+section "Environment"
+
+export TINBAO_CHROMIUM="${TINBAO_CHROMIUM:-/usr/bin/chromium}"
+export TINBAO_CHROMEDRIVER="${TINBAO_CHROMEDRIVER:-/usr/bin/chromedriver}"
+# This script installs the browser, so browser tests must run here, never skip.
+export TINBAO_REQUIRE_BROWSER="${TINBAO_REQUIRE_BROWSER:-1}"
+[ -x "$TINBAO_CHROMIUM" ] || die "TINBAO_CHROMIUM=$TINBAO_CHROMIUM is not executable"
+[ -x "$TINBAO_CHROMEDRIVER" ] || die "TINBAO_CHROMEDRIVER=$TINBAO_CHROMEDRIVER is not executable"
+echo "TINBAO_CHROMIUM=$TINBAO_CHROMIUM  ($("$TINBAO_CHROMIUM" --version 2>/dev/null | head -n 1))"
+echo "TINBAO_CHROMEDRIVER=$TINBAO_CHROMEDRIVER  ($("$TINBAO_CHROMEDRIVER" --version 2>/dev/null | head -n 1))"
+# Debian's python3-aiosmtpd is for /usr/bin/python3 (a `python3` earlier in PATH, e.g. pyenv's,
+# does not see it): email tests run `$TINBAO_PYTHON -m aiosmtpd -n -l 127.0.0.1:PORT`.
+export TINBAO_PYTHON="${TINBAO_PYTHON:-/usr/bin/python3}"
+"$TINBAO_PYTHON" -c 'import aiosmtpd' 2>/dev/null || die "$TINBAO_PYTHON cannot import aiosmtpd"
+echo "TINBAO_PYTHON=$TINBAO_PYTHON  (aiosmtpd $("$TINBAO_PYTHON" -c 'import aiosmtpd; print(aiosmtpd.__version__)'))"
+cargo --version
+cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing (rustup component add rustfmt)"
+cargo clippy --version >/dev/null 2>&1 || die "clippy is missing (rustup component add clippy)"
+
+# ---------------------------------------------------------------------------------------------
+section "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+section "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+section "cargo test --all-targets $*"
+cargo test --all-targets "$@"
+
+section "All checks passed"
