@@ -59,8 +59,17 @@ enum VillagesCommand {
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TINBAO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"))
+        // These log client addresses at trace level: never, whatever TINBAO_LOG says.
+        .add_directive("axum::serve=off".parse().expect("directive"))
+        .add_directive("axum_server=off".parse().expect("directive"))
+        .add_directive("hyper=off".parse().expect("directive"))
+        .add_directive("hyper_util=off".parse().expect("directive"));
+    // Logs go to stderr; stdout carries only what a command answers.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Runs the command line.
@@ -87,7 +96,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     let addr = app.local_addr();
     println!("tinbao listening on {scheme}://{addr}");
-    tracing::info!(%addr, "listening");
     app.run(shutdown_signal()).await
 }
 

@@ -4,7 +4,7 @@
 # On a fresh Debian 12 machine with only the Rust toolchain it installs what the tests need
 # (chromium, chromium-driver, python3-aiosmtpd, postgresql), makes sure PostgreSQL answers on
 # 127.0.0.1:5432, then runs rustfmt, clippy and every test target. Idempotent, and quick when
-# everything is already in place. Extra arguments are passed to `cargo test --all-targets`,
+# everything is already in place. Extra arguments are passed to `cargo test`,
 # e.g.  bash tests/run.sh browser -- --nocapture
 set -euo pipefail
 
@@ -171,7 +171,7 @@ cargo fmt --all -- --check
 section "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-section "cargo test --all-targets $*"
-cargo test --all-targets "$@"
+section "cargo test $*"
+cargo test "$@"
 
 section "All checks passed"

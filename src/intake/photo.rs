@@ -63,10 +63,10 @@ impl PhotoError {
     /// Stable machine-readable code, used as a localisation key.
     pub fn code(&self) -> &'static str {
         match self {
-            PhotoError::TooLarge => "photo_too_large",
-            PhotoError::TooManyPixels => "photo_too_many_pixels",
-            PhotoError::UnsupportedType => "photo_unsupported_type",
-            PhotoError::Corrupt => "photo_corrupt",
+            PhotoError::TooLarge => "error.photo_too_large",
+            PhotoError::TooManyPixels => "error.photo_too_many_pixels",
+            PhotoError::UnsupportedType => "error.photo_unsupported_type",
+            PhotoError::Corrupt => "error.photo_corrupt",
         }
     }
 }
@@ -222,8 +222,80 @@ fn flatten_to_rgb(img: DynamicImage) -> RgbImage {
     out
 }
 
+/// Photo fixtures for tests (here rather than in a test module so that the integration
+/// tests build the same EXIF-laden photos).
+#[doc(hidden)]
+pub mod fixtures {
+    /// GPS latitude 48/1, 51/1, 2964/100 as little-endian RATIONALs; a byte
+    /// pattern that cannot appear by chance in the re-encoded output.
+    pub const GPS_LAT: [u8; 24] = [
+        48, 0, 0, 0, 1, 0, 0, 0, 51, 0, 0, 0, 1, 0, 0, 0, 0x94, 0x0B, 0, 0, 100, 0, 0, 0,
+    ];
+
+    /// Hand-built little-endian TIFF: IFD0 {Orientation, GPSInfo pointer},
+    /// GPS IFD {LatitudeRef "N", Latitude}.
+    pub fn exif_tiff(orientation: u16) -> Vec<u8> {
+        fn entry(t: &mut Vec<u8>, tag: u16, typ: u16, count: u32, value: [u8; 4]) {
+            t.extend_from_slice(&tag.to_le_bytes());
+            t.extend_from_slice(&typ.to_le_bytes());
+            t.extend_from_slice(&count.to_le_bytes());
+            t.extend_from_slice(&value);
+        }
+        const SHORT: u16 = 3;
+        const LONG: u16 = 4;
+        const ASCII: u16 = 2;
+        const RATIONAL: u16 = 5;
+        // Layout: header(8) | IFD0 at 8: 2 + 2*12 + 4 = 30 -> GPS IFD at 38:
+        // 2 + 2*12 + 4 = 30 -> rational data at 68.
+        let ifd0 = 8u32;
+        let gps_ifd = ifd0 + 30;
+        let lat_data = gps_ifd + 30;
+
+        let mut t = Vec::new();
+        t.extend_from_slice(b"II");
+        t.extend_from_slice(&42u16.to_le_bytes());
+        t.extend_from_slice(&ifd0.to_le_bytes());
+
+        t.extend_from_slice(&2u16.to_le_bytes());
+        let o = orientation.to_le_bytes();
+        entry(&mut t, 0x0112, SHORT, 1, [o[0], o[1], 0, 0]);
+        entry(&mut t, 0x8825, LONG, 1, gps_ifd.to_le_bytes());
+        t.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(t.len() as u32, gps_ifd);
+
+        t.extend_from_slice(&2u16.to_le_bytes());
+        entry(&mut t, 0x0001, ASCII, 2, [b'N', 0, 0, 0]);
+        entry(&mut t, 0x0002, RATIONAL, 3, lat_data.to_le_bytes());
+        t.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(t.len() as u32, lat_data);
+
+        t.extend_from_slice(&GPS_LAT);
+        t
+    }
+
+    pub fn segment(marker: u8, payload: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(payload.len() + 2).unwrap();
+        let mut s = vec![0xFF, marker];
+        s.extend_from_slice(&len.to_be_bytes());
+        s.extend_from_slice(payload);
+        s
+    }
+
+    /// Inserts an Exif APP1 (with GPS) and a COM segment right after SOI.
+    pub fn with_exif(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&exif_tiff(orientation));
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&segment(0xE1, &app1));
+        out.extend_from_slice(&segment(0xFE, b"secret-comment-tinbao"));
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::fixtures::*;
     use super::*;
     use image::codecs::png::PngEncoder;
     use image::codecs::webp::WebPEncoder;
@@ -267,72 +339,6 @@ mod tests {
                 image::ExtendedColorType::Rgba8,
             )
             .unwrap();
-        out
-    }
-
-    /// GPS latitude 48/1, 51/1, 2964/100 as little-endian RATIONALs; a byte
-    /// pattern that cannot appear by chance in the re-encoded output.
-    const GPS_LAT: [u8; 24] = [
-        48, 0, 0, 0, 1, 0, 0, 0, 51, 0, 0, 0, 1, 0, 0, 0, 0x94, 0x0B, 0, 0, 100, 0, 0, 0,
-    ];
-
-    /// Hand-built little-endian TIFF: IFD0 {Orientation, GPSInfo pointer},
-    /// GPS IFD {LatitudeRef "N", Latitude}.
-    fn exif_tiff(orientation: u16) -> Vec<u8> {
-        fn entry(t: &mut Vec<u8>, tag: u16, typ: u16, count: u32, value: [u8; 4]) {
-            t.extend_from_slice(&tag.to_le_bytes());
-            t.extend_from_slice(&typ.to_le_bytes());
-            t.extend_from_slice(&count.to_le_bytes());
-            t.extend_from_slice(&value);
-        }
-        const SHORT: u16 = 3;
-        const LONG: u16 = 4;
-        const ASCII: u16 = 2;
-        const RATIONAL: u16 = 5;
-        // Layout: header(8) | IFD0 at 8: 2 + 2*12 + 4 = 30 -> GPS IFD at 38:
-        // 2 + 2*12 + 4 = 30 -> rational data at 68.
-        let ifd0 = 8u32;
-        let gps_ifd = ifd0 + 30;
-        let lat_data = gps_ifd + 30;
-
-        let mut t = Vec::new();
-        t.extend_from_slice(b"II");
-        t.extend_from_slice(&42u16.to_le_bytes());
-        t.extend_from_slice(&ifd0.to_le_bytes());
-
-        t.extend_from_slice(&2u16.to_le_bytes());
-        let o = orientation.to_le_bytes();
-        entry(&mut t, 0x0112, SHORT, 1, [o[0], o[1], 0, 0]);
-        entry(&mut t, 0x8825, LONG, 1, gps_ifd.to_le_bytes());
-        t.extend_from_slice(&0u32.to_le_bytes());
-        assert_eq!(t.len() as u32, gps_ifd);
-
-        t.extend_from_slice(&2u16.to_le_bytes());
-        entry(&mut t, 0x0001, ASCII, 2, [b'N', 0, 0, 0]);
-        entry(&mut t, 0x0002, RATIONAL, 3, lat_data.to_le_bytes());
-        t.extend_from_slice(&0u32.to_le_bytes());
-        assert_eq!(t.len() as u32, lat_data);
-
-        t.extend_from_slice(&GPS_LAT);
-        t
-    }
-
-    fn segment(marker: u8, payload: &[u8]) -> Vec<u8> {
-        let len = u16::try_from(payload.len() + 2).unwrap();
-        let mut s = vec![0xFF, marker];
-        s.extend_from_slice(&len.to_be_bytes());
-        s.extend_from_slice(payload);
-        s
-    }
-
-    /// Inserts an Exif APP1 (with GPS) and a COM segment right after SOI.
-    fn with_exif(jpeg: &[u8], orientation: u16) -> Vec<u8> {
-        let mut app1 = b"Exif\0\0".to_vec();
-        app1.extend_from_slice(&exif_tiff(orientation));
-        let mut out = jpeg[..2].to_vec();
-        out.extend_from_slice(&segment(0xE1, &app1));
-        out.extend_from_slice(&segment(0xFE, b"secret-comment-tinbao"));
-        out.extend_from_slice(&jpeg[2..]);
         out
     }
 
@@ -592,10 +598,16 @@ mod tests {
 
     #[test]
     fn codes_and_defaults() {
-        assert_eq!(PhotoError::TooLarge.code(), "photo_too_large");
-        assert_eq!(PhotoError::TooManyPixels.code(), "photo_too_many_pixels");
-        assert_eq!(PhotoError::UnsupportedType.code(), "photo_unsupported_type");
-        assert_eq!(PhotoError::Corrupt.code(), "photo_corrupt");
+        assert_eq!(PhotoError::TooLarge.code(), "error.photo_too_large");
+        assert_eq!(
+            PhotoError::TooManyPixels.code(),
+            "error.photo_too_many_pixels"
+        );
+        assert_eq!(
+            PhotoError::UnsupportedType.code(),
+            "error.photo_unsupported_type"
+        );
+        assert_eq!(PhotoError::Corrupt.code(), "error.photo_corrupt");
         let d = PhotoLimits::default();
         assert_eq!(d.max_bytes, 10 * 1024 * 1024);
         assert_eq!(d.max_pixels, 40_000_000);

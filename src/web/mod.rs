@@ -137,7 +137,8 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     res
 }
 
-/// The reader's language: `?lang=`, then the `lang` cookie, then `Accept-Language`.
+/// The reader's language: `?lang=`, then the `lang` cookie, then (for the API only)
+/// `Accept-Language`, else Vietnamese.
 #[derive(Debug, Clone, Copy)]
 pub struct Lang(pub &'static str);
 
@@ -184,6 +185,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Lang {
             if let Some(lang) = Lang::known(l) {
                 return Ok(lang);
             }
+        }
+        // Pages are Vietnamese unless the reader switches; programs calling the API may
+        // ask for their language.
+        if !parts.uri.path().starts_with("/api/") {
+            return Ok(Lang(crate::i18n::DEFAULT_LANG));
         }
         let accept = parts
             .headers

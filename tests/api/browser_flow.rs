@@ -1,0 +1,137 @@
+//! A resident on a small phone with JavaScript off: fill the form, read the receipt, check
+//! the tip with it. Screenshots are kept in tests/artifacts.
+
+use crate::browser::{available, Browser};
+use crate::helpers::*;
+use fantoccini::Locator;
+
+#[tokio::test]
+async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
+    if available().is_none() {
+        return;
+    }
+    let app = spawn_app(Engine::Sqlite).await;
+    let b = Browser::start(360, 640, false)
+        .await
+        .expect("chromium starts");
+    let c = &b.client;
+    c.goto(&app.url("/")).await.unwrap();
+    b.screenshot("form-360-nojs").await.unwrap();
+    c.find(Locator::Css("input[name=category][value=hotspot]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("#f-province option[value='1']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("textarea[name=description]"))
+        .await
+        .unwrap()
+        .send_keys("Có tụ điểm sử dụng ma túy sau chợ, tối nào cũng đông người.")
+        .await
+        .unwrap();
+    // Without script the province button lists the communes, keeping what was typed.
+    c.find(Locator::Id("pick-province"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let kept = c
+        .find(Locator::Css("textarea[name=description]"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(
+        kept.as_deref(),
+        Some("Có tụ điểm sử dụng ma túy sau chợ, tối nào cũng đông người.")
+    );
+    c.find(Locator::Css("#f-commune option[value='70']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css("input[name=village]"))
+        .await
+        .unwrap()
+        .send_keys("Tổ 9")
+        .await
+        .unwrap();
+    b.screenshot("form-360-filled").await.unwrap();
+    c.find(Locator::Id("submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    let receipt = c
+        .find(Locator::Id("receipt"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(receipt.trim().len(), 19, "receipt {receipt}");
+    b.screenshot("receipt-360").await.unwrap();
+
+    c.goto(&app.url("/status")).await.unwrap();
+    c.find(Locator::Css("input[name=receipt]"))
+        .await
+        .unwrap()
+        .send_keys(receipt.trim())
+        .await
+        .unwrap();
+    c.find(Locator::Css("#status-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let status = c
+        .find(Locator::Id("tip-status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(status, "Đã tiếp nhận");
+    b.screenshot("status-360").await.unwrap();
+
+    // The police answer; the resident reads it and replies, still without script.
+    let ids = app.raw_tip_ids().await;
+    app.state
+        .intake
+        .police_message(&ids[0], "Cảm ơn bạn, chúng tôi đang xác minh.")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#reply-form textarea"))
+        .await
+        .unwrap()
+        .send_keys("Thêm: có xe máy biển 29")
+        .await
+        .unwrap();
+    c.find(Locator::Css("#reply-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let page = c.source().await.unwrap();
+    assert!(page.contains("chúng tôi đang xác minh"));
+    assert!(page.contains("Thêm: có xe máy biển 29"));
+    b.screenshot("reply-360").await.unwrap();
+    b.close().await.unwrap();
+    let opened = app.state.intake.open_tip(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(opened.row.category, "hotspot");
+    assert_eq!(opened.row.commune_code, Some(70));
+    app.stop().await;
+}

@@ -1,0 +1,357 @@
+//! Test support: the real application on a random port, against a fresh SQLite file or a
+//! fresh PostgreSQL database, and the real binary as a child process.
+
+#![allow(dead_code)]
+
+use sqlx::Connection;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tinbao::{AppState, Application, Config};
+use tokio::sync::oneshot;
+
+/// The engines every feature is tested on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// SQLite always; PostgreSQL when `TEST_DATABASE_URL` is set (and always under CI).
+pub fn engines() -> Vec<Engine> {
+    let mut v = vec![Engine::Sqlite];
+    if std::env::var("TEST_DATABASE_URL").is_ok() {
+        v.push(Engine::Postgres);
+    } else if std::env::var_os("CI").is_some() {
+        panic!("CI must set TEST_DATABASE_URL so that PostgreSQL is tested too");
+    } else {
+        eprintln!("note: TEST_DATABASE_URL unset, testing SQLite only");
+    }
+    v
+}
+
+/// A fresh PostgreSQL database, dropped by [`PgDb::drop_db`].
+pub struct PgDb {
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl PgDb {
+    pub async fn create() -> PgDb {
+        let admin = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+        let name = format!("tinbao_t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("connect to TEST_DATABASE_URL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let base = admin.split('?').next().unwrap();
+        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
+        PgDb { url, name, admin }
+    }
+
+    pub async fn drop_db(&self) {
+        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+/// A running application and what a test needs to talk to it.
+pub struct TestApp {
+    pub engine: Engine,
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub config: Config,
+    pub dir: tempfile::TempDir,
+    pub pg: Option<PgDb>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A configuration for a test: a temp data folder, port 0, no timing floor.
+pub async fn test_config(engine: Engine, dir: &Path) -> (Config, Option<PgDb>) {
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.to_path_buf(),
+        status_floor_ms: 0,
+        ..Config::default()
+    };
+    config.rate_limit.enabled = false;
+    let pg = match engine {
+        Engine::Sqlite => None,
+        Engine::Postgres => {
+            let db = PgDb::create().await;
+            config.database_url = Some(db.url.clone());
+            Some(db)
+        }
+    };
+    (config, pg)
+}
+
+/// Starts the real application with a test configuration.
+pub async fn spawn_app(engine: Engine) -> TestApp {
+    spawn_app_with(engine, |_| {}).await
+}
+
+/// Starts the real application after `tune` adjusts the configuration.
+pub async fn spawn_app_with(engine: Engine, tune: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut config, pg) = test_config(engine, dir.path()).await;
+    tune(&mut config);
+    start(engine, config, dir, pg).await
+}
+
+async fn start(
+    engine: Engine,
+    config: Config,
+    dir: tempfile::TempDir,
+    pg: Option<PgDb>,
+) -> TestApp {
+    let app = Application::build(config.clone())
+        .await
+        .expect("application builds");
+    let addr = app.local_addr();
+    let state = app.state().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    let scheme = if config.tls() { "https" } else { "http" };
+    TestApp {
+        engine,
+        addr,
+        base: format!("{scheme}://{addr}"),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap(),
+        state,
+        config,
+        dir,
+        pg,
+        shutdown: Some(tx),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Submits a tip through the JSON API and returns the receipt.
+    pub async fn api_tip(&self, body: serde_json::Value) -> String {
+        let res = self
+            .client
+            .post(self.url("/api/v1/tips"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201, "tip accepted");
+        let v: serde_json::Value = res.json().await.unwrap();
+        v["receipt"].as_str().unwrap().to_owned()
+    }
+
+    /// Checks a receipt through the JSON API.
+    pub async fn api_status(&self, receipt: &str) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/v1/tips/status"))
+            .json(&serde_json::json!({ "receipt": receipt }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server and, on PostgreSQL, drops the database.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        if let Some(pg) = &self.pg {
+            pg.drop_db().await;
+        }
+    }
+
+    /// The sealed description of a tip, straight from the database.
+    pub async fn raw_tip_ids(&self) -> Vec<String> {
+        match self.engine {
+            Engine::Sqlite => {
+                let url = self.config.database_url();
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query_scalar("SELECT id FROM tips ORDER BY created_at")
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap()
+            }
+            Engine::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.pg.as_ref().unwrap().url)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar("SELECT id FROM tips ORDER BY created_at")
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
+    /// Runs one SQL statement against the app's database (for tampering tests).
+    pub async fn exec(&self, sql: &str) {
+        match self.engine {
+            Engine::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.config.database_url())
+                    .await
+                    .unwrap();
+                sqlx::query(sql).execute(&mut c).await.unwrap();
+            }
+            Engine::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.pg.as_ref().unwrap().url)
+                    .await
+                    .unwrap();
+                sqlx::query(sql).execute(&mut c).await.unwrap();
+            }
+        }
+    }
+}
+
+/// A JSON tip with sensible defaults.
+pub fn tip_json(description: &str) -> serde_json::Value {
+    serde_json::json!({
+        "category": "dealing",
+        "province": 1,
+        "commune": 70,
+        "village": "Tổ 5",
+        "place_details": "quán nước đầu ngõ",
+        "description": description,
+        "happening_now": false
+    })
+}
+
+/// A small JPEG carrying EXIF with GPS coordinates.
+pub fn jpeg_with_gps(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 7) as u8, (y * 5) as u8, 128])
+    });
+    let mut plain = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut plain, 90)
+        .encode_image(&img)
+        .unwrap();
+    tinbao::intake::photo::fixtures::with_exif(&plain, 1)
+}
+
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The real `tinbao` binary as a child process, with its output in a file.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    pub log: PathBuf,
+    pub dir: PathBuf,
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Starts `tinbao serve` on `dir` with extra environment, waits for `/healthz`.
+    pub async fn start(dir: &Path, env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        // stderr carries the log; stdout only the banner with the listen address.
+        let log = dir.join(format!("server-{port}.log"));
+        let err = std::fs::File::create(&log).unwrap();
+        let out = std::fs::File::create(dir.join(format!("server-{port}.out"))).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tinbao"));
+        cmd.arg("serve")
+            .current_dir(dir)
+            .env_remove("TINBAO_DATABASE_URL")
+            .env_remove("TINBAO_KEYS")
+            .env("TINBAO_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TINBAO_DATA_DIR", dir.join("var"))
+            .env("TINBAO_STATUS_FLOOR_MS", "0")
+            .env("TINBAO_RATE_LIMIT__ENABLED", "false")
+            .env("TINBAO_LOG", "trace")
+            .stdout(out)
+            .stderr(err)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start tinbao");
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            dir: dir.to_path_buf(),
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{}/healthz", server.base)).send().await {
+                if r.status() == 200 {
+                    return server;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "server did not start: {}",
+            std::fs::read_to_string(&server.log).unwrap_or_default()
+        );
+    }
+
+    /// Kills the server at once (SIGKILL), like a power cut of the process.
+    pub fn kill(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log.clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the `tinbao` binary with arguments; returns (success, stdout + stderr).
+pub fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tinbao"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("TINBAO_DATABASE_URL")
+        .env_remove("TINBAO_KEYS")
+        .env("TINBAO_DATA_DIR", dir.join("var"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run tinbao");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
