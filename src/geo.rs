@@ -4,7 +4,7 @@
 use crate::store::{AdminUnitRow, Commune, Province, Store};
 use std::collections::HashMap;
 
-const SHIPPED_CSV: &str = include_str!("../data/vn-admin-units-2025.csv");
+const SHIPPED_CSV: &str = include_str!("../migrations/data/vn-admin-units-2025.csv");
 
 /// Parses the shipped list of provinces and communes (July 2025 reform, GSO codes).
 pub fn shipped_units() -> Vec<AdminUnitRow> {

@@ -36,14 +36,8 @@ fn assert_absent(what: &str, haystack: &[u8], secrets: &[&str]) {
 async fn canaries_receipts_and_addresses_never_reach_the_database_or_the_log() {
     for engine in engines() {
         let dir = tempfile::tempdir().unwrap();
-        let pg = match engine {
-            Engine::Postgres => Some(PgDb::create().await),
-            Engine::Sqlite => None,
-        };
-        let mut env: Vec<(&str, &str)> = Vec::new();
-        if let Some(pg) = &pg {
-            env.push(("TINBAO_DATABASE_URL", &pg.url));
-        }
+        let pg = PgDb::for_engine(engine).await;
+        let env = PgDb::env(&pg);
         let server = Server::start(dir.path(), &env).await;
         let client = reqwest::Client::new();
         let form = Form::new()
@@ -140,14 +134,8 @@ async fn canaries_receipts_and_addresses_never_reach_the_database_or_the_log() {
 async fn a_receipt_shown_is_a_tip_kept_even_after_sigkill() {
     for engine in engines() {
         let dir = tempfile::tempdir().unwrap();
-        let pg = match engine {
-            Engine::Postgres => Some(PgDb::create().await),
-            Engine::Sqlite => None,
-        };
-        let mut env: Vec<(&str, &str)> = Vec::new();
-        if let Some(pg) = &pg {
-            env.push(("TINBAO_DATABASE_URL", &pg.url));
-        }
+        let pg = PgDb::for_engine(engine).await;
+        let env = PgDb::env(&pg);
         let server = Server::start(dir.path(), &env).await;
         let client = reqwest::Client::new();
         let mut tasks = Vec::new();

@@ -135,3 +135,47 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
     assert_eq!(opened.row.commune_code, Some(70));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_javascript_the_commune_list_follows_the_province_and_search_ignores_accents() {
+    if available().is_none() {
+        return;
+    }
+    let app = spawn_app(Engine::Sqlite).await;
+    let b = Browser::start(1280, 800, true)
+        .await
+        .expect("chromium starts");
+    let c = &b.client;
+    c.goto(&app.url("/")).await.unwrap();
+    c.find(Locator::Css("#f-province option[value='1']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The script fetches the communes; wait until they arrive.
+    let mut n = 0;
+    for _ in 0..50 {
+        n = c
+            .find_all(Locator::Css("#f-commune option"))
+            .await
+            .unwrap()
+            .len();
+        if n > 100 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(n > 100, "Hà Nội's communes are listed ({n})");
+    let search = c.find(Locator::Css("input[type=search]")).await.unwrap();
+    search.send_keys("hoan kiem").await.unwrap();
+    let options = c.find_all(Locator::Css("#f-commune option")).await.unwrap();
+    let mut labels = Vec::new();
+    for o in &options[1..] {
+        labels.push(o.text().await.unwrap());
+    }
+    assert_eq!(labels, ["Phường Hoàn Kiếm"]);
+    b.screenshot("form-1280-js").await.unwrap();
+    b.close().await.unwrap();
+    app.stop().await;
+}

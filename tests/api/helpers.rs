@@ -54,6 +54,21 @@ impl PgDb {
         PgDb { url, name, admin }
     }
 
+    /// A fresh database when the engine is PostgreSQL.
+    pub async fn for_engine(engine: Engine) -> Option<PgDb> {
+        match engine {
+            Engine::Postgres => Some(PgDb::create().await),
+            Engine::Sqlite => None,
+        }
+    }
+
+    /// The environment pointing a `tinbao` process at this database (none for SQLite).
+    pub fn env(pg: &Option<PgDb>) -> Vec<(&'static str, &str)> {
+        pg.iter()
+            .map(|pg| ("TINBAO_DATABASE_URL", pg.url.as_str()))
+            .collect()
+    }
+
     pub async fn drop_db(&self) {
         if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
             let _ = sqlx::query(&format!(

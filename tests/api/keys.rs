@@ -144,14 +144,8 @@ async fn submit(base: &str, text: &str) -> String {
 async fn keys_rotate_rewrap_and_retire() {
     for engine in engines() {
         let dir = tempfile::tempdir().unwrap();
-        let pg = match engine {
-            Engine::Postgres => Some(PgDb::create().await),
-            Engine::Sqlite => None,
-        };
-        let mut env: Vec<(&str, &str)> = Vec::new();
-        if let Some(pg) = &pg {
-            env.push(("TINBAO_DATABASE_URL", &pg.url));
-        }
+        let pg = PgDb::for_engine(engine).await;
+        let env = PgDb::env(&pg);
         let server = Server::start(dir.path(), &env).await;
         let old = submit(&server.base, "trước khi xoay khóa").await;
         drop(server);
