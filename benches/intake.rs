@@ -106,7 +106,10 @@ impl Settings {
             engines,
         };
         if s.concurrency == 0 || s.seconds == 0 || s.rate == 0 || s.open_connections == 0 {
-            bail!("BENCH_CONCURRENCY, BENCH_SECONDS, BENCH_RATE and BENCH_OPEN_CONNECTIONS must be > 0");
+            bail!(
+                "BENCH_CONCURRENCY, BENCH_SECONDS, BENCH_RATE and BENCH_OPEN_CONNECTIONS \
+                 must be > 0"
+            );
         }
         Ok(s)
     }
@@ -179,10 +182,15 @@ async fn run(settings: Settings) -> Result<()> {
 
     println!("\n== Summary ==");
     println!(
-        "({} cores shared by server and load generator; closed loop C={}; open loop {} tips/s; {} s each)\n",
+        "({} cores shared by server and load generator; closed loop C={}; \
+         open loop {} tips/s; {} s each)\n",
         cores, settings.concurrency, settings.rate, settings.seconds
     );
-    println!("| engine | max tips/s | p50 @ max | p99 @ max | achieved @ {r}/s | p50 @ {r}/s | p99 @ {r}/s | max @ {r}/s | peak RSS | VmHWM | errors | durable (201s = rows) |", r = settings.rate);
+    println!(
+        "| engine | max tips/s | p50 @ max | p99 @ max | achieved @ {r}/s | p50 @ {r}/s \
+         | p99 @ {r}/s | max @ {r}/s | peak RSS | VmHWM | errors | durable (201s = rows) |",
+        r = settings.rate
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in &results {
         println!(
@@ -295,9 +303,11 @@ async fn bench_engine(bin: &Path, settings: &Settings, engine: Engine<'_>) -> Re
         false,
     );
     println!(
-        "    server CPU {:.0}% · client CPU {:.0}% (100% = one core) · peak RSS {:.1} MB",
+        "    server CPU {:.0}% · client CPU {:.0}% (100% = one core) · machine {:.0}% busy \
+         (all cores) · peak RSS {:.1} MB",
         closed_cpu.server_pct,
         closed_cpu.client_pct,
+        closed_cpu.machine_pct,
         mb(closed_rss)
     );
 
@@ -322,9 +332,10 @@ async fn bench_engine(bin: &Path, settings: &Settings, engine: Engine<'_>) -> Re
         true,
     );
     println!(
-        "    server CPU {:.0}% · client CPU {:.0}% · peak RSS {:.1} MB",
+        "    server CPU {:.0}% · client CPU {:.0}% · machine {:.0}% busy · peak RSS {:.1} MB",
         open_cpu.server_pct,
         open_cpu.client_pct,
+        open_cpu.machine_pct,
         mb(open_rss)
     );
 
@@ -559,7 +570,8 @@ impl PhaseResult {
         println!("  {title}");
         if open {
             println!(
-                "    scheduled {} · 201 {} · errors {} · unsent {} · achieved {:.1} tips/s over {:.1} s",
+                "    scheduled {} · 201 {} · errors {} · unsent {} · \
+                 achieved {:.1} tips/s over {:.1} s",
                 self.scheduled, self.ok, self.errors, self.unsent, self.rate, self.seconds
             );
             println!(
@@ -919,15 +931,33 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// (busy, total) clock ticks of the whole machine, from the first line of `/proc/stat`.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = text
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f.get(3)? + f.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
 struct CpuSnapshot {
     at: Instant,
     server: u64,
     client: u64,
+    machine: (u64, u64),
 }
 
 struct CpuUse {
     server_pct: f64,
     client_pct: f64,
+    /// Busy share of all cores (server, client, PostgreSQL and anything else).
+    machine_pct: f64,
 }
 
 impl CpuSnapshot {
@@ -936,6 +966,7 @@ impl CpuSnapshot {
             at: Instant::now(),
             server: cpu_ticks(&pid.to_string()).unwrap_or(0),
             client: cpu_ticks("self").unwrap_or(0),
+            machine: machine_ticks().unwrap_or((0, 0)),
         }
     }
 
@@ -946,6 +977,9 @@ impl CpuSnapshot {
         CpuUse {
             server_pct: pct(self.server, now.server),
             client_pct: pct(self.client, now.client),
+            machine_pct: (now.machine.0.saturating_sub(self.machine.0)) as f64
+                / (now.machine.1.saturating_sub(self.machine.1)).max(1) as f64
+                * 100.0,
         }
     }
 }
@@ -995,13 +1029,26 @@ impl PgDatabase {
             .execute(&mut conn)
             .await
             .with_context(|| format!("CREATE DATABASE {name} on {shown}"))?;
-        let version: String = sqlx::query_scalar("SHOW server_version")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap_or_default();
+        let mut settings = Vec::new();
+        for setting in ["server_version", "fsync", "synchronous_commit"] {
+            let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or_else(|_| "?".into());
+            settings.push(value);
+        }
+        let [version, fsync, sync_commit] = <[String; 3]>::try_from(settings).expect("three");
         conn.close().await.ok();
         let url = with_database(&admin_url, &name)?;
-        println!("  PostgreSQL {version} at {shown}: database {name}");
+        println!(
+            "  PostgreSQL {version} at {shown}: database {name} \
+             (fsync={fsync}, synchronous_commit={sync_commit})"
+        );
+        if fsync != "on" || sync_commit == "off" {
+            println!(
+                "  note: this server does not make commits durable; throughput is not durable"
+            );
+        }
         Ok(Some(PgDatabase {
             admin_url,
             name,

@@ -96,7 +96,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     let addr = app.local_addr();
     println!("tinbao listening on {scheme}://{addr}");
-    app.run(shutdown_signal()).await
+    // On a worker thread, not the main thread that only waits for it.
+    tokio::spawn(app.run(shutdown_signal())).await?
 }
 
 async fn shutdown_signal() {
