@@ -90,9 +90,22 @@ pub struct OpenedTip {
     pub contact: Option<String>,
 }
 
+/// Told to whoever listens (the console's live queue, alerts) when a tip is stored. It
+/// carries queue metadata only, never content.
+#[derive(Debug, Clone)]
+pub struct NewTipEvent {
+    pub tip_id: String,
+    pub province_code: Option<i64>,
+    pub commune_code: Option<i64>,
+    pub priority: Priority,
+    pub category: Category,
+    pub channel: Channel,
+}
+
 /// The intake service shared by every channel.
 #[derive(Clone)]
 pub struct Intake {
+    events: tokio::sync::broadcast::Sender<NewTipEvent>,
     store: Store,
     writer: TipWriter,
     keys: Arc<KeyRing>,
@@ -190,6 +203,7 @@ impl Intake {
         sla: SlaConfig,
     ) -> Self {
         Intake {
+            events: tokio::sync::broadcast::channel(1024).0,
             store,
             writer,
             keys,
@@ -202,6 +216,11 @@ impl Intake {
     /// The administrative units in memory.
     pub fn geo(&self) -> &Geo {
         &self.geo
+    }
+
+    /// New tips as they are stored (a listener that lags loses the oldest events).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<NewTipEvent> {
+        self.events.subscribe()
     }
 
     /// The store behind intake.
@@ -345,6 +364,15 @@ impl Intake {
                     metrics::counter!("tinbao_tips_total",
                         "channel" => channel.as_str(), "category" => category.as_str())
                     .increment(1);
+                    // No listener is fine: the event is a nudge, the database is the truth.
+                    let _ = self.events.send(NewTipEvent {
+                        tip_id: record.id.clone(),
+                        province_code: record.province_code,
+                        commune_code: record.commune_code,
+                        priority,
+                        category,
+                        channel,
+                    });
                     return Ok(receipt);
                 }
                 Err(e) if is_unique_violation(&e) => continue,
