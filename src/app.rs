@@ -138,6 +138,12 @@ impl Application {
         let listener = std::net::TcpListener::bind(&config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         listener.set_nonblocking(true)?;
+        // Officers' email alerts (src/alerts.rs): urgent tips and the SLA clock,
+        // started last so that a failed build leaves no job behind.
+        if config.smtp.enabled {
+            let mailer = crate::channels::email::Mailer::new(&config.smtp)?;
+            crate::alerts::spawn(&intake, intake.store().clone(), mailer, &config);
+        }
         let state = AppState {
             limits: Arc::new(Limits::new(&config.rate_limit)),
             config: Arc::new(config),

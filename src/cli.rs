@@ -28,6 +28,46 @@ enum Command {
     /// Manage a commune's villages.
     #[command(subcommand)]
     Villages(VillagesCommand),
+    /// Manage console accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account; prints its one-time password.
+    Add {
+        /// officer, chief, province, village_head or admin.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        commune: Option<i64>,
+        #[arg(long)]
+        province: Option<i64>,
+        /// The village (for a village head), added to the commune if new.
+        #[arg(long)]
+        village: Option<String>,
+        /// The person's full name.
+        #[arg(long)]
+        name: String,
+        /// Where alerts go.
+        #[arg(long)]
+        email: Option<String>,
+        username: String,
+    },
+    /// Disable an account and end its sessions.
+    Disable { username: String },
+    /// Give an account a new one-time password and a fresh second factor.
+    Reset { username: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; names the first entry changed or removed.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -88,6 +128,14 @@ pub async fn run() -> anyhow::Result<()> {
         }
         Command::Keys(cmd) => keys(config, cmd).await,
         Command::Villages(cmd) => villages(config, cmd).await,
+        Command::User(cmd) => user(config, cmd).await,
+        Command::Audit(AuditCommand::Verify) => {
+            if crate::audit::verify_command(&config).await? {
+                Ok(())
+            } else {
+                bail!("the audit log has been tampered with")
+            }
+        }
     }
 }
 
@@ -216,6 +264,106 @@ async fn villages(config: Config, cmd: VillagesCommand) -> anyhow::Result<()> {
             for v in store.villages(commune).await? {
                 println!("{}\t{}", v.id, v.name);
             }
+        }
+    }
+    Ok(())
+}
+
+async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
+    use crate::accounts::{self, NewAccount, Role};
+    let store = open_store(&config).await?;
+    store.ensure_admin_units(&shipped_units()).await?;
+    let geo = crate::geo::Geo::load(&store).await?;
+    let find = |username: String| {
+        let store = store.clone();
+        async move {
+            store
+                .account_by_username(&username)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no account {username}"))
+        }
+    };
+    match cmd {
+        UserCommand::Add {
+            role,
+            commune,
+            province,
+            village,
+            name,
+            email,
+            username,
+        } => {
+            let role = Role::parse(&role).ok_or_else(|| {
+                anyhow::anyhow!("role must be officer, chief, province, village_head or admin")
+            })?;
+            let village_id = match (commune, village.as_deref().map(str::trim)) {
+                (Some(c), Some(v)) if !v.is_empty() && geo.commune(c).is_some() => {
+                    Some(store.add_village(c, v).await?)
+                }
+                _ => None,
+            };
+            let (account, password) = accounts::create(
+                &store,
+                &geo,
+                NewAccount {
+                    username,
+                    display_name: name,
+                    email,
+                    role,
+                    province_code: province,
+                    commune_code: commune,
+                    village_id,
+                },
+            )
+            .await?;
+            crate::audit::record(
+                &store,
+                None,
+                "account.create",
+                None,
+                account.province_code,
+                account.commune_code,
+                &format!(
+                    "{} ({}) by the command line",
+                    account.username,
+                    role.as_str()
+                ),
+            )
+            .await?;
+            println!("created {} ({})", account.username, role.as_str());
+            println!("one-time password: {password}");
+            println!("it must be changed at the first login, with a TOTP app at hand");
+        }
+        UserCommand::Disable { username } => {
+            let row = find(username).await?;
+            accounts::disable(&store, &row.id).await?;
+            crate::audit::record(
+                &store,
+                None,
+                "account.disable",
+                None,
+                row.province_code,
+                row.commune_code,
+                &format!("{} by the command line", row.username),
+            )
+            .await?;
+            println!("disabled {}", row.username);
+        }
+        UserCommand::Reset { username } => {
+            let row = find(username).await?;
+            let password = accounts::reset(&store, &row.id).await?;
+            crate::audit::record(
+                &store,
+                None,
+                "account.reset",
+                None,
+                row.province_code,
+                row.commune_code,
+                &format!("{} by the command line", row.username),
+            )
+            .await?;
+            println!("reset {}", row.username);
+            println!("one-time password: {password}");
         }
     }
     Ok(())

@@ -33,6 +33,13 @@ pub struct Config {
     pub status_floor_ms: u64,
     pub rate_limit: RateLimitConfig,
     pub sla: SlaConfig,
+    /// The outgoing mail server for officers' alerts.
+    pub smtp: SmtpConfig,
+    /// The address officers reach the server at, for links in alerts (no trailing slash
+    /// needed), `http://127.0.0.1:8080` by default.
+    pub public_url: String,
+    /// How often, in seconds, the SLA clock looks for tips past their deadline.
+    pub sla_clock_seconds: u64,
 }
 
 /// In-memory abuse limits, keyed by a daily-keyed hash of the client address.
@@ -46,6 +53,40 @@ pub struct RateLimitConfig {
     /// Receipt checks a client may make per hour, and at once.
     pub check_per_hour: u32,
     pub check_burst: u32,
+}
+
+/// How the outgoing mail server is reached. Alerts name no tip content, but the server
+/// still learns who the officers are, so prefer `starttls` or `tls` off the machine.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SmtpConfig {
+    /// Send alerts at all; off by default, so a server without mail still runs.
+    pub enabled: bool,
+    /// Mail server host name (also the name its TLS certificate must carry).
+    pub host: String,
+    /// Mail server port: 25 by default; usually 587 with `starttls`, 465 with `tls`.
+    pub port: u16,
+    /// `none` (plain, for a relay on the same machine), `starttls` (required, never
+    /// downgraded) or `tls` (TLS from the first byte).
+    pub security: SmtpSecurity,
+    /// Login for the mail server, with `password`; none by default.
+    pub username: Option<String>,
+    /// Password for `username`.
+    pub password: Option<String>,
+    /// The sender, `tinbao <noreply@localhost>` by default.
+    pub from: String,
+}
+
+/// Transport security towards the mail server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    /// Plain SMTP.
+    None,
+    /// Plain SMTP upgraded with STARTTLS; the message is not sent when the upgrade fails.
+    Starttls,
+    /// SMTP inside TLS from the start (SMTPS).
+    Tls,
 }
 
 /// Response deadlines per priority, in minutes.
@@ -73,6 +114,38 @@ impl Default for Config {
             status_floor_ms: 250,
             rate_limit: RateLimitConfig::default(),
             sla: SlaConfig::default(),
+            smtp: SmtpConfig::default(),
+            public_url: "http://127.0.0.1:8080".into(),
+            sla_clock_seconds: 60,
+        }
+    }
+}
+
+// By hand, so that printing the configuration never shows the SMTP password.
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("enabled", &self.enabled)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            enabled: false,
+            host: "127.0.0.1".into(),
+            port: 25,
+            security: SmtpSecurity::None,
+            username: None,
+            password: None,
+            from: "tinbao <noreply@localhost>".into(),
         }
     }
 }

@@ -144,6 +144,16 @@ impl Texts {
     }
 }
 
+/// Vietnam's time (UTC+7, no daylight saving) of Unix milliseconds, as people read it.
+pub fn local_time(ms: i64) -> String {
+    use chrono::{FixedOffset, TimeZone};
+    let tz = FixedOffset::east_opt(7 * 3600).expect("valid offset");
+    tz.timestamp_millis_opt(ms)
+        .single()
+        .map(|t| t.format("%d/%m/%Y %H:%M").to_string())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

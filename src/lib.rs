@@ -1,9 +1,14 @@
 //! tinbao: an anonymous tip-reporting and hotline platform for commune drug-prevention
 //! work. See DESIGN.md for the map: channels → intake → seal → store → police queue.
 
+pub mod accounts;
+pub mod alerts;
 pub mod app;
+pub mod audit;
+pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod geo;
 pub mod i18n;

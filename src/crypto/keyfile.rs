@@ -42,6 +42,8 @@ pub struct KeyRing {
     keks: BTreeMap<String, LessSafeKey>,
     mac_raw: [u8; 32],
     mac: hmac::Key,
+    /// Seals account secrets (TOTP); derived from the MAC key so KEK rotation leaves it be.
+    account: LessSafeKey,
 }
 
 fn decode_key(name: &str, b64: &str) -> Result<[u8; 32], KeyFileError> {
@@ -59,11 +61,16 @@ impl KeyRing {
             .iter()
             .map(|(id, k)| (id.clone(), super::aes_key(k)))
             .collect();
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"tinbao/v1").extract(&mac_raw);
+        let okm = prk
+            .expand(&[b"account secrets"], &ring::aead::AES_256_GCM)
+            .expect("HKDF output of one AES key");
         KeyRing {
             current,
             raw,
             keks,
             mac: hmac::Key::new(hmac::HMAC_SHA256, &mac_raw),
+            account: LessSafeKey::new(ring::aead::UnboundKey::from(okm)),
             mac_raw,
         }
     }
@@ -200,6 +207,10 @@ impl KeyRing {
 
     pub(super) fn mac_key(&self) -> &hmac::Key {
         &self.mac
+    }
+
+    pub(super) fn account_key(&self) -> &LessSafeKey {
+        &self.account
     }
 }
 

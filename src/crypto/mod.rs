@@ -202,6 +202,39 @@ impl KeyRing {
             .to_vec()
     }
 
+    /// Seals an account's secret (its TOTP seed) bound to the account id.
+    pub fn seal_account_secret(&self, account_id: &str, secret: &[u8]) -> Vec<u8> {
+        seal_with(
+            self.account_key(),
+            format!("tinbao/v1|account:{account_id}").as_bytes(),
+            secret,
+        )
+    }
+
+    /// Opens a secret sealed by [`KeyRing::seal_account_secret`] for this account.
+    pub fn open_account_secret(
+        &self,
+        account_id: &str,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, OpenError> {
+        open_with(
+            self.account_key(),
+            format!("tinbao/v1|account:{account_id}").as_bytes(),
+            sealed,
+        )
+    }
+
+    /// A keyed hash of a client address that changes every day and is never reversible
+    /// (login throttling shared by every process through the database).
+    pub fn daily_client_key(&self, day: i64, addr: &str) -> Vec<u8> {
+        self.mac(&format!("client:{day}"), addr.as_bytes()).to_vec()
+    }
+
+    /// A keyed hash of a login name for throttling.
+    pub fn account_key_for(&self, username: &str) -> Vec<u8> {
+        self.mac("login-account", username.as_bytes()).to_vec()
+    }
+
     /// A value that tells, at the next start, whether the MAC key is the same one.
     pub fn mac_check(&self) -> Vec<u8> {
         self.mac("check", b"tinbao mac check").to_vec()

@@ -76,6 +76,8 @@ pub struct TipStatusView {
     pub category: Category,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// The police marked the tip for a reward, claimed with the receipt.
+    pub reward_eligible: bool,
     pub messages: Vec<MessageView>,
 }
 
@@ -221,6 +223,11 @@ impl Intake {
     /// New tips as they are stored (a listener that lags loses the oldest events).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<NewTipEvent> {
         self.events.subscribe()
+    }
+
+    /// The key ring (for the console's account secrets and throttling keys).
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
     }
 
     /// The store behind intake.
@@ -399,12 +406,9 @@ impl Intake {
             .await?)
     }
 
-    /// What the tipster sees for a receipt; `None` for an unknown receipt.
-    pub async fn status(&self, receipt: &Receipt) -> Result<Option<TipStatusView>, IntakeError> {
-        let Some(row) = self.tip_by_receipt(receipt).await? else {
-            return Ok(None);
-        };
-        let key = self.tip_key(&row)?;
+    /// A tip's conversation with the tipster, opened, oldest first.
+    pub async fn conversation(&self, row: &TipRow) -> Result<Vec<MessageView>, IntakeError> {
+        let key = self.tip_key(row)?;
         let rows = self.store.messages(&row.id).await?;
         let attachments = self.store.attachments(&row.id).await?;
         let mut messages = Vec::with_capacity(rows.len());
@@ -419,13 +423,58 @@ impl Intake {
                 created_at: m.created_at,
             });
         }
+        Ok(messages)
+    }
+
+    /// What the tipster sees for a receipt; `None` for an unknown receipt.
+    pub async fn status(&self, receipt: &Receipt) -> Result<Option<TipStatusView>, IntakeError> {
+        let Some(row) = self.tip_by_receipt(receipt).await? else {
+            return Ok(None);
+        };
+        let messages = self.conversation(&row).await?;
         let status = Status::parse(&row.status).unwrap_or(Status::New);
         Ok(Some(TipStatusView {
             status: status.public(),
             category: Category::parse(&row.category).unwrap_or(Category::Other),
             created_at: row.created_at,
+            reward_eligible: row.reward_eligible,
             messages,
         }))
+    }
+
+    /// A tip's internal notes, opened: (author id, time, text).
+    pub async fn notes(&self, row: &TipRow) -> Result<Vec<(String, i64, String)>, IntakeError> {
+        let key = self.tip_key(row)?;
+        let mut out = Vec::new();
+        for n in self.store.notes(&row.id).await? {
+            out.push((
+                n.author_id,
+                n.created_at,
+                key.open_str(&format!("note:{}", n.id), &n.body)?,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Adds an internal note, sealed like the tip.
+    pub async fn add_note(
+        &self,
+        row: &TipRow,
+        author_id: &str,
+        text: &str,
+    ) -> Result<(), IntakeError> {
+        let key = self.tip_key(row)?;
+        let id = new_id();
+        self.store
+            .add_note(&crate::store::NoteRow {
+                body: key.seal_str(&format!("note:{id}"), text),
+                tip_id: row.id.clone(),
+                author_id: author_id.to_owned(),
+                created_at: now_ms(),
+                id,
+            })
+            .await?;
+        Ok(())
     }
 
     /// Adds the tipster's reply (text and photos) to the tip; `Ok(false)` for an unknown
@@ -460,13 +509,20 @@ impl Intake {
         Ok(true)
     }
 
-    /// Adds a police message to a tip, which the tipster reads with the receipt.
+    /// Adds a police message to a tip, which the tipster reads with the receipt. The
+    /// tipsters of tips marked as duplicates of it get the message too.
     pub async fn police_message(&self, tip_id: &str, text: &str) -> Result<bool, IntakeError> {
         let Some(row) = self.store.tip(tip_id).await? else {
             return Ok(false);
         };
         self.add_message(&row, "police", text.trim(), Vec::new())
             .await?;
+        for dup in self.store.duplicates_of(tip_id).await? {
+            if let Some(dup_row) = self.store.tip(&dup).await? {
+                self.add_message(&dup_row, "police", text.trim(), Vec::new())
+                    .await?;
+            }
+        }
         Ok(true)
     }
 

@@ -46,6 +46,13 @@ macro_rules! on_pool {
     };
 }
 
+mod audit;
+pub use audit::{
+    AuditHead, AuditRecord, NewAuditEntry, RecordedHead, UnreadableAuditRow, AUDIT_HEAD_META,
+};
+
+pub mod alerts;
+
 /// Whether an error is a unique-constraint violation.
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error()
@@ -323,3 +330,8 @@ impl Store {
         })
     }
 }
+
+mod accounts;
+mod console;
+pub use accounts::{AccountRow, SessionRow};
+pub use console::{NoteRow, QueueFilter, QueueRow, QueueScope, TriageRow};

@@ -81,7 +81,7 @@ pub struct NewTipRecord {
 /// The columns of [`TipRow`], in order.
 pub const TIP_COLUMNS: &str = "id, channel, category, priority, status, outcome, happening_now, \
     province_code, commune_code, village_id, created_at, updated_at, due_at, key_id, wrapped_key, \
-    description, place_details, village_text, occurred_at, contact";
+    description, place_details, village_text, occurred_at, contact, reward_eligible";
 
 /// A stored tip: queue metadata in clear, the rest sealed.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -106,6 +106,7 @@ pub struct TipRow {
     pub village_text: Option<Vec<u8>>,
     pub occurred_at: Option<Vec<u8>>,
     pub contact: Option<Vec<u8>>,
+    pub reward_eligible: bool,
 }
 
 /// A stored message.

@@ -27,8 +27,8 @@ pub fn router(state: AppState) -> Router {
         .merge(api::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/static/app.css", get(static_css))
-        .route("/static/app.js", get(static_js))
+        .route("/static/{name}", get(static_file))
+        .merge(crate::console::router(state.clone()))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
@@ -55,29 +55,37 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-const APP_CSS: &str = include_str!("../../web/static/app.css");
-const APP_JS: &str = include_str!("../../web/static/app.js");
-
-async fn static_css() -> Response {
+/// The static files, embedded: (name, content type, bytes).
+const STATIC: &[(&str, &str, &str)] = &[
     (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
-        ],
-        APP_CSS,
-    )
-        .into_response()
-}
-
-async fn static_js() -> Response {
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/static/app.css"),
+    ),
     (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=86400"),
-        ],
-        APP_JS,
-    )
-        .into_response()
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/static/app.js"),
+    ),
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../web/static/console.js"),
+    ),
+];
+
+async fn static_file(axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    match STATIC.iter().find(|(n, _, _)| *n == name) {
+        Some((_, content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "public, max-age=86400"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// Strict headers on every response; pages are never cached unless they say otherwise.

@@ -5,6 +5,7 @@ use super::limits::{Action, Limited};
 use super::{pad_to, ClientIp, Lang};
 use crate::app::AppState;
 use crate::crypto::Receipt;
+use crate::i18n::local_time;
 use crate::i18n::{locales, Texts};
 use crate::intake::{FieldError, IntakeError, TipInput, TipStatusView, MAX_PHOTOS};
 use crate::tips::{Category, Channel};
@@ -15,7 +16,6 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use chrono::{FixedOffset, TimeZone};
 use serde::Deserialize;
 
 pub(super) fn router() -> Router<AppState> {
@@ -160,6 +160,7 @@ struct StatusPage {
     receipt: String,
     status_label: String,
     status_key: &'static str,
+    reward: bool,
     sent_at: String,
     messages: Vec<MessageLine>,
     reply_text: String,
@@ -183,15 +184,6 @@ fn render(status: StatusCode, page: impl Template) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
         }
     }
-}
-
-/// Vietnam's time (UTC+7, no daylight saving), as people read it.
-pub fn local_time(ms: i64) -> String {
-    let tz = FixedOffset::east_opt(7 * 3600).expect("valid offset");
-    tz.timestamp_millis_opt(ms)
-        .single()
-        .map(|t| t.format("%d/%m/%Y %H:%M").to_string())
-        .unwrap_or_default()
 }
 
 fn form_page_for(state: &AppState, lang: Lang, form: TipForm, errors: &[FieldError]) -> FormPage {
@@ -511,6 +503,7 @@ fn status_page(t: Texts, lang: Lang, receipt: &Receipt, view: TipStatusView) -> 
         receipt: receipt.to_string(),
         status_label: t.get(&format!("status.{key}")).to_owned(),
         status_key: key,
+        reward: view.reward_eligible,
         sent_at: local_time(view.created_at),
         messages: view
             .messages

@@ -370,3 +370,19 @@ pub fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
+
+impl TestApp {
+    /// A second server process on the same database (and key file).
+    pub async fn second_instance(&self) -> TestApp {
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".into();
+        let dir = tempfile::tempdir().unwrap();
+        start(self.engine, config, dir, None).await
+    }
+
+    /// Stops a server without dropping the shared database.
+    pub async fn stop_keep_db(mut self) {
+        self.pg = None;
+        self.stop().await;
+    }
+}

@@ -1,9 +1,13 @@
 //! One integration-test binary: the real router on a random port, real SQLite and
 //! PostgreSQL databases, the real binary for process-level checks, headless Chromium.
 
+mod alerts;
 mod anonymity;
+mod audit;
 mod browser;
 mod browser_flow;
+mod console;
+mod console_support;
 mod helpers;
 mod keys;
 mod store;

@@ -1,0 +1,367 @@
+//! The append-only audit log: every read of a decrypted tip and every change is an entry,
+//! and each entry carries the hash of the one before it, so an entry edited or removed in
+//! the database breaks the chain and `tinbao audit verify` names it.
+//!
+//! The hash is SHA-256 without a key: it detects edits and deletions made with SQL, not an
+//! attacker who rewrites the rest of the chain and the recorded head after it.
+
+use crate::store::{AuditRecord, NewAuditEntry, RecordedHead, Store, UnreadableAuditRow};
+use ring::digest;
+use std::fmt;
+
+/// The previous hash of the first entry.
+pub const GENESIS_HASH: [u8; 32] = [0; 32];
+
+/// How many entries [`verify`] holds in memory at once.
+pub const VERIFY_PAGE: i64 = 5_000;
+
+/// Separates this hash from any other SHA-256 use, and versions the encoding.
+const DOMAIN: &[u8] = b"tinbao.audit.v1";
+
+/// The fields an entry's hash covers, in the order they are encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryFields<'a> {
+    /// The entry's place in the chain.
+    pub seq: i64,
+    /// Unix time in milliseconds.
+    pub at: i64,
+    /// The account that acted, if any.
+    pub actor_id: Option<&'a str>,
+    /// The action's stable name.
+    pub action: &'a str,
+    /// The tip acted on, if any.
+    pub tip_id: Option<&'a str>,
+    /// The entry's province.
+    pub province_code: Option<i64>,
+    /// The entry's commune.
+    pub commune_code: Option<i64>,
+    /// Free text.
+    pub detail: &'a str,
+    /// The previous entry's hash ([`GENESIS_HASH`] for the first).
+    pub prev_hash: &'a [u8],
+}
+
+impl<'a> EntryFields<'a> {
+    /// The fields of a stored entry.
+    pub fn of(r: &'a AuditRecord) -> EntryFields<'a> {
+        EntryFields {
+            seq: r.seq,
+            at: r.at,
+            actor_id: r.actor_id.as_deref(),
+            action: &r.action,
+            tip_id: r.tip_id.as_deref(),
+            province_code: r.province_code,
+            commune_code: r.commune_code,
+            detail: &r.detail,
+            prev_hash: &r.prev_hash,
+        }
+    }
+
+    /// The canonical hash: SHA-256 over a domain tag and every field, integers as 8
+    /// big-endian bytes, byte strings prefixed by their length, optional fields by a
+    /// presence byte, so no two different entries share an encoding.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        put_bytes(&mut ctx, DOMAIN);
+        ctx.update(&self.seq.to_be_bytes());
+        ctx.update(&self.at.to_be_bytes());
+        put_opt_str(&mut ctx, self.actor_id);
+        put_bytes(&mut ctx, self.action.as_bytes());
+        put_opt_str(&mut ctx, self.tip_id);
+        put_opt_int(&mut ctx, self.province_code);
+        put_opt_int(&mut ctx, self.commune_code);
+        put_bytes(&mut ctx, self.detail.as_bytes());
+        put_bytes(&mut ctx, self.prev_hash);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
+    }
+}
+
+fn put_bytes(ctx: &mut digest::Context, b: &[u8]) {
+    ctx.update(&(b.len() as u64).to_be_bytes());
+    ctx.update(b);
+}
+
+fn put_opt_str(ctx: &mut digest::Context, s: Option<&str>) {
+    match s {
+        None => ctx.update(&[0]),
+        Some(s) => {
+            ctx.update(&[1]);
+            put_bytes(ctx, s.as_bytes());
+        }
+    }
+}
+
+fn put_opt_int(ctx: &mut digest::Context, v: Option<i64>) {
+    match v {
+        None => ctx.update(&[0]),
+        Some(v) => {
+            ctx.update(&[1]);
+            ctx.update(&v.to_be_bytes());
+        }
+    }
+}
+
+/// Appends an entry to the audit log, stamped now, and returns its seq. When this returns
+/// `Ok`, the entry is committed and chained.
+///
+/// `action` is a short stable name chosen by the caller (`tip.open`, `tip.status`,
+/// `account.login`…). `detail` is free text for people reading the log: it must NOT hold
+/// tipster content (descriptions, places, contacts, messages), since the log is stored in
+/// clear; callers are responsible for that.
+pub async fn record(
+    store: &Store,
+    actor_id: Option<&str>,
+    action: &str,
+    tip_id: Option<&str>,
+    province_code: Option<i64>,
+    commune_code: Option<i64>,
+    detail: &str,
+) -> Result<i64, sqlx::Error> {
+    let entry = NewAuditEntry {
+        at: crate::intake::now_ms(),
+        actor_id,
+        action,
+        tip_id,
+        province_code,
+        commune_code,
+        detail,
+    };
+    let stored = store
+        .append_audit(&entry, |seq, prev_hash| {
+            EntryFields {
+                seq,
+                at: entry.at,
+                actor_id: entry.actor_id,
+                action: entry.action,
+                tip_id: entry.tip_id,
+                province_code: entry.province_code,
+                commune_code: entry.commune_code,
+                detail: entry.detail,
+                prev_hash,
+            }
+            .hash()
+            .to_vec()
+        })
+        .await?;
+    Ok(stored.seq)
+}
+
+/// How an entry broke the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakKind {
+    /// The entry's content no longer matches its hash (or does not decode).
+    Changed,
+    /// The entry is missing: a gap in the seqs, a link to a hash that is not the previous
+    /// entry's, or a recorded head past the last entry.
+    Removed,
+}
+
+impl fmt::Display for BreakKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BreakKind::Changed => "changed",
+            BreakKind::Removed => "removed",
+        })
+    }
+}
+
+/// The first place the chain is broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    /// The first entry that was changed or removed.
+    pub seq: i64,
+    /// Whether it was changed or removed.
+    pub kind: BreakKind,
+    /// What was found, for an operator.
+    pub reason: String,
+}
+
+/// The outcome of [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// Entries read and found sound (those before the break, when there is one).
+    pub checked: u64,
+    /// The first break, or `None` when the chain is intact.
+    pub broken: Option<Break>,
+}
+
+impl Verification {
+    /// Whether the whole chain is intact.
+    pub fn intact(&self) -> bool {
+        self.broken.is_none()
+    }
+}
+
+impl fmt::Display for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.broken {
+            None => write!(f, "audit chain intact: {} entries", self.checked),
+            Some(b) => write!(
+                f,
+                "audit chain broken at entry {}: {} ({})",
+                b.seq, b.kind, b.reason
+            ),
+        }
+    }
+}
+
+/// Walks the whole chain from the first entry and reports the first entry that was
+/// changed or removed, reading [`VERIFY_PAGE`] entries at a time. Safe to run while the
+/// server appends.
+pub async fn verify(store: &Store) -> Result<Verification, sqlx::Error> {
+    verify_with_page_size(store, VERIFY_PAGE).await
+}
+
+/// [`verify`] with another page size (at least 1).
+pub async fn verify_with_page_size(
+    store: &Store,
+    page_size: i64,
+) -> Result<Verification, sqlx::Error> {
+    let page_size = page_size.max(1);
+    // Read before the walk: every entry up to this head was committed before the walk
+    // began, so each must be found.
+    let head_before = store.audit_recorded_head().await?;
+    let mut checked = 0u64;
+    let mut expected = 1i64;
+    let mut prev: Vec<u8> = GENESIS_HASH.to_vec();
+    let mut last: Option<(i64, Vec<u8>)> = None;
+    let broken = |checked, seq, kind, reason: String| {
+        Ok(Verification {
+            checked,
+            broken: Some(Break { seq, kind, reason }),
+        })
+    };
+    loop {
+        let page = store.audit_after(expected - 1, page_size).await?;
+        let n = page.len();
+        for row in page {
+            let r = match row {
+                Ok(r) => r,
+                Err(UnreadableAuditRow { seq, reason }) if seq == expected => {
+                    return broken(
+                        checked,
+                        seq,
+                        BreakKind::Changed,
+                        format!("unreadable: {reason}"),
+                    );
+                }
+                Err(UnreadableAuditRow { seq, .. }) => {
+                    return broken(checked, expected, BreakKind::Removed, gap(expected, seq));
+                }
+            };
+            if r.seq != expected {
+                return broken(checked, expected, BreakKind::Removed, gap(expected, r.seq));
+            }
+            if r.hash.as_slice() != EntryFields::of(&r).hash() {
+                return broken(
+                    checked,
+                    r.seq,
+                    BreakKind::Changed,
+                    "its content does not match its hash".into(),
+                );
+            }
+            if r.prev_hash != prev {
+                let what = if r.seq == 1 {
+                    "it does not start the chain".to_owned()
+                } else {
+                    format!(
+                        "it does not link to entry {}: an entry was removed or replaced",
+                        r.seq - 1
+                    )
+                };
+                return broken(checked, r.seq, BreakKind::Removed, what);
+            }
+            checked += 1;
+            expected = r.seq + 1;
+            prev = r.hash.clone();
+            last = Some((r.seq, r.hash));
+        }
+        if (n as i64) < page_size {
+            break;
+        }
+    }
+    let last_seq = last.as_ref().map_or(0, |(s, _)| *s);
+    match head_before {
+        RecordedHead::Head(h) if h.seq > last_seq => {
+            let reason = if h.seq == last_seq + 1 {
+                format!("the newest entry {} is gone", h.seq)
+            } else {
+                format!("the newest entries {}..={} are gone", last_seq + 1, h.seq)
+            };
+            return broken(checked, last_seq + 1, BreakKind::Removed, reason);
+        }
+        RecordedHead::Head(h) => {
+            // The walk found the entry at the recorded head; its hash must be the one
+            // recorded with it, or it was rewritten together with its own hash.
+            if h.seq == last_seq && last.as_ref().is_some_and(|(_, hash)| *hash != h.hash) {
+                return broken(
+                    checked,
+                    h.seq,
+                    BreakKind::Changed,
+                    "it does not match the recorded head".into(),
+                );
+            }
+        }
+        RecordedHead::Missing | RecordedHead::Malformed => {}
+    }
+    // Read after the walk: every entry walked was committed with a head at least as far,
+    // so a head behind the walk, or none, means the head record was tampered with.
+    match store.audit_recorded_head().await? {
+        RecordedHead::Missing if last_seq == 0 => {}
+        RecordedHead::Head(h) if h.seq >= last_seq => {}
+        RecordedHead::Head(h) => {
+            return broken(
+                checked,
+                h.seq + 1,
+                BreakKind::Changed,
+                format!(
+                    "entries {}..={last_seq} are past the recorded head {}",
+                    h.seq + 1,
+                    h.seq
+                ),
+            );
+        }
+        RecordedHead::Missing => {
+            return broken(
+                checked,
+                last_seq + 1,
+                BreakKind::Removed,
+                "the recorded head is gone, so removed newest entries cannot be ruled out".into(),
+            );
+        }
+        RecordedHead::Malformed => {
+            return broken(
+                checked,
+                last_seq + 1,
+                BreakKind::Changed,
+                "the recorded head is unreadable".into(),
+            );
+        }
+    }
+    Ok(Verification {
+        checked,
+        broken: None,
+    })
+}
+
+fn gap(expected: i64, found: i64) -> String {
+    if found == expected + 1 {
+        format!("entry {expected} is missing")
+    } else {
+        format!("entries {expected}..={} are missing", found - 1)
+    }
+}
+
+/// `tinbao audit verify`: opens the store, walks the chain, prints
+/// `audit chain intact: N entries` or `audit chain broken at entry SEQ: changed|removed
+/// (why)`, and returns whether the chain is intact.
+pub async fn verify_command(config: &crate::config::Config) -> anyhow::Result<bool> {
+    let store = crate::app::open_store(config).await?;
+    let result = verify(&store).await;
+    store.close().await;
+    let v = result?;
+    println!("{v}");
+    Ok(v.intact())
+}

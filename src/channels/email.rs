@@ -1,0 +1,136 @@
+//! Email to officers over SMTP (lettre, rustls with ring): plain-text UTF-8 messages, one
+//! per recipient so officers never see each other's addresses and one bad address does
+//! not stop the rest.
+
+use crate::config::{SmtpConfig, SmtpSecurity};
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest an SMTP exchange may take before it counts as failed (and is retried later).
+const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why mail could not be sent. The text never carries a recipient address or a message
+/// body, so it may be logged as is.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("bad mail configuration: {0}")]
+    Config(String),
+    #[error("no recipient accepted the message ({0})")]
+    Smtp(&'static str),
+}
+
+/// Sends plain-text mail through the configured SMTP server. Cheap to clone.
+#[derive(Clone)]
+pub struct Mailer {
+    transport: Arc<AsyncSmtpTransport<Tokio1Executor>>,
+    from: Mailbox,
+}
+
+/// A short, address-free name for an SMTP failure (the server's own text may echo the
+/// recipient, so it is logged at debug level only).
+fn kind(e: &lettre::transport::smtp::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_tls() {
+        "tls"
+    } else if e.is_permanent() {
+        "rejected (permanent)"
+    } else if e.is_transient() {
+        "rejected (transient)"
+    } else if e.is_client() || e.is_response() {
+        "protocol"
+    } else {
+        "connection"
+    }
+}
+
+impl Mailer {
+    /// Builds a mailer from the configuration (no connection is made until a send).
+    pub fn new(config: &SmtpConfig) -> Result<Mailer, MailError> {
+        let from: Mailbox = config
+            .from
+            .parse()
+            .map_err(|_| MailError::Config("smtp.from is not a valid mailbox".into()))?;
+        let tls = |host: &str| {
+            TlsParameters::new(host.to_owned())
+                .map_err(|e| MailError::Config(format!("TLS setup for smtp.host failed: {e}")))
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host)
+            .port(config.port)
+            .timeout(Some(SMTP_TIMEOUT));
+        builder = match config.security {
+            SmtpSecurity::None => builder.tls(Tls::None),
+            // Required, not Opportunistic: a server that cannot upgrade gets nothing.
+            SmtpSecurity::Starttls => builder.tls(Tls::Required(tls(&config.host)?)),
+            SmtpSecurity::Tls => builder.tls(Tls::Wrapper(tls(&config.host)?)),
+        };
+        match (&config.username, &config.password) {
+            (Some(user), Some(pass)) => {
+                builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(MailError::Config(
+                    "smtp.username and smtp.password go together".into(),
+                ))
+            }
+        }
+        Ok(Mailer {
+            transport: Arc::new(builder.build()),
+            from,
+        })
+    }
+
+    /// Sends `text_body` (plain text, UTF-8) under `subject` to each address in `to`, one
+    /// message per recipient. Returns how many recipients accepted it: `Ok(0)` when no
+    /// address was valid (nothing to retry), an error only when every valid recipient
+    /// failed, so the caller can try again later.
+    pub async fn send(
+        &self,
+        to: &[String],
+        subject: &str,
+        text_body: &str,
+    ) -> Result<usize, MailError> {
+        let mut delivered = 0;
+        let mut attempted = 0;
+        let mut last_failure = "none";
+        for address in to {
+            let Ok(mailbox) = address.parse::<Mailbox>() else {
+                tracing::warn!("skipping an officer email address that does not parse");
+                tracing::debug!(address = %address, "unparsable officer email address");
+                continue;
+            };
+            let message = Message::builder()
+                .from(self.from.clone())
+                .to(mailbox)
+                .subject(subject)
+                .header(ContentType::TEXT_PLAIN)
+                .body(text_body.to_owned());
+            let message = match message {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot build an alert message");
+                    continue;
+                }
+            };
+            attempted += 1;
+            match self.transport.send(message).await {
+                Ok(_) => delivered += 1,
+                Err(e) => {
+                    last_failure = kind(&e);
+                    tracing::warn!(failure = last_failure, "SMTP server did not take an alert");
+                    tracing::debug!(address = %address, error = %e, "SMTP failure detail");
+                }
+            }
+        }
+        if attempted > 0 && delivered == 0 {
+            return Err(MailError::Smtp(last_failure));
+        }
+        Ok(delivered)
+    }
+}

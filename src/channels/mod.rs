@@ -1,0 +1,3 @@
+//! Outgoing channels: how tinbao reaches the police (alerts), never the tipster.
+
+pub mod email;

@@ -1,0 +1,499 @@
+//! Logging in: password (argon2id), a forced change on first login, TOTP enrolment and
+//! verification, throttling kept in the database so it holds across server processes.
+
+use super::pages::{self, me, render, texts, MeView};
+use super::{constant_eq, cookie_value, stage_path, token_hash, ConsoleSession, SESSION_COOKIE};
+use crate::accounts::{self, Account, MIN_PASSWORD};
+use crate::app::AppState;
+use crate::crypto::random_bytes;
+use crate::i18n::Texts;
+use crate::intake::now_ms;
+use crate::store::SessionRow;
+use crate::web::ClientIp;
+use askama::Template;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use serde::Deserialize;
+
+const PRE_COOKIE: &str = "tinbao_pre";
+/// Failures per account before a lockout, and per client address.
+const MAX_ACCOUNT_FAILURES: i64 = 5;
+const MAX_CLIENT_FAILURES: i64 = 20;
+const WINDOW_MS: i64 = 15 * 60_000;
+const LOCK_MS: i64 = 15 * 60_000;
+
+fn cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if state.config.tls() { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .expect("ascii cookie")
+}
+
+#[derive(Template)]
+#[template(path = "console_login.html")]
+struct LoginPage {
+    t: Texts,
+    me: Option<MeView>,
+    csrf: String,
+    username: String,
+    error: Option<String>,
+}
+
+fn login_form(
+    state: &AppState,
+    status: StatusCode,
+    username: String,
+    error: Option<String>,
+) -> Response {
+    let token = hex::encode(random_bytes::<16>());
+    let mut res = render(
+        status,
+        LoginPage {
+            t: texts(),
+            me: None,
+            csrf: token.clone(),
+            username,
+            error,
+        },
+    );
+    res.headers_mut()
+        .append(header::SET_COOKIE, cookie(state, PRE_COOKIE, &token, 3600));
+    res
+}
+
+/// The login form (with a double-submit token: there is no session yet).
+pub async fn login_page(State(state): State<AppState>) -> Response {
+    login_form(&state, StatusCode::OK, String::new(), None)
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// A hash to verify against when the account does not exist, so both cases cost the same.
+async fn dummy_hash() -> String {
+    static HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    HASH.get_or_init(|| accounts::hash_password("tinbao dummy password".into()))
+        .await
+        .clone()
+}
+
+/// Checks the password; on success opens a session at the right login stage.
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return pages::denied(StatusCode::BAD_REQUEST);
+    };
+    let pre = cookie_value(&headers, PRE_COOKIE).unwrap_or("");
+    if pre.is_empty() || !constant_eq(pre.as_bytes(), f.csrf.as_bytes()) {
+        return pages::denied(StatusCode::FORBIDDEN);
+    }
+    let t = texts();
+    let store = state.intake.store();
+    let keys = state.intake.keys();
+    let now = now_ms();
+    let account_key = keys.account_key_for(f.username.trim());
+    let client_key = keys.daily_client_key(now / 86_400_000, &ip.to_string());
+    for key in [&account_key, &client_key] {
+        match store.login_locked_until(key).await {
+            Ok(Some(until)) if until > now => {
+                let minutes = ((until - now) / 60_000 + 1).to_string();
+                let msg = t.fill("console.login_locked", &[("minutes", &minutes)]);
+                return login_form(&state, StatusCode::TOO_MANY_REQUESTS, f.username, Some(msg));
+            }
+            Ok(_) => {}
+            Err(e) => return internal_plain(e),
+        }
+    }
+    let row = match store.account_by_username(f.username.trim()).await {
+        Ok(r) => r,
+        Err(e) => return internal_plain(e),
+    };
+    let hash = match row.as_ref() {
+        Some(r) => r.password_hash.clone(),
+        None => dummy_hash().await,
+    };
+    let password_ok = accounts::verify_password(f.password.clone(), hash).await;
+    let account = row.as_ref().and_then(Account::from_row);
+    let Some(account) = account.filter(|a| password_ok && !a.disabled) else {
+        let _ = store
+            .record_login_failure(&account_key, now, WINDOW_MS, MAX_ACCOUNT_FAILURES, LOCK_MS)
+            .await;
+        let _ = store
+            .record_login_failure(&client_key, now, WINDOW_MS, MAX_CLIENT_FAILURES, LOCK_MS)
+            .await;
+        let _ =
+            crate::audit::record(store, None, "account.login_failed", None, None, None, "").await;
+        return login_form(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            f.username,
+            Some(t.get("console.login_failed").to_owned()),
+        );
+    };
+    let _ = store.clear_login_failures(&account_key).await;
+    let stage = next_stage(&account, "password_ok");
+    let token = hex::encode(random_bytes::<32>());
+    let session = SessionRow {
+        token_hash: token_hash(&token),
+        account_id: account.id.clone(),
+        stage: stage.to_owned(),
+        csrf: hex::encode(random_bytes::<16>()),
+        created_at: now,
+        last_seen_at: now,
+    };
+    if let Err(e) = store.insert_session(&session).await {
+        return internal_plain(e);
+    }
+    let _ = crate::audit::record(
+        store,
+        Some(&account.id),
+        "account.login",
+        None,
+        account.province_code,
+        account.commune_code,
+        stage,
+    )
+    .await;
+    let mut res = Redirect::to(stage_path(stage)).into_response();
+    let max_age = super::ABSOLUTE_HOURS * 3600;
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        cookie(&state, SESSION_COOKIE, &token, max_age),
+    );
+    res.headers_mut()
+        .append(header::SET_COOKIE, cookie(&state, PRE_COOKIE, "", 0));
+    res
+}
+
+fn internal_plain(e: impl std::fmt::Display) -> Response {
+    let op = uuid::Uuid::new_v4().simple().to_string();
+    tracing::error!(operation = %op, error = %e, "login failed");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("internal error; operation id {op}"),
+    )
+        .into_response()
+}
+
+/// The stage after `done`: a forced password change, then TOTP, then full.
+fn next_stage(account: &Account, done: &str) -> &'static str {
+    if done == "password_ok" && account.must_change_password {
+        return "password";
+    }
+    if account.role.reads_tips() || account.totp_confirmed {
+        if done == "totp_ok" {
+            "full"
+        } else if account.totp_confirmed {
+            "totp"
+        } else {
+            "enrol"
+        }
+    } else {
+        "full"
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console_password.html")]
+struct PasswordPage {
+    t: Texts,
+    me: Option<MeView>,
+    csrf: String,
+    error: Option<String>,
+}
+
+fn password_form(s: &ConsoleSession, status: StatusCode, error: Option<String>) -> Response {
+    render(
+        status,
+        PasswordPage {
+            t: texts(),
+            me: me(s),
+            csrf: s.csrf.clone(),
+            error,
+        },
+    )
+}
+
+/// The forced (or voluntary) password change.
+pub async fn password_page(Extension(s): Extension<ConsoleSession>) -> Response {
+    if s.stage != "password" && s.stage != "full" {
+        return Redirect::to(stage_path(&s.stage)).into_response();
+    }
+    password_form(&s, StatusCode::OK, None)
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_again: String,
+}
+
+/// Sets the new password, then moves on to the second factor.
+pub async fn change_password(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    Form(f): Form<PasswordForm>,
+) -> Response {
+    if s.stage != "password" && s.stage != "full" {
+        return Redirect::to(stage_path(&s.stage)).into_response();
+    }
+    let t = texts();
+    let error = if f.password.chars().count() < MIN_PASSWORD {
+        Some("console.password_short")
+    } else if f.password != f.password_again {
+        Some("console.password_mismatch")
+    } else if f.password == s.account.username {
+        Some("console.password_same")
+    } else {
+        None
+    };
+    if let Some(key) = error {
+        return password_form(
+            &s,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some(t.get(key).to_owned()),
+        );
+    }
+    let store = state.intake.store();
+    let hash = accounts::hash_password(f.password).await;
+    if let Err(e) = store
+        .set_password(&s.account.id, &hash, false, now_ms())
+        .await
+    {
+        return pages::internal(&s, e);
+    }
+    let _ = crate::audit::record(
+        store,
+        Some(&s.account.id),
+        "account.password",
+        None,
+        s.account.province_code,
+        s.account.commune_code,
+        "",
+    )
+    .await;
+    let mut account = s.account.clone();
+    account.must_change_password = false;
+    let stage = if s.stage == "full" {
+        "full"
+    } else {
+        next_stage(&account, "password_changed")
+    };
+    if let Err(e) = store.set_session_stage(&s.token_hash, stage).await {
+        return pages::internal(&s, e);
+    }
+    Redirect::to(stage_path(stage)).into_response()
+}
+
+#[derive(Template)]
+#[template(path = "console_totp.html")]
+struct TotpPage {
+    t: Texts,
+    me: Option<MeView>,
+    csrf: String,
+    enrol: bool,
+    qr: Option<String>,
+    secret: String,
+    error: Option<String>,
+}
+
+async fn totp_form(
+    state: &AppState,
+    s: &ConsoleSession,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
+    let enrol = s.stage == "enrol";
+    let (mut qr, mut secret) = (None, String::new());
+    if enrol {
+        let store = state.intake.store();
+        let keys = state.intake.keys();
+        // Each visit of the enrolment page may reuse the pending secret.
+        let row = match store.account(&s.account.id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return pages::denied(StatusCode::FORBIDDEN),
+            Err(e) => return pages::internal(s, e),
+        };
+        let raw = match row
+            .totp_secret
+            .as_deref()
+            .map(|b| keys.open_account_secret(&s.account.id, b))
+        {
+            Some(Ok(raw)) => raw,
+            _ => {
+                let (sealed, _) = accounts::new_totp_secret(keys, &s.account.id);
+                if let Err(e) = store
+                    .set_totp(&s.account.id, Some(&sealed), false, now_ms())
+                    .await
+                {
+                    return pages::internal(s, e);
+                }
+                keys.open_account_secret(&s.account.id, &sealed)
+                    .expect("just sealed")
+            }
+        };
+        if let Some(totp) = accounts::totp(&raw, &s.account.username) {
+            qr = totp.get_qr_base64().ok();
+            secret = totp.get_secret_base32();
+        }
+    }
+    render(
+        status,
+        TotpPage {
+            t: texts(),
+            me: None,
+            csrf: s.csrf.clone(),
+            enrol,
+            qr,
+            secret,
+            error,
+        },
+    )
+}
+
+/// TOTP enrolment (QR code and text secret) or verification.
+pub async fn totp_page(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+) -> Response {
+    if s.stage != "enrol" && s.stage != "totp" {
+        return Redirect::to(stage_path(&s.stage)).into_response();
+    }
+    totp_form(&state, &s, StatusCode::OK, None).await
+}
+
+#[derive(Deserialize)]
+pub struct TotpForm {
+    #[serde(default)]
+    code: String,
+}
+
+/// Checks a TOTP code (once per time step), then completes the login.
+pub async fn totp_submit(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    Extension(s): Extension<ConsoleSession>,
+    Form(f): Form<TotpForm>,
+) -> Response {
+    if s.stage != "enrol" && s.stage != "totp" {
+        return Redirect::to(stage_path(&s.stage)).into_response();
+    }
+    let store = state.intake.store();
+    let keys = state.intake.keys();
+    let now = now_ms();
+    let account_key = keys.account_key_for(&s.account.username);
+    if let Ok(Some(until)) = store.login_locked_until(&account_key).await {
+        if until > now {
+            let minutes = ((until - now) / 60_000 + 1).to_string();
+            let msg = texts().fill("console.login_locked", &[("minutes", &minutes)]);
+            return totp_form(&state, &s, StatusCode::TOO_MANY_REQUESTS, Some(msg)).await;
+        }
+    }
+    let row = match store.account(&s.account.id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return pages::denied(StatusCode::FORBIDDEN),
+        Err(e) => return pages::internal(&s, e),
+    };
+    let step = row
+        .totp_secret
+        .as_deref()
+        .and_then(|b| keys.open_account_secret(&s.account.id, b).ok())
+        .and_then(|raw| accounts::totp(&raw, &s.account.username))
+        .and_then(|totp| accounts::matching_step(&totp, &f.code, (now / 1000) as u64));
+    let fresh = match step {
+        Some(step) => store
+            .use_totp_step(&s.account.id, step)
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
+    if !fresh {
+        let client_key = keys.daily_client_key(now / 86_400_000, &ip.to_string());
+        let _ = store
+            .record_login_failure(&account_key, now, WINDOW_MS, MAX_ACCOUNT_FAILURES, LOCK_MS)
+            .await;
+        let _ = store
+            .record_login_failure(&client_key, now, WINDOW_MS, MAX_CLIENT_FAILURES, LOCK_MS)
+            .await;
+        let msg = texts().get("console.totp_wrong").to_owned();
+        return totp_form(&state, &s, StatusCode::UNAUTHORIZED, Some(msg)).await;
+    }
+    if s.stage == "enrol" {
+        if let Err(e) = store
+            .set_totp(&s.account.id, row.totp_secret.as_deref(), true, now)
+            .await
+        {
+            return pages::internal(&s, e);
+        }
+        // set_totp resets the step; record this one again so the code cannot be replayed.
+        let _ = store
+            .use_totp_step(&s.account.id, step.unwrap_or_default())
+            .await;
+    }
+    let _ = store.clear_login_failures(&account_key).await;
+    if let Err(e) = store.set_session_stage(&s.token_hash, "full").await {
+        return pages::internal(&s, e);
+    }
+    let _ = crate::audit::record(
+        store,
+        Some(&s.account.id),
+        "account.totp",
+        None,
+        s.account.province_code,
+        s.account.commune_code,
+        &s.stage,
+    )
+    .await;
+    Redirect::to("/console").into_response()
+}
+
+/// Ends this session.
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+) -> Response {
+    let _ = state.intake.store().delete_session(&s.token_hash).await;
+    let mut res = Redirect::to("/console/login").into_response();
+    res.headers_mut()
+        .append(header::SET_COOKIE, cookie(&state, SESSION_COOKIE, "", 0));
+    res
+}
+
+/// Ends every session of this account, on every device.
+pub async fn logout_everywhere(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+) -> Response {
+    let store = state.intake.store();
+    let _ = store.delete_sessions_of(&s.account.id).await;
+    let _ = crate::audit::record(
+        store,
+        Some(&s.account.id),
+        "account.logout_everywhere",
+        None,
+        s.account.province_code,
+        s.account.commune_code,
+        "",
+    )
+    .await;
+    let mut res = Redirect::to("/console/login").into_response();
+    res.headers_mut()
+        .append(header::SET_COOKIE, cookie(&state, SESSION_COOKIE, "", 0));
+    res
+}

@@ -1,0 +1,366 @@
+//! The police and village-head console: login with a second factor, server-side sessions,
+//! CSRF on every form, and one access rule per route, registered with the route itself so
+//! that no route can exist without a rule.
+
+mod accounts_page;
+mod audit_page;
+pub mod auth;
+mod hotline;
+mod pages;
+mod queue;
+mod tip;
+
+use crate::accounts::{Account, Role};
+use crate::app::AppState;
+use crate::intake::now_ms;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::handler::Handler;
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{on, MethodFilter};
+use axum::Router;
+use std::sync::Arc;
+
+/// Who may use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (the login page).
+    Public,
+    /// A session at any login stage (changing the password, enrolling TOTP).
+    Staged,
+    /// A fully logged-in session of one of these roles.
+    Roles(&'static [Role]),
+}
+
+/// One console route and its rule.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Police roles that work the queue of a commune.
+pub const COMMUNE_POLICE: &[Role] = &[Role::Officer, Role::Chief];
+/// Every role that may read tips.
+pub const TIP_READERS: &[Role] = &[Role::Officer, Role::Chief, Role::Province, Role::Admin];
+
+struct Routes {
+    router: Router<AppState>,
+    specs: Vec<RouteSpec>,
+}
+
+impl Routes {
+    fn add<H, T>(mut self, method: Method, path: &'static str, access: Access, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a routable method");
+        self.router = self.router.route(path, on(filter, handler));
+        self.specs.push(RouteSpec {
+            method,
+            path,
+            access,
+        });
+        self
+    }
+}
+
+fn routes() -> Routes {
+    use Access::*;
+    use Method as M;
+    let r = Routes {
+        router: Router::new(),
+        specs: Vec::new(),
+    };
+    r.add(M::GET, "/console/login", Public, auth::login_page)
+        .add(M::POST, "/console/login", Public, auth::login)
+        .add(M::GET, "/console/password", Staged, auth::password_page)
+        .add(M::POST, "/console/password", Staged, auth::change_password)
+        .add(M::GET, "/console/totp", Staged, auth::totp_page)
+        .add(M::POST, "/console/totp", Staged, auth::totp_submit)
+        .add(M::POST, "/console/logout", Staged, auth::logout)
+        .add(
+            M::POST,
+            "/console/logout-everywhere",
+            Roles(&Role::ALL),
+            auth::logout_everywhere,
+        )
+        .add(M::GET, "/console", Roles(&Role::ALL), queue::home)
+        .add(
+            M::GET,
+            "/console/queue",
+            Roles(TIP_READERS),
+            queue::queue_page,
+        )
+        .add(M::GET, "/console/events", Roles(TIP_READERS), queue::events)
+        .add(
+            M::GET,
+            "/console/village",
+            Roles(&[Role::VillageHead]),
+            pages::village_home,
+        )
+        .add(
+            M::GET,
+            "/console/tips/{id}",
+            Roles(TIP_READERS),
+            tip::tip_page,
+        )
+        .add(
+            M::GET,
+            "/console/tips/{id}/photos/{photo}",
+            Roles(TIP_READERS),
+            tip::photo,
+        )
+        .add(
+            M::POST,
+            "/console/tips/{id}/status",
+            Roles(COMMUNE_POLICE),
+            tip::set_status,
+        )
+        .add(
+            M::POST,
+            "/console/tips/{id}/category",
+            Roles(COMMUNE_POLICE),
+            tip::set_category,
+        )
+        .add(
+            M::POST,
+            "/console/tips/{id}/assign",
+            Roles(COMMUNE_POLICE),
+            tip::assign,
+        )
+        .add(
+            M::POST,
+            "/console/tips/{id}/note",
+            Roles(TIP_READERS),
+            tip::add_note,
+        )
+        .add(
+            M::POST,
+            "/console/tips/{id}/message",
+            Roles(COMMUNE_POLICE),
+            tip::message,
+        )
+        .add(
+            M::POST,
+            "/console/tips/{id}/duplicate",
+            Roles(COMMUNE_POLICE),
+            tip::duplicate,
+        )
+        .add(
+            M::POST,
+            "/console/tips/{id}/transfer",
+            Roles(&[Role::Officer, Role::Chief, Role::Province, Role::Admin]),
+            tip::transfer,
+        )
+        .add(
+            M::POST,
+            "/console/tips/{id}/reward",
+            Roles(&[Role::Chief]),
+            tip::reward,
+        )
+        .add(
+            M::GET,
+            "/console/hotline",
+            Roles(COMMUNE_POLICE),
+            hotline::page,
+        )
+        .add(
+            M::POST,
+            "/console/hotline",
+            Roles(COMMUNE_POLICE),
+            hotline::submit,
+        )
+        .add(
+            M::GET,
+            "/console/accounts",
+            Roles(&[Role::Chief, Role::Admin]),
+            accounts_page::list,
+        )
+        .add(
+            M::POST,
+            "/console/accounts",
+            Roles(&[Role::Chief, Role::Admin]),
+            accounts_page::create,
+        )
+        .add(
+            M::POST,
+            "/console/accounts/{account}/disable",
+            Roles(&[Role::Chief, Role::Admin]),
+            accounts_page::disable,
+        )
+        .add(
+            M::POST,
+            "/console/accounts/{account}/reset",
+            Roles(&[Role::Chief, Role::Admin]),
+            accounts_page::reset,
+        )
+        .add(
+            M::GET,
+            "/console/audit",
+            Roles(&[Role::Chief, Role::Admin]),
+            audit_page::list,
+        )
+}
+
+/// Every console route with its rule (the access-matrix test walks this list).
+pub fn route_specs() -> Vec<RouteSpec> {
+    routes().specs
+}
+
+/// The console router, every route behind the guard.
+pub fn router(state: AppState) -> Router<AppState> {
+    let Routes { router, specs } = routes();
+    let specs = Arc::new(specs);
+    router.route_layer(axum::middleware::from_fn_with_state((state, specs), guard))
+}
+
+/// The logged-in (or logging-in) account of a request.
+#[derive(Debug, Clone)]
+pub struct ConsoleSession {
+    pub account: Account,
+    pub stage: String,
+    pub csrf: String,
+    pub token_hash: Vec<u8>,
+}
+
+/// Minutes of inactivity after which a session ends.
+pub const IDLE_MINUTES: i64 = 30;
+/// Hours after which a session ends whatever happens.
+pub const ABSOLUTE_HOURS: i64 = 12;
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "tinbao_console";
+
+pub(crate) fn cookie_value<'a>(
+    req_headers: &'a axum::http::HeaderMap,
+    name: &str,
+) -> Option<&'a str> {
+    req_headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+pub(crate) fn token_hash(token: &str) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .to_vec()
+}
+
+/// Loads the session named by the request's cookie, if it is alive.
+async fn load_session(state: &AppState, headers: &axum::http::HeaderMap) -> Option<ConsoleSession> {
+    let token = cookie_value(headers, SESSION_COOKIE)?;
+    let hash = token_hash(token);
+    let store = state.intake.store();
+    let row = store.session(&hash).await.ok()??;
+    let now = now_ms();
+    if row.last_seen_at < now - IDLE_MINUTES * 60_000
+        || row.created_at < now - ABSOLUTE_HOURS * 3_600_000
+    {
+        let _ = store.delete_session(&hash).await;
+        return None;
+    }
+    let account = Account::from_row(&store.account(&row.account_id).await.ok()??)?;
+    if account.disabled {
+        let _ = store.delete_session(&hash).await;
+        return None;
+    }
+    // A minute's precision is enough for the idle timeout and saves a write per request.
+    if now - row.last_seen_at > 60_000 {
+        let _ = store.touch_session(&hash, now).await;
+    }
+    Some(ConsoleSession {
+        account,
+        stage: row.stage,
+        csrf: row.csrf,
+        token_hash: hash,
+    })
+}
+
+/// Where a partly logged-in session must go next.
+pub(crate) fn stage_path(stage: &str) -> &'static str {
+    match stage {
+        "password" => "/console/password",
+        "enrol" | "totp" => "/console/totp",
+        _ => "/console",
+    }
+}
+
+/// Most bytes a console form may send.
+const MAX_FORM: usize = 256 * 1024;
+
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn guard(
+    State((state, specs)): State<(AppState, Arc<Vec<RouteSpec>>)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let Some(spec) = specs
+        .iter()
+        .find(|s| s.path == path && s.method == req.method())
+    else {
+        // Unreachable by construction; deny rather than trust.
+        return pages::denied(StatusCode::FORBIDDEN);
+    };
+    if spec.access == Access::Public {
+        return next.run(req).await;
+    }
+    let is_get = req.method() == Method::GET;
+    let Some(session) = load_session(&state, req.headers()).await else {
+        return if is_get {
+            Redirect::to("/console/login").into_response()
+        } else {
+            pages::denied(StatusCode::FORBIDDEN)
+        };
+    };
+    match spec.access {
+        Access::Public | Access::Staged => {}
+        Access::Roles(roles) => {
+            if session.stage != "full" {
+                return Redirect::to(stage_path(&session.stage)).into_response();
+            }
+            if !roles.contains(&session.account.role) {
+                return pages::denied(StatusCode::FORBIDDEN);
+            }
+        }
+    }
+    let (parts, body) = req.into_parts();
+    let mut req = if is_get {
+        Request::from_parts(parts, body)
+    } else {
+        // Every state-changing form carries the session's CSRF token.
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else {
+            return pages::denied(StatusCode::PAYLOAD_TOO_LARGE);
+        };
+        let sent = form_field(&bytes, "csrf").unwrap_or_default();
+        if !constant_eq(sent.as_bytes(), session.csrf.as_bytes()) {
+            return pages::denied(StatusCode::FORBIDDEN);
+        }
+        Request::from_parts(parts, Body::from(bytes))
+    };
+    req.extensions_mut().insert(session);
+    next.run(req).await
+}
+
+/// Compares secrets in time independent of where they differ.
+pub(crate) fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,142 @@
+//! What every console page shares: the header's account line, rendering, error pages.
+
+use super::{ConsoleSession, COMMUNE_POLICE};
+use crate::accounts::Role;
+use crate::app::AppState;
+use crate::i18n::{locales, Texts, DEFAULT_LANG};
+use askama::Template;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::Extension;
+
+/// The logged-in account as the header shows it.
+pub struct MeView {
+    pub name: String,
+    pub role: String,
+    pub reads_tips: bool,
+    pub commune_police: bool,
+    pub manages: bool,
+}
+
+/// The console speaks Vietnamese (the police's language).
+pub fn texts() -> Texts {
+    locales().texts(DEFAULT_LANG)
+}
+
+/// The header line for a session.
+pub fn me(s: &ConsoleSession) -> Option<MeView> {
+    let t = texts();
+    (s.stage == "full").then(|| MeView {
+        name: s.account.display_name.clone(),
+        role: t
+            .get(&format!("role.{}", s.account.role.as_str()))
+            .to_owned(),
+        reads_tips: s.account.role.reads_tips(),
+        commune_police: COMMUNE_POLICE.contains(&s.account.role),
+        manages: matches!(s.account.role, Role::Chief | Role::Admin),
+    })
+}
+
+/// Renders a template, logging (not showing) a failure.
+pub fn render(status: StatusCode, page: impl Template) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            let op = uuid::Uuid::new_v4().simple().to_string();
+            tracing::error!(operation = %op, error = %e, "console template failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("internal error; operation id {op}"),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console_message.html")]
+pub struct MessagePage {
+    pub t: Texts,
+    pub me: Option<MeView>,
+    pub csrf: String,
+    pub heading: Option<String>,
+    pub class: &'static str,
+    pub message: String,
+    pub extra: Option<String>,
+}
+
+/// A page with one message (errors, results).
+pub fn message(
+    s: Option<&ConsoleSession>,
+    status: StatusCode,
+    class: &'static str,
+    message: String,
+) -> Response {
+    render(
+        status,
+        MessagePage {
+            t: texts(),
+            me: s.and_then(me),
+            csrf: s.map(|s| s.csrf.clone()).unwrap_or_default(),
+            heading: None,
+            class,
+            message,
+            extra: None,
+        },
+    )
+}
+
+/// "You are not allowed", with the given status.
+pub fn denied(status: StatusCode) -> Response {
+    message(
+        None,
+        status,
+        "errors",
+        texts().get("console.denied").to_owned(),
+    )
+}
+
+/// A server error: logged with an operation id the user can quote, never the detail.
+pub fn internal(s: &ConsoleSession, err: impl std::fmt::Display) -> Response {
+    let op = uuid::Uuid::new_v4().simple().to_string();
+    tracing::error!(operation = %op, error = %err, "console operation failed");
+    message(
+        Some(s),
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "errors",
+        format!(
+            "{} {}: {op}",
+            texts().get("error.internal"),
+            texts().get("console.operation")
+        ),
+    )
+}
+
+/// The village head's home: no tip, ever.
+pub async fn village_home(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+) -> Response {
+    let t = texts();
+    let mut text = t.get("console.village_home_intro").to_owned();
+    if let Some(c) = s
+        .account
+        .commune_code
+        .and_then(|c| state.intake.geo().commune(c))
+    {
+        text = format!("{} — {}", c.name, text);
+    }
+    render(
+        StatusCode::OK,
+        MessagePage {
+            t,
+            me: me(&s),
+            csrf: s.csrf.clone(),
+            heading: Some(t.get("console.village_home").to_owned()),
+            class: "note",
+            message: text,
+            extra: None,
+        },
+    )
+}

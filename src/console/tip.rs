@@ -1,0 +1,713 @@
+//! One tip: opening it (decrypted, audited), photos, and every triage action. Each action
+//! is checked against the account's scope and written to the audit log.
+
+use super::pages::{self, me, render, texts, MeView};
+use super::ConsoleSession;
+use crate::accounts::{Account, Role};
+use crate::app::AppState;
+use crate::i18n::{local_time, Texts};
+use crate::intake::now_ms;
+use crate::store::TipRow;
+use crate::tips::{Category, Outcome, Priority, Status};
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// Loads a tip the account may see, or the response that refuses it.
+async fn tip_in_scope(state: &AppState, s: &ConsoleSession, id: &str) -> Result<TipRow, Response> {
+    match state.intake.store().tip(id).await {
+        Ok(Some(row)) if s.account.sees_tip_in(row.province_code, row.commune_code) => Ok(row),
+        Ok(_) => Err(pages::denied(StatusCode::FORBIDDEN)),
+        Err(e) => Err(pages::internal(s, e)),
+    }
+}
+
+/// Writes an audit entry about a tip (never its content).
+async fn audit(state: &AppState, s: &ConsoleSession, row: &TipRow, action: &str, detail: &str) {
+    if let Err(e) = crate::audit::record(
+        state.intake.store(),
+        Some(&s.account.id),
+        action,
+        Some(&row.id),
+        row.province_code,
+        row.commune_code,
+        detail,
+    )
+    .await
+    {
+        tracing::error!(error = %e, action, "audit entry could not be written");
+    }
+}
+
+/// A line of the tip's timeline.
+pub struct Event {
+    pub when: String,
+    pub who: String,
+    pub what: String,
+    pub text: String,
+    pub kind: &'static str,
+}
+
+/// One option of a select.
+pub struct Opt {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console_tip.html")]
+struct TipPage {
+    t: Texts,
+    me: Option<MeView>,
+    csrf: String,
+    id: String,
+    short: String,
+    error: Option<String>,
+    category: String,
+    priority: String,
+    status: String,
+    outcome: String,
+    channel: String,
+    place: String,
+    village: String,
+    received: String,
+    due: String,
+    overdue: bool,
+    happening_now: bool,
+    description: String,
+    place_details: String,
+    occurred_at: String,
+    contact: String,
+    photos: Vec<String>,
+    events: Vec<Event>,
+    duplicate_of: String,
+    reward: bool,
+    can_triage: bool,
+    can_reward: bool,
+    statuses: Vec<Opt>,
+    outcomes: Vec<Opt>,
+    categories: Vec<Opt>,
+    priorities: Vec<Opt>,
+    assignees: Vec<Opt>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct TipQuery {
+    #[serde(default)]
+    error: String,
+}
+
+fn priority_key(p: i64) -> &'static str {
+    match Priority::from_i64(p) {
+        Some(Priority::Urgent) => "urgent",
+        Some(Priority::High) => "high",
+        Some(Priority::Low) => "low",
+        _ => "normal",
+    }
+}
+
+/// The tip, decrypted; the read is audited.
+pub async fn tip_page(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    Path(id): Path<String>,
+    q: Result<Query<TipQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let row = match tip_in_scope(&state, &s, &id).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let intake = &state.intake;
+    let store = intake.store();
+    let t = texts();
+    let opened = match intake.open_tip(&id).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return pages::denied(StatusCode::FORBIDDEN),
+        Err(e) => return pages::internal(&s, e),
+    };
+    audit(&state, &s, &row, "tip.open", "").await;
+    let (messages, notes, photos, trail, triage) = match tokio::try_join!(
+        async { intake.conversation(&row).await.map_err(|e| e.to_string()) },
+        async { intake.notes(&row).await.map_err(|e| e.to_string()) },
+        async { store.attachments(&id).await.map_err(|e| e.to_string()) },
+        async { store.audit_for_tip(&id).await.map_err(|e| e.to_string()) },
+        async { store.triage(&id).await.map_err(|e| e.to_string()) },
+    ) {
+        Ok(v) => v,
+        Err(e) => return pages::internal(&s, e),
+    };
+    let triage = triage.unwrap_or(crate::store::TriageRow {
+        assignee_id: None,
+        duplicate_of: None,
+        reward_eligible: false,
+    });
+    let people: HashMap<String, String> = match row.commune_code {
+        Some(c) => store.accounts(None, Some(c)).await.unwrap_or_default(),
+        None => Vec::new(),
+    }
+    .into_iter()
+    .map(|a| (a.id, a.display_name))
+    .collect();
+    let name_of = |id: &Option<String>| {
+        id.as_ref()
+            .map(|i| {
+                people
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| i.chars().take(8).collect())
+            })
+            .unwrap_or_default()
+    };
+    let mut events: Vec<(i64, Event)> = Vec::new();
+    for m in messages {
+        let police = m.author == "police";
+        events.push((
+            m.created_at,
+            Event {
+                when: local_time(m.created_at),
+                who: if police {
+                    t.get("status.from_police").to_owned()
+                } else {
+                    t.get("console.tip").to_owned()
+                },
+                what: if m.photos > 0 {
+                    t.fill("status.photos_count", &[("n", &m.photos.to_string())])
+                } else {
+                    String::new()
+                },
+                text: m.text,
+                kind: if police { "police" } else { "tipster" },
+            },
+        ));
+    }
+    for (author, at, text) in notes {
+        events.push((
+            at,
+            Event {
+                when: local_time(at),
+                who: name_of(&Some(author)),
+                what: t.get("console.notes").to_owned(),
+                text,
+                kind: "note",
+            },
+        ));
+    }
+    for a in trail.iter().filter(|a| a.action != "tip.open") {
+        events.push((
+            a.at,
+            Event {
+                when: local_time(a.at),
+                who: name_of(&a.actor_id),
+                what: a.action.clone(),
+                text: a.detail.clone(),
+                kind: "audit",
+            },
+        ));
+    }
+    events.sort_by_key(|(at, _)| *at);
+    let geo = intake.geo();
+    let place = match (
+        row.commune_code.and_then(|c| geo.commune(c)),
+        row.province_code.and_then(|p| geo.province(p)),
+    ) {
+        (Some(c), Some(p)) => format!("{}, {}", c.name, p.name),
+        (None, Some(p)) => p.name.clone(),
+        (Some(c), None) => c.name.clone(),
+        (None, None) => String::new(),
+    };
+    let village = match (row.village_id, &opened.village_text) {
+        (Some(v), _) => store
+            .villages(row.commune_code.unwrap_or_default())
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .find(|x| x.id == v)
+            .map(|x| x.name)
+            .unwrap_or_default(),
+        (None, Some(text)) => text.clone(),
+        (None, None) => String::new(),
+    };
+    let role = s.account.role;
+    let can_triage = matches!(role, Role::Officer | Role::Chief);
+    let opt = |prefix: &str, values: Vec<&str>, chosen: &str| -> Vec<Opt> {
+        values
+            .into_iter()
+            .map(|v| Opt {
+                value: v.to_owned(),
+                label: t.get(&format!("{prefix}.{v}")).to_owned(),
+                selected: v == chosen,
+            })
+            .collect()
+    };
+    let mut assignees = vec![Opt {
+        value: String::new(),
+        label: t.get("console.nobody").to_owned(),
+        selected: triage.assignee_id.is_none(),
+    }];
+    if let Some(c) = row.commune_code {
+        for a in store.accounts(None, Some(c)).await.unwrap_or_default() {
+            if (a.role == "officer" || a.role == "chief") && !a.disabled {
+                assignees.push(Opt {
+                    selected: triage.assignee_id.as_deref() == Some(a.id.as_str()),
+                    value: a.id,
+                    label: a.display_name,
+                });
+            }
+        }
+    }
+    let error = Some(q.error)
+        .filter(|e| !e.is_empty())
+        .map(|e| t.get(&format!("console.error_{e}")).to_owned());
+    render(
+        StatusCode::OK,
+        TipPage {
+            t,
+            me: me(&s),
+            csrf: s.csrf.clone(),
+            short: row.id.chars().take(8).collect(),
+            error,
+            category: t.get(&format!("category.{}", row.category)).to_owned(),
+            priority: t
+                .get(&format!("priority.{}", priority_key(row.priority)))
+                .to_owned(),
+            status: t.get(&format!("tipstatus.{}", row.status)).to_owned(),
+            outcome: row
+                .outcome
+                .as_ref()
+                .map(|o| t.get(&format!("outcome.{o}")).to_owned())
+                .unwrap_or_default(),
+            channel: t.get(&format!("channel.{}", row.channel)).to_owned(),
+            place,
+            village,
+            received: local_time(row.created_at),
+            due: local_time(row.due_at),
+            overdue: row.due_at < now_ms() && row.status != "closed",
+            happening_now: row.happening_now,
+            description: opened.description,
+            place_details: opened.place_details.unwrap_or_default(),
+            occurred_at: opened.occurred_at.unwrap_or_default(),
+            contact: opened.contact.unwrap_or_default(),
+            photos: photos.into_iter().map(|p| p.id).collect(),
+            events: events.into_iter().map(|(_, e)| e).collect(),
+            duplicate_of: triage.duplicate_of.unwrap_or_default(),
+            reward: triage.reward_eligible,
+            can_triage,
+            can_reward: role == Role::Chief,
+            statuses: opt(
+                "tipstatus",
+                vec!["new", "triaged", "in_progress", "closed"],
+                &row.status,
+            ),
+            outcomes: opt(
+                "outcome",
+                Outcome::ALL.iter().map(|o| o.as_str()).collect(),
+                row.outcome.as_deref().unwrap_or(""),
+            ),
+            categories: opt(
+                "category",
+                Category::ALL.iter().map(|c| c.as_str()).collect(),
+                &row.category,
+            ),
+            priorities: opt(
+                "priority",
+                vec!["urgent", "high", "normal", "low"],
+                priority_key(row.priority),
+            ),
+            assignees,
+            id: row.id,
+        },
+    )
+}
+
+/// One photo of a tip, only to an authorised session, never cached.
+pub async fn photo(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    Path((id, photo)): Path<(String, String)>,
+) -> Response {
+    let row = match tip_in_scope(&state, &s, &id).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    match state.intake.open_attachment(&id, &photo).await {
+        Ok(Some(jpeg)) => {
+            audit(&state, &s, &row, "tip.photo", &photo).await;
+            (
+                [
+                    (header::CONTENT_TYPE, "image/jpeg"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                jpeg,
+            )
+                .into_response()
+        }
+        Ok(None) => pages::denied(StatusCode::NOT_FOUND),
+        Err(e) => pages::internal(&s, e),
+    }
+}
+
+fn back(id: &str, error: Option<&str>) -> Response {
+    match error {
+        Some(e) => Redirect::to(&format!("/console/tips/{id}?error={e}")).into_response(),
+        None => Redirect::to(&format!("/console/tips/{id}")).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct StatusForm {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    outcome: String,
+}
+
+/// Moves a tip along the status machine; closing needs an outcome.
+pub async fn set_status(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    Path(id): Path<String>,
+    Form(f): Form<StatusForm>,
+) -> Response {
+    let row = match tip_in_scope(&state, &s, &id).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let (Some(from), Some(to)) = (Status::parse(&row.status), Status::parse(&f.status)) else {
+        return back(&id, Some("bad_input"));
+    };
+    if from == to {
+        return back(&id, None);
+    }
+    if !from.can_become(to) {
+        return back(&id, Some("bad_transition"));
+    }
+    let outcome = Outcome::parse(&f.outcome);
+    if to == Status::Closed && outcome.is_none() {
+        return back(&id, Some("outcome_required"));
+    }
+    let outcome = (to == Status::Closed).then_some(outcome).flatten();
+    if let Err(e) = state
+        .intake
+        .store()
+        .set_status(&id, to.as_str(), outcome.map(|o| o.as_str()), now_ms())
+        .await
+    {
+        return pages::internal(&s, e);
+    }
+    let detail = format!(
+        "{} → {}{}",
+        from.as_str(),
+        to.as_str(),
+        outcome
+            .map(|o| format!(" ({})", o.as_str()))
+            .unwrap_or_default()
+    );
+    audit(&state, &s, &row, "tip.status", &detail).await;
+    back(&id, None)
+}
+
+#[derive(Deserialize)]
+pub struct CategoryForm {
+    #[serde(default)]
+    category: String,
+    #[serde(default)]
+    priority: String,
+}
+
+/// Changes category and priority; the deadline follows the priority.
+pub async fn set_category(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    Path(id): Path<String>,
+    Form(f): Form<CategoryForm>,
+) -> Response {
+    let row = match tip_in_scope(&state, &s, &id).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let priority = match f.priority.as_str() {
+        "urgent" => Priority::Urgent,
+        "high" => Priority::High,
+        "normal" => Priority::Normal,
+        "low" => Priority::Low,
+        _ => return back(&id, Some("bad_input")),
+    };
+    let Some(category) = Category::parse(&f.category) else {
+        return back(&id, Some("bad_input"));
+    };
+    let due = priority.due_at(row.created_at, &state.config.sla);
+    if let Err(e) = state
+        .intake
+        .store()
+        .set_category_priority(&id, category.as_str(), priority.as_i64(), due, now_ms())
+        .await
+    {
+        return pages::internal(&s, e);
+    }
+    let detail = format!(
+        "{}/{} → {}/{}",
+        row.category,
+        priority_key(row.priority),
+        category.as_str(),
+        f.priority
+    );
+    audit(&state, &s, &row, "tip.category", &detail).await;
+    back(&id, None)
+}
+
+#[derive(Deserialize)]
+pub struct AssignForm {
+    #[serde(default)]
+    assignee: String,
+}
+
+async fn officer_of(state: &AppState, commune: Option<i64>, id: &str) -> Option<Account> {
+    let row = state.intake.store().account(id).await.ok()??;
+    let a = Account::from_row(&row)?;
+    (matches!(a.role, Role::Officer | Role::Chief)
+        && !a.disabled
+        && a.commune_code == commune
+        && commune.is_some())
+    .then_some(a)
+}
+
+/// Assigns the tip to an officer of its commune (or nobody).
+pub async fn assign(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    Path(id): Path<String>,
+    Form(f): Form<AssignForm>,
+) -> Response {
+    let row = match tip_in_scope(&state, &s, &id).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let assignee = if f.assignee.is_empty() {
+        None
+    } else {
+        match officer_of(&state, row.commune_code, &f.assignee).await {
+            Some(a) => Some(a),
+            None => return back(&id, Some("bad_input")),
+        }
+    };
+    if let Err(e) = state
+        .intake
+        .store()
+        .set_assignee(&id, assignee.as_ref().map(|a| a.id.as_str()), now_ms())
+        .await
+    {
+        return pages::internal(&s, e);
+    }
+    let detail = assignee
+        .map(|a| a.display_name)
+        .unwrap_or_else(|| "—".into());
+    audit(&state, &s, &row, "tip.assign", &detail).await;
+    back(&id, None)
+}
+
+#[derive(Deserialize)]
+pub struct TextForm {
+    #[serde(default)]
+    text: String,
+}
+
+fn clean_text(text: &str) -> Option<&str> {
+    let t = text.trim();
+    (!t.is_empty() && t.chars().count() <= crate::intake::MAX_TEXT).then_some(t)
+}
+
+/// Adds an internal note (sealed like the tip).
+pub async fn add_note(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    Path(id): Path<String>,
+    Form(f): Form<TextForm>,
+) -> Response {
+    let row = match tip_in_scope(&state, &s, &id).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let Some(text) = clean_text(&f.text) else {
+        return back(&id, Some("bad_input"));
+    };
+    if let Err(e) = state.intake.add_note(&row, &s.account.id, text).await {
+        return pages::internal(&s, e);
+    }
+    audit(&state, &s, &row, "tip.note", "").await;
+    back(&id, None)
+}
+
+/// Writes to the tipster, who reads it with the receipt.
+pub async fn message(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    Path(id): Path<String>,
+    Form(f): Form<TextForm>,
+) -> Response {
+    let row = match tip_in_scope(&state, &s, &id).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let Some(text) = clean_text(&f.text) else {
+        return back(&id, Some("bad_input"));
+    };
+    if let Err(e) = state.intake.police_message(&id, text).await {
+        return pages::internal(&s, e);
+    }
+    audit(&state, &s, &row, "tip.message", "").await;
+    back(&id, None)
+}
+
+#[derive(Deserialize)]
+pub struct DuplicateForm {
+    #[serde(default)]
+    of: String,
+}
+
+/// Marks the tip as a duplicate of another tip of the same commune (and closes it); its
+/// tipster still receives the police's messages on the original.
+pub async fn duplicate(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    Path(id): Path<String>,
+    Form(f): Form<DuplicateForm>,
+) -> Response {
+    let row = match tip_in_scope(&state, &s, &id).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let of = f.of.trim().trim_start_matches('#');
+    let store = state.intake.store();
+    let original = match store.tip(of).await {
+        Ok(Some(o)) => Some(o),
+        _ => None,
+    };
+    let Some(original) = original.filter(|o| o.id != row.id && o.commune_code == row.commune_code)
+    else {
+        return back(&id, Some("unknown_tip"));
+    };
+    if let Err(e) = store.set_duplicate(&id, &original.id, now_ms()).await {
+        return pages::internal(&s, e);
+    }
+    audit(&state, &s, &row, "tip.duplicate", &original.id).await;
+    back(&id, None)
+}
+
+#[derive(Deserialize)]
+pub struct TransferForm {
+    #[serde(default)]
+    commune: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Moves the tip to another commune's queue, with a reason (kept as a sealed note).
+pub async fn transfer(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    Path(id): Path<String>,
+    Form(f): Form<TransferForm>,
+) -> Response {
+    let row = match tip_in_scope(&state, &s, &id).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let Some(commune) = f
+        .commune
+        .trim()
+        .parse()
+        .ok()
+        .and_then(|c| state.intake.geo().commune(c))
+        .cloned()
+    else {
+        return back(&id, Some("unknown_commune"));
+    };
+    if s.account.role == Role::Province && Some(commune.province_code) != s.account.province_code {
+        return back(&id, Some("unknown_commune"));
+    }
+    let Some(reason) = clean_text(&f.reason) else {
+        return back(&id, Some("reason_required"));
+    };
+    if let Err(e) = state
+        .intake
+        .add_note(
+            &row,
+            &s.account.id,
+            &format!(
+                "{} → {}: {reason}",
+                texts().get("console.transfer"),
+                commune.name
+            ),
+        )
+        .await
+    {
+        return pages::internal(&s, e);
+    }
+    if let Err(e) = state
+        .intake
+        .store()
+        .transfer(&id, commune.province_code, commune.code, now_ms())
+        .await
+    {
+        return pages::internal(&s, e);
+    }
+    audit(
+        &state,
+        &s,
+        &row,
+        "tip.transfer",
+        &format!("→ {}", commune.code),
+    )
+    .await;
+    // The tip may now be outside this account's scope.
+    if s.account
+        .sees_tip_in(Some(commune.province_code), Some(commune.code))
+    {
+        back(&id, None)
+    } else {
+        Redirect::to("/console/queue").into_response()
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RewardForm {
+    #[serde(default)]
+    eligible: String,
+}
+
+/// Marks the tip reward-eligible: the tipster's status page then explains how to claim.
+pub async fn reward(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    Path(id): Path<String>,
+    Form(f): Form<RewardForm>,
+) -> Response {
+    let row = match tip_in_scope(&state, &s, &id).await {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let eligible = f.eligible == "1";
+    if let Err(e) = state
+        .intake
+        .store()
+        .set_reward(&id, eligible, now_ms())
+        .await
+    {
+        return pages::internal(&s, e);
+    }
+    audit(
+        &state,
+        &s,
+        &row,
+        "tip.reward",
+        if eligible { "yes" } else { "no" },
+    )
+    .await;
+    back(&id, None)
+}
