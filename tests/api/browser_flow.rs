@@ -17,26 +17,30 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
     let c = &b.client;
     c.goto(&app.url("/")).await.unwrap();
     b.screenshot("form-360-nojs").await.unwrap();
-    c.find(Locator::Css("input[name=category][value=hotspot]"))
+    c.wait()
+        .for_element(Locator::Css("input[name=category][value=hotspot]"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    c.find(Locator::Css("#f-province option[value='1']"))
+    c.wait()
+        .for_element(Locator::Css("#f-province option[value='1']"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    c.find(Locator::Css("textarea[name=description]"))
+    c.wait()
+        .for_element(Locator::Css("textarea[name=description]"))
         .await
         .unwrap()
         .send_keys("Có tụ điểm sử dụng ma túy sau chợ, tối nào cũng đông người.")
         .await
         .unwrap();
     // Without script the province button lists the communes, keeping what was typed.
-    c.find(Locator::Id("pick-province"))
+    c.wait()
+        .for_element(Locator::Id("pick-province"))
         .await
         .unwrap()
         .click()
@@ -53,20 +57,23 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         kept.as_deref(),
         Some("Có tụ điểm sử dụng ma túy sau chợ, tối nào cũng đông người.")
     );
-    c.find(Locator::Css("#f-commune option[value='70']"))
+    c.wait()
+        .for_element(Locator::Css("#f-commune option[value='70']"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    c.find(Locator::Css("input[name=village]"))
+    c.wait()
+        .for_element(Locator::Css("input[name=village]"))
         .await
         .unwrap()
         .send_keys("Tổ 9")
         .await
         .unwrap();
     b.screenshot("form-360-filled").await.unwrap();
-    c.find(Locator::Id("submit"))
+    c.wait()
+        .for_element(Locator::Id("submit"))
         .await
         .unwrap()
         .click()
@@ -84,25 +91,24 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
     b.screenshot("receipt-360").await.unwrap();
 
     c.goto(&app.url("/status")).await.unwrap();
-    c.find(Locator::Css("input[name=receipt]"))
+    c.wait()
+        .for_element(Locator::Css("input[name=receipt]"))
         .await
         .unwrap()
         .send_keys(receipt.trim())
         .await
         .unwrap();
-    c.find(Locator::Css("#status-form button"))
+    c.wait()
+        .for_element(Locator::Css("#status-form button"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    let status = c
-        .find(Locator::Id("tip-status"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let Ok(found) = c.wait().for_element(Locator::Id("tip-status")).await else {
+        panic!("no status: {}", c.source().await.unwrap());
+    };
+    let status = found.text().await.unwrap();
     assert_eq!(status, "Đã tiếp nhận");
     b.screenshot("status-360").await.unwrap();
 
@@ -113,13 +119,15 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         .police_message(&ids[0], "Cảm ơn bạn, chúng tôi đang xác minh.")
         .await
         .unwrap();
-    c.find(Locator::Css("#reply-form textarea"))
+    c.wait()
+        .for_element(Locator::Css("#reply-form textarea"))
         .await
         .unwrap()
         .send_keys("Thêm: có xe máy biển 29")
         .await
         .unwrap();
-    c.find(Locator::Css("#reply-form button"))
+    c.wait()
+        .for_element(Locator::Css("#reply-form button"))
         .await
         .unwrap()
         .click()
@@ -147,7 +155,8 @@ async fn with_javascript_the_commune_list_follows_the_province_and_search_ignore
         .expect("chromium starts");
     let c = &b.client;
     c.goto(&app.url("/")).await.unwrap();
-    c.find(Locator::Css("#f-province option[value='1']"))
+    c.wait()
+        .for_element(Locator::Css("#f-province option[value='1']"))
         .await
         .unwrap()
         .click()
@@ -167,7 +176,11 @@ async fn with_javascript_the_commune_list_follows_the_province_and_search_ignore
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(n > 100, "Hà Nội's communes are listed ({n})");
-    let search = c.find(Locator::Css("input[type=search]")).await.unwrap();
+    let search = c
+        .wait()
+        .for_element(Locator::Css("input[type=search]"))
+        .await
+        .unwrap();
     search.send_keys("hoan kiem").await.unwrap();
     let options = c.find_all(Locator::Css("#f-commune option")).await.unwrap();
     let mut labels = Vec::new();
@@ -177,5 +190,223 @@ async fn with_javascript_the_commune_list_follows_the_province_and_search_ignore
     assert_eq!(labels, ["Phường Hoàn Kiếm"]);
     b.screenshot("form-1280-js").await.unwrap();
     b.close().await.unwrap();
+    app.stop().await;
+}
+
+/// Logs into the console in the browser: password, then the TOTP code.
+async fn console_login(c: &fantoccini::Client, base: &str, username: &str, password: &str) {
+    c.goto(&format!("{base}/console/login")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("input[name=username]"))
+        .await
+        .unwrap()
+        .send_keys(username)
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#login-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_it() {
+    use crate::console_support::{create_account, next_totp_code};
+    use tinbao::accounts::Role;
+    if available().is_none() {
+        return;
+    }
+    let app = spawn_app(Engine::Sqlite).await;
+    let receipt = app
+        .api_tip(tip_json("Có người bán ma túy trước cổng chợ Đồng Xuân"))
+        .await;
+    let (_, one_time) = create_account(&app, Role::Officer, "canbo", None, Some(70)).await;
+
+    let b = Browser::start(1280, 800, true)
+        .await
+        .expect("chromium starts");
+    let c = &b.client;
+    console_login(c, &app.base, "canbo", &one_time).await;
+    // First login: a new password, then TOTP enrolment with a QR code and a text secret.
+    c.wait()
+        .for_element(Locator::Css("#password-form input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys("mật khẩu mới rất dài")
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#password-form input[name=password_again]"))
+        .await
+        .unwrap()
+        .send_keys("mật khẩu mới rất dài")
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#password-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let secret_text = c
+        .wait()
+        .for_element(Locator::Id("totp-secret"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    b.screenshot("console-totp-1280").await.unwrap();
+    let secret = totp_rs::Secret::Encoded(secret_text).to_bytes().unwrap();
+    let code = crate::console_support::totp_code(&secret);
+    c.wait()
+        .for_element(Locator::Css("#totp-form input[name=code]"))
+        .await
+        .unwrap()
+        .send_keys(&code)
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#totp-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // The queue, then the tip.
+    c.wait().for_element(Locator::Id("queue")).await.unwrap();
+    b.screenshot("console-queue-1280").await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#queue a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let description = c
+        .wait()
+        .for_element(Locator::Id("tip-description"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(description, "Có người bán ma túy trước cổng chợ Đồng Xuân");
+    c.wait()
+        .for_element(Locator::Css("#f-status option[value=in_progress]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#status-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#message-form textarea"))
+        .await
+        .unwrap()
+        .send_keys("Cảm ơn bạn. Công an phường đang xác minh.")
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#message-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let status = c
+        .wait()
+        .for_element(Locator::Id("tip-status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(status, "Đang xử lý");
+    b.screenshot("console-tip-1280").await.unwrap();
+    b.close().await.unwrap();
+
+    // The same officer on a phone: a second login needs a fresh TOTP code.
+    let phone = Browser::start(360, 640, false)
+        .await
+        .expect("chromium starts");
+    let c = &phone.client;
+    console_login(c, &app.base, "canbo", "mật khẩu mới rất dài").await;
+    c.wait()
+        .for_element(Locator::Css("#totp-form input[name=code]"))
+        .await
+        .unwrap()
+        .send_keys(&next_totp_code(&secret))
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#totp-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("queue")).await.unwrap();
+    phone.screenshot("console-queue-360").await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#queue a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("tip-description"))
+        .await
+        .unwrap();
+    phone.screenshot("console-tip-360").await.unwrap();
+
+    // The tipster reads the reply with the receipt.
+    c.goto(&app.url("/status")).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("input[name=receipt]"))
+        .await
+        .unwrap()
+        .send_keys(&receipt)
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#status-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let status = c
+        .wait()
+        .for_element(Locator::Id("tip-status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(status, "Đang xác minh");
+    let page = c.source().await.unwrap();
+    assert!(page.contains("Công an phường đang xác minh."));
+    phone.screenshot("tipster-reads-reply-360").await.unwrap();
+    phone.close().await.unwrap();
     app.stop().await;
 }
