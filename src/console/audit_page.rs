@@ -66,7 +66,7 @@ pub async fn list(
                         .unwrap_or_else(|| a.chars().take(8).collect())
                 })
                 .unwrap_or_default(),
-            action: e.action,
+            action: texts().get(&format!("audit.{}", e.action)).to_owned(),
             tip: e.tip_id.unwrap_or_default(),
             detail: e.detail,
         })

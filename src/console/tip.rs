@@ -204,7 +204,7 @@ pub async fn tip_page(
             Event {
                 when: local_time(a.at),
                 who: name_of(&a.actor_id),
-                what: a.action.clone(),
+                what: t.get(&format!("audit.{}", a.action)).to_owned(),
                 text: a.detail.clone(),
                 kind: "audit",
             },

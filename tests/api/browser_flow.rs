@@ -287,9 +287,25 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
 
     // The queue, then the tip.
     c.wait().for_element(Locator::Id("queue")).await.unwrap();
+    // A new tip appears in the open queue without a reload (server-sent events).
+    let before = c.find_all(Locator::Css("#queue li")).await.unwrap().len();
+    let mut urgent = tip_json("Người ngáo đá đang la hét ở chợ");
+    urgent["category"] = "psychosis".into();
+    urgent["happening_now"] = true.into();
+    app.api_tip(urgent).await;
+    let mut after = before;
+    for _ in 0..50 {
+        after = c.find_all(Locator::Css("#queue li")).await.unwrap().len();
+        if after > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(after, before + 1, "the new tip appeared live");
     b.screenshot("console-queue-1280").await.unwrap();
+    // The urgent tip is first now; open the market tip, the older one.
     c.wait()
-        .for_element(Locator::Css("#queue a"))
+        .for_element(Locator::Css("#queue li:last-child a"))
         .await
         .unwrap()
         .click()

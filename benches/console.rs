@@ -1,0 +1,1849 @@
+//! Police-console benchmark against the real `tinbao` binary, on a database of a million
+//! tips.
+//!
+//! Run with `cargo bench --bench console`. For each engine (SQLite always; PostgreSQL when a
+//! server answers) it:
+//!
+//! 1. seeds `BENCH_TIPS` (1,000,000) tips through the library, sealed exactly as intake
+//!    seals them (a data key per tip wrapped under the KEK, description, place, time, …),
+//!    with `Store::insert_tips` in batches of `BENCH_BATCH` (2,000), one transaction each.
+//!    The spread: 300 communes of Hà Nội, Hồ Chí Minh City and Đà Nẵng, with Phường Hoàn
+//!    Kiếm (commune 70, province 1) holding a fifth of all tips (200,000 of a million) and
+//!    20 villages; about 85 % closed, open tips skewed towards recent ones; every category,
+//!    priority by the domain rule, deadlines from the default SLA; created over the past
+//!    year; channels web, api and hotline; 1 % of tips without a commune (the province's
+//!    "unplaced" queue). The seeding time and rate are reported;
+//! 2. creates an officer of commune 70 and a province officer of province 1, starts
+//!    `tinbao serve` as a child process on a free port (abuse limits off), and logs both in
+//!    over HTTP as a person would: password, forced change, TOTP enrolment;
+//! 3. measures, with `BENCH_CONCURRENCY` (4) keep-alive HTTP/1.1 clients in a closed loop
+//!    for `BENCH_SECONDS` (10) after a 1 s warm-up each: the commune queue (open tips, most
+//!    urgent first), the queue with filters (status + category, overdue, village, channel),
+//!    keyset pages 2–6 (following the "next page" link), opening a random tip of commune 70
+//!    (decrypting it and writing the audit entry), and the province officer's queue
+//!    (unplaced tips and per-commune counts). Every answer must be a 200; queue pages must
+//!    hold 50 tip links wherever the data has 50 matches, and an opened tip must show its
+//!    decrypted description;
+//! 4. samples the server's RSS every 100 ms and prints a summary with ok/MISS lines against
+//!    the targets: a queue page p95 < 50 ms, opening a tip p95 < 10 ms.
+//!
+//! PostgreSQL: `BENCH_DATABASE_URL` or `TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) names a server where the benchmark may
+//! `CREATE DATABASE tinbao_bench_<random>`; it drops it at the end. After seeding it runs
+//! `VACUUM ANALYZE tips`, which autovacuum would have done long before on a live server;
+//! SQLite gets nothing of the kind (the server never runs `ANALYZE`).
+//!
+//! Other knobs: `BENCH_ENGINES` (`sqlite,postgres`), `BENCH_CLIENT_THREADS` (1),
+//! `BENCH_SEED` (42, the data's shape; keys and ids are random anyway), and `BENCH_KEEP=1`
+//! to keep the SQLite data directory and the PostgreSQL database for inspection (their
+//! names are printed).
+
+use anyhow::{anyhow, bail, Context, Result};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{header, Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use sqlx::Connection;
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tinbao::accounts::{self, NewAccount, Role};
+use tinbao::config::{Config, SlaConfig};
+use tinbao::crypto::{KeyRing, Receipt};
+use tinbao::store::{NewTipRecord, Store};
+use tinbao::tips::{Category, Channel, Priority, Status};
+use tokio::net::TcpStream;
+
+const WARMUP: Duration = Duration::from_secs(1);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// Clock ticks per second for `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
+const CLK_TCK: f64 = 100.0;
+
+/// Rows on a queue page (src/console/queue.rs).
+const PAGE: usize = 50;
+/// The targets of the issue, in microseconds.
+const QUEUE_P95_TARGET_US: u64 = 50_000;
+const OPEN_P95_TARGET_US: u64 = 10_000;
+
+/// The heavy commune: Phường Hoàn Kiếm, Thành phố Hà Nội.
+const HEAVY_COMMUNE: i64 = 70;
+const HEAVY_PROVINCE: i64 = 1;
+/// Its share of all tips (200,000 of 1,000,000).
+const HEAVY_SHARE: f64 = 0.2;
+const VILLAGES: usize = 20;
+/// Provinces whose communes get tips, and how many of each province's communes.
+const PROVINCES: [(i64, usize); 3] = [(1, 126), (79, 168), (48, 6)];
+/// Keyset pages followed after the first.
+const PAGES_DEEP: usize = 5;
+/// Tip ids of the heavy commune kept for the "open a tip" phase.
+const OPEN_SAMPLE: usize = 20_000;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// (category, weight out of 100).
+const CATEGORY_WEIGHTS: [(Category, u64); 9] = [
+    (Category::Dealing, 25),
+    (Category::Hotspot, 15),
+    (Category::Users, 20),
+    (Category::Psychosis, 5),
+    (Category::Cultivation, 3),
+    (Category::School, 5),
+    (Category::Online, 10),
+    (Category::Disguised, 7),
+    (Category::Other, 10),
+];
+
+const SENTENCES: [&str; 8] = [
+    "Có một nhóm thanh niên thường tụ tập ở cuối ngõ vào buổi tối, ra vào liên tục.",
+    "Tôi thấy người lạ đi xe máy không biển số dừng lại đưa gói nhỏ cho mấy người đứng chờ.",
+    "Ngôi nhà cuối ngõ đóng cửa cả ngày nhưng đêm thì rất đông người đến rồi đi nhanh.",
+    "Mùi khét lạ bốc ra từ phòng trọ tầng hai, hàng xóm đã nhắc nhiều lần mà không thay đổi.",
+    "Có bơm kim tiêm vứt ở bãi đất trống gần trường học, các cháu nhỏ hay chơi ở đó.",
+    "Một người đàn ông khoảng ba mươi tuổi la hét, đập phá đồ đạc, nói năng không mạch lạc.",
+    "Tài khoản trên mạng xã hội rao bán \"kẹo\" và \"nước vui\" giao tận nơi trong phường.",
+    "Quán cà phê mở khuya, nhạc to, khách lạ ra vào nhà vệ sinh rất lâu rồi mới đi.",
+];
+
+/// Every decrypted description ends with this and the tip's number.
+const DESCRIPTION_MARK: &str = "(lần ";
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+
+struct Settings {
+    tips: u64,
+    batch: usize,
+    concurrency: usize,
+    seconds: u64,
+    client_threads: usize,
+    seed: u64,
+    keep: bool,
+    engines: Vec<String>,
+}
+
+fn env_num<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .replace('_', "")
+            .parse()
+            .map_err(|_| anyhow!("{name}={v:?} is not a number")),
+        _ => Ok(default),
+    }
+}
+
+impl Settings {
+    fn from_env() -> Result<Settings> {
+        let engines = std::env::var("BENCH_ENGINES")
+            .unwrap_or_else(|_| "sqlite,postgres".into())
+            .split(',')
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let s = Settings {
+            tips: env_num("BENCH_TIPS", 1_000_000)?,
+            batch: env_num("BENCH_BATCH", 2_000)?,
+            concurrency: env_num("BENCH_CONCURRENCY", 4)?,
+            seconds: env_num("BENCH_SECONDS", 10)?,
+            client_threads: env_num("BENCH_CLIENT_THREADS", 1)?,
+            seed: env_num("BENCH_SEED", 42)?,
+            keep: std::env::var("BENCH_KEEP").is_ok_and(|v| v == "1" || v == "true"),
+            engines,
+        };
+        if s.tips < 1_000 || s.batch == 0 || s.concurrency == 0 || s.seconds == 0 {
+            bail!("BENCH_TIPS must be >= 1000; BENCH_BATCH, BENCH_CONCURRENCY, BENCH_SECONDS > 0");
+        }
+        Ok(s)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Entry point
+
+fn main() -> Result<()> {
+    // `cargo bench` passes `--bench`, which is ignored; the settings come from the environment.
+    let settings = Settings::from_env()?;
+    // The seeding opens the key file in the data directory, as the child server does; a
+    // TINBAO_KEYS inherited from the shell would make the two disagree. Still one thread.
+    std::env::remove_var("TINBAO_KEYS");
+    let threads = settings.client_threads.max(1);
+    let rt = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()?
+    };
+    rt.block_on(run(settings))
+}
+
+async fn run(settings: Settings) -> Result<()> {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_tinbao"));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("tinbao console benchmark");
+    println!(
+        "  binary {}\n  {} CPU core(s), shared by the server AND this load generator \
+         ({} client thread(s)); figures are for both on one machine",
+        bin.display(),
+        cores,
+        settings.client_threads.max(1)
+    );
+    println!(
+        "  {} tips ({} in commune {HEAVY_COMMUNE}); {} clients, {} s per phase (+{} s warm-up)",
+        settings.tips,
+        heavy_count(settings.tips),
+        settings.concurrency,
+        settings.seconds,
+        WARMUP.as_secs()
+    );
+
+    let mut results = Vec::new();
+    for engine in &settings.engines {
+        match engine.as_str() {
+            "sqlite" => {
+                println!("\n== SQLite ==");
+                results.push(bench_engine(&bin, &settings, Engine::Sqlite).await?);
+            }
+            "postgres" | "postgresql" | "pg" => {
+                println!("\n== PostgreSQL ==");
+                match PgDatabase::create().await {
+                    Ok(Some(db)) => {
+                        let r = bench_engine(&bin, &settings, Engine::Postgres(&db)).await;
+                        if settings.keep {
+                            db.keep();
+                        } else {
+                            db.drop_now().await;
+                        }
+                        results.push(r?);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            other => bail!("unknown engine {other:?} in BENCH_ENGINES (sqlite, postgres)"),
+        }
+    }
+
+    println!("\n== Summary ==");
+    println!(
+        "({} tips, {} in commune {HEAVY_COMMUNE}; {} cores shared by server and load \
+         generator; closed loop C={}; {} s per phase)\n",
+        settings.tips,
+        heavy_count(settings.tips),
+        cores,
+        settings.concurrency,
+        settings.seconds
+    );
+    println!("| engine | seeding | tips/s | DB size | peak RSS | VmHWM |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in &results {
+        println!(
+            "| {} | {:.0} s | {:.0} | {:.0} MB | {:.1} MB | {:.1} MB |",
+            r.engine,
+            r.seed_seconds,
+            r.seed_rate,
+            r.db_bytes as f64 / 1e6,
+            mb(r.peak_rss_kb),
+            mb(r.hwm_kb)
+        );
+    }
+    println!();
+    println!(
+        "| engine | phase | requests | req/s | p50 ms | p95 ms | p99 ms | max ms | errors \
+         | target (p95) |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for r in &results {
+        for p in &r.phases {
+            println!(
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | < {} ms |",
+                r.engine,
+                p.name,
+                p.ok + p.errors,
+                p.rate,
+                ms(p.hist.value_at_quantile(0.50)),
+                ms(p.hist.value_at_quantile(0.95)),
+                ms(p.hist.value_at_quantile(0.99)),
+                ms(p.hist.max()),
+                p.errors,
+                p.target_us / 1000,
+            );
+        }
+    }
+    println!();
+    let mut failed = false;
+    for r in &results {
+        for p in &r.phases {
+            let p95 = p.hist.value_at_quantile(0.95);
+            let ok = p.ok > 0 && p95 < p.target_us;
+            failed |= !ok;
+            println!(
+                "  [{}] {} {}: p95 {} ms (target < {} ms)",
+                if ok { "ok" } else { "MISS" },
+                r.engine,
+                p.name,
+                ms(p95),
+                p.target_us / 1000
+            );
+            if p.errors > 0 {
+                failed = true;
+                println!(
+                    "  [MISS] {} {}: {} wrong answers (see above)",
+                    r.engine, p.name, p.errors
+                );
+            }
+        }
+    }
+    if failed {
+        println!("\nsome targets were missed (see above)");
+    }
+    Ok(())
+}
+
+fn heavy_count(tips: u64) -> u64 {
+    (tips as f64 * HEAVY_SHARE) as u64
+}
+
+// ---------------------------------------------------------------------------------------
+// One engine
+
+enum Engine<'a> {
+    Sqlite,
+    Postgres(&'a PgDatabase),
+}
+
+struct EngineResult {
+    engine: &'static str,
+    seed_seconds: f64,
+    seed_rate: f64,
+    db_bytes: u64,
+    phases: Vec<PhaseResult>,
+    peak_rss_kb: u64,
+    hwm_kb: u64,
+}
+
+async fn bench_engine(bin: &Path, settings: &Settings, engine: Engine<'_>) -> Result<EngineResult> {
+    let data = tempfile::Builder::new()
+        .prefix("tinbao-console-bench-")
+        .tempdir()?;
+    let db_url = match &engine {
+        Engine::Sqlite => None,
+        Engine::Postgres(db) => Some(db.url.clone()),
+    };
+    let config = Config {
+        data_dir: data.path().to_path_buf(),
+        database_url: db_url.clone(),
+        ..Config::default()
+    };
+
+    // 1. Seeding, accounts.
+    let seeded = seed(&config, settings).await?;
+    let db_bytes = match &engine {
+        Engine::Sqlite => ["tinbao.db", "tinbao.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(data.path().join(f)).ok())
+            .map(|m| m.len())
+            .sum(),
+        Engine::Postgres(db) => db.size().await.unwrap_or(0),
+    };
+    println!("  database size {:.0} MB", db_bytes as f64 / 1e6);
+
+    // 2. The server, and both logins over HTTP.
+    let server = Server::start(bin, data.path(), db_url.as_deref()).await?;
+    let addr = server.addr;
+    let pid = server.pid();
+    let sampler = RssSampler::start(pid);
+    let officer = Arc::new(
+        login(addr, &seeded.officer.0, &seeded.officer.1)
+            .await
+            .context("officer login")?,
+    );
+    let province = Arc::new(
+        login(addr, &seeded.province.0, &seeded.province.1)
+            .await
+            .context("province officer login")?,
+    );
+    println!("  logged in over HTTP: officer of commune {HEAVY_COMMUNE}, province officer of {HEAVY_PROVINCE}");
+
+    // 3. The phases.
+    let c = &seeded.counts;
+    let village = seeded.villages[0];
+    let phases = vec![
+        Phase::page(
+            "queue, open tips (default)",
+            officer.clone(),
+            "/console/queue".into(),
+            c.open,
+        ),
+        Phase::page(
+            "queue ?status=new&category=dealing",
+            officer.clone(),
+            "/console/queue?status=new&category=dealing".into(),
+            c.new_dealing,
+        ),
+        Phase::page(
+            "queue ?overdue=1",
+            officer.clone(),
+            "/console/queue?overdue=1".into(),
+            c.overdue,
+        ),
+        Phase::page(
+            "queue ?village=<id>",
+            officer.clone(),
+            format!("/console/queue?village={village}"),
+            c.village,
+        ),
+        Phase::page(
+            "queue ?channel=hotline",
+            officer.clone(),
+            "/console/queue?channel=hotline".into(),
+            c.hotline,
+        ),
+        Phase {
+            name: format!("queue keyset pages 2-{}", PAGES_DEEP + 1),
+            session: officer.clone(),
+            kind: Arc::new(Kind::Pages {
+                first: "/console/queue".into(),
+                depth: PAGES_DEEP,
+                full: c.open >= (PAGES_DEEP as u64 + 1) * PAGE as u64,
+            }),
+            target_us: QUEUE_P95_TARGET_US,
+        },
+        Phase {
+            name: "open a tip (decrypt + audit)".into(),
+            session: officer.clone(),
+            kind: Arc::new(Kind::Tip {
+                ids: seeded.sample_ids.clone(),
+            }),
+            target_us: OPEN_P95_TARGET_US,
+        },
+        Phase {
+            name: "province queue (unplaced + commune counts)".into(),
+            session: province.clone(),
+            kind: Arc::new(Kind::Province {
+                full: c.unplaced >= PAGE as u64,
+            }),
+            target_us: QUEUE_P95_TARGET_US,
+        },
+    ];
+    let mut results = Vec::new();
+    for phase in phases {
+        let cpu0 = CpuSnapshot::take(pid);
+        let mut r = run_phase(addr, &phase, settings).await?;
+        let cpu = cpu0.since(pid);
+        let rss = sampler.take_peak();
+        r.print(&cpu, rss);
+        results.push(r);
+    }
+
+    // 4. Memory, then a clean stop.
+    let hwm_kb = proc_status_kb(pid, "VmHWM:").unwrap_or(0);
+    let peak_rss_kb = results
+        .iter()
+        .map(|r| r.peak_rss_kb)
+        .max()
+        .unwrap_or(0)
+        .max(sampler.stop());
+    println!(
+        "  memory: peak VmRSS {:.1} MB (sampled every {} ms), VmHWM {:.1} MB",
+        mb(peak_rss_kb),
+        SAMPLE_EVERY.as_millis(),
+        mb(hwm_kb)
+    );
+    server.stop().await;
+    if settings.keep {
+        let path = data.keep();
+        println!("  kept the data directory {}", path.display());
+    }
+    Ok(EngineResult {
+        engine: match engine {
+            Engine::Sqlite => "SQLite",
+            Engine::Postgres(_) => "PostgreSQL",
+        },
+        seed_seconds: seeded.seconds,
+        seed_rate: seeded.rate,
+        db_bytes,
+        phases: results,
+        peak_rss_kb,
+        hwm_kb,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Seeding
+
+/// A small, fast, seedable generator (SplitMix64): the data's shape must not depend on the
+/// thread that made it.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, n).
+    fn below(&mut self, n: u64) -> u64 {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64 * n as f64) as u64
+    }
+
+    /// True with probability `p`.
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// What the seeded data should show on the heavy commune's pages, to check the answers.
+#[derive(Debug, Default, Clone)]
+struct Counts {
+    /// Open tips of the heavy commune.
+    open: u64,
+    /// ... with status new and category dealing.
+    new_dealing: u64,
+    /// ... past their deadline when seeded (more become overdue later).
+    overdue: u64,
+    /// ... in the first village.
+    village: u64,
+    /// ... from the hotline.
+    hotline: u64,
+    /// Open tips of the heavy province without a commune.
+    unplaced: u64,
+    closed: u64,
+    total: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.open += o.open;
+        self.new_dealing += o.new_dealing;
+        self.overdue += o.overdue;
+        self.village += o.village;
+        self.hotline += o.hotline;
+        self.unplaced += o.unplaced;
+        self.closed += o.closed;
+        self.total += o.total;
+    }
+}
+
+struct Seeded {
+    seconds: f64,
+    rate: f64,
+    counts: Counts,
+    villages: Vec<i64>,
+    sample_ids: Arc<Vec<String>>,
+    /// (username, one-time password)
+    officer: (String, String),
+    province: (String, String),
+}
+
+/// Where tips go: the heavy commune, then the others with a skewed (Zipf-like) weight.
+struct Places {
+    /// (province, commune) of the light communes, and their cumulative weights.
+    light: Vec<(i64, i64)>,
+    cumulative: Vec<f64>,
+}
+
+impl Places {
+    fn new(communes: &[tinbao::store::Commune]) -> Result<Places> {
+        let mut light = Vec::new();
+        for (province, n) in PROVINCES {
+            let mut of: Vec<&tinbao::store::Commune> = communes
+                .iter()
+                .filter(|c| c.province_code == province && c.code != HEAVY_COMMUNE)
+                .collect();
+            of.sort_by_key(|c| c.code);
+            light.extend(of.iter().take(n).map(|c| (province, c.code)));
+        }
+        if light.len() < 100 {
+            bail!("only {} communes found for the seeding", light.len());
+        }
+        let mut cumulative = Vec::with_capacity(light.len());
+        let mut sum = 0.0;
+        for rank in 0..light.len() {
+            sum += 1.0 / (rank as f64 + 10.0);
+            cumulative.push(sum);
+        }
+        Ok(Places { light, cumulative })
+    }
+
+    /// (province, commune) for a tip; a commune of `None` is an unplaced tip.
+    fn pick(&self, rng: &mut Rng) -> (Option<i64>, Option<i64>) {
+        if rng.chance(HEAVY_SHARE) {
+            return (Some(HEAVY_PROVINCE), Some(HEAVY_COMMUNE));
+        }
+        if rng.chance(0.01) {
+            // No commune given: the province's unplaced queue (a few with no province at all).
+            return if rng.chance(0.8) {
+                (Some(HEAVY_PROVINCE), None)
+            } else {
+                (Some(79), None)
+            };
+        }
+        let total = *self.cumulative.last().expect("communes");
+        let x = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let i = self.cumulative.partition_point(|c| *c < x);
+        let (p, c) = self.light[i.min(self.light.len() - 1)];
+        (Some(p), Some(c))
+    }
+}
+
+struct Generator {
+    keys: Arc<KeyRing>,
+    places: Places,
+    villages: Vec<i64>,
+    sla: SlaConfig,
+    now: i64,
+    seed: u64,
+}
+
+struct Batch {
+    records: Vec<NewTipRecord>,
+    counts: Counts,
+    sample_ids: Vec<String>,
+}
+
+impl Generator {
+    fn tip(&self, i: u64, counts: &mut Counts, sample: &mut Vec<String>) -> NewTipRecord {
+        let mut rng = Rng::new(self.seed ^ i.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        let (province, commune) = self.places.pick(&mut rng);
+        let heavy = commune == Some(HEAVY_COMMUNE);
+        let mut w = rng.below(100);
+        let mut category = Category::Other;
+        for (c, weight) in CATEGORY_WEIGHTS {
+            if w < weight {
+                category = c;
+                break;
+            }
+            w -= weight;
+        }
+        let happening_now = rng.chance(0.1);
+        let priority = Priority::assess(category, happening_now);
+        let age = rng.below(365 * DAY_MS as u64) as i64;
+        let created_at = self.now - age;
+        let due_at = priority.due_at(created_at, &self.sla);
+        // Recent tips are mostly open; a backlog of older ones too. About 15 % open overall.
+        let open_p = if age < 7 * DAY_MS {
+            0.9
+        } else if age < 30 * DAY_MS {
+            0.4
+        } else {
+            0.115
+        };
+        let status = if rng.chance(open_p) {
+            match rng.below(10) {
+                0..=3 => Status::New,
+                4..=6 => Status::Triaged,
+                _ => Status::InProgress,
+            }
+        } else {
+            Status::Closed
+        };
+        let channel = match rng.below(100) {
+            0..=69 => Channel::Web,
+            70..=84 => Channel::Api,
+            _ => Channel::Hotline,
+        };
+        let village_id = if heavy && rng.chance(0.6) {
+            // Skewed too: the first villages are the busiest.
+            let a = rng.below(self.villages.len() as u64);
+            let b = rng.below(self.villages.len() as u64);
+            Some(self.villages[a.min(b) as usize])
+        } else {
+            None
+        };
+
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let (key, wrapped) = self.keys.new_tip_key(&id);
+        let mut description = String::new();
+        let sentences = 2 + rng.below(3) as usize;
+        let first = rng.below(SENTENCES.len() as u64) as usize;
+        for k in 0..sentences {
+            if k > 0 {
+                description.push(' ');
+            }
+            description.push_str(SENTENCES[(first + k * 3) % SENTENCES.len()]);
+        }
+        description.push_str(&format!(" {DESCRIPTION_MARK}{i})"));
+        let place = rng
+            .chance(0.7)
+            .then(|| format!("nhà số {} ngõ {}", rng.below(200) + 1, rng.below(60) + 1));
+        let village_text = (village_id.is_none() && rng.chance(0.15))
+            .then(|| format!("Tổ dân phố số {}", rng.below(30) + 1));
+        let occurred = rng
+            .chance(0.6)
+            .then(|| ["tối qua", "chiều nay", "sáng nay", "tuần trước"][rng.below(4) as usize]);
+        let contact = rng
+            .chance(0.05)
+            .then(|| format!("09{:08}", rng.below(100_000_000)));
+        let receipt = Receipt::generate();
+
+        if heavy {
+            if rng.chance(OPEN_SAMPLE as f64 / (200_000.0f64).max(1.0)) {
+                sample.push(id.clone());
+            }
+            if status != Status::Closed {
+                counts.open += 1;
+                counts.new_dealing +=
+                    u64::from(status == Status::New && category == Category::Dealing);
+                counts.overdue += u64::from(due_at < self.now);
+                counts.village += u64::from(village_id == Some(self.villages[0]));
+                counts.hotline += u64::from(channel == Channel::Hotline);
+            }
+        }
+        if province == Some(HEAVY_PROVINCE) && commune.is_none() && status != Status::Closed {
+            counts.unplaced += 1;
+        }
+        counts.closed += u64::from(status == Status::Closed);
+        counts.total += 1;
+
+        NewTipRecord {
+            receipt_mac: self.keys.receipt_mac(&receipt),
+            channel: channel.as_str(),
+            category: category.as_str(),
+            priority: priority.as_i64(),
+            status: status.as_str(),
+            happening_now,
+            province_code: province,
+            commune_code: commune,
+            village_id,
+            created_at,
+            due_at,
+            key_id: wrapped.key_id.clone(),
+            wrapped_key: wrapped.wrapped.clone(),
+            description: key.seal_str("description", &description),
+            place_details: place.map(|p| key.seal_str("place_details", &p)),
+            village_text: village_text.map(|v| key.seal_str("village_text", &v)),
+            occurred_at: occurred.map(|o| key.seal_str("occurred_at", o)),
+            contact: contact.map(|c| key.seal_str("contact", &c)),
+            attachments: Vec::new(),
+            id,
+        }
+    }
+
+    fn batch(&self, from: u64, to: u64) -> Batch {
+        let mut counts = Counts::default();
+        let mut sample_ids = Vec::new();
+        let records = (from..to)
+            .map(|i| self.tip(i, &mut counts, &mut sample_ids))
+            .collect();
+        Batch {
+            records,
+            counts,
+            sample_ids,
+        }
+    }
+}
+
+async fn seed(config: &Config, settings: &Settings) -> Result<Seeded> {
+    let store = tinbao::app::open_store(config).await?;
+    store
+        .ensure_admin_units(&tinbao::geo::shipped_units())
+        .await?;
+    let keys = Arc::new(tinbao::app::open_keys(config, &store).await?);
+    let geo = tinbao::geo::Geo::load(&store).await?;
+    let mut villages = Vec::with_capacity(VILLAGES);
+    for n in 1..=VILLAGES {
+        villages.push(
+            store
+                .add_village(HEAVY_COMMUNE, &format!("Tổ dân phố {n}"))
+                .await?,
+        );
+    }
+    let officer = make_account(
+        &store,
+        &geo,
+        Role::Officer,
+        "bench.officer",
+        None,
+        Some(HEAVY_COMMUNE),
+    )
+    .await?;
+    let province = make_account(
+        &store,
+        &geo,
+        Role::Province,
+        "bench.province",
+        Some(HEAVY_PROVINCE),
+        None,
+    )
+    .await?;
+
+    let generator = Arc::new(Generator {
+        keys,
+        places: Places::new(&store.communes().await?)?,
+        villages: villages.clone(),
+        sla: config.sla.clone(),
+        now: tinbao::intake::now_ms(),
+        seed: settings.seed,
+    });
+    let (engine, writers) = match store.engine() {
+        tinbao::store::Engine::Sqlite => ("SQLite", 1),
+        tinbao::store::Engine::Postgres => ("PostgreSQL", 2),
+    };
+    let makers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
+    println!(
+        "  seeding {} tips into {engine}: batches of {} (one transaction each), sealed on {makers} \
+         thread(s), {writers} writer(s)…",
+        settings.tips, settings.batch
+    );
+
+    let started = Instant::now();
+    let total = settings.tips;
+    let batch = settings.batch as u64;
+    let batches = total.div_ceil(batch);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2 * makers + writers);
+    let mut threads = Vec::new();
+    for t in 0..makers as u64 {
+        let generator = generator.clone();
+        let tx = tx.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut b = t;
+            while b < batches {
+                let from = b * batch;
+                let to = (from + batch).min(total);
+                if tx.blocking_send(generator.batch(from, to)).is_err() {
+                    break;
+                }
+                b += makers as u64;
+            }
+        }));
+    }
+    drop(tx);
+
+    let mut counts = Counts::default();
+    let mut sample_ids = Vec::new();
+    let mut inserted = 0u64;
+    let mut last_report = Instant::now();
+    let mut inflight = tokio::task::JoinSet::new();
+    loop {
+        let next = rx.recv().await;
+        let done = next.is_none();
+        if let Some(b) = next {
+            counts.add(&b.counts);
+            sample_ids.extend(b.sample_ids);
+            let store = store.clone();
+            inflight.spawn(async move {
+                let refs: Vec<&NewTipRecord> = b.records.iter().collect();
+                store.insert_tips(&refs).await.map(|_| refs.len() as u64)
+            });
+        }
+        while inflight.len() >= writers || (done && !inflight.is_empty()) {
+            let n = inflight
+                .join_next()
+                .await
+                .expect("a task")
+                .context("insert task")?
+                .context("insert_tips")?;
+            inserted += n;
+            if last_report.elapsed() >= Duration::from_secs(15) {
+                last_report = Instant::now();
+                let secs = started.elapsed().as_secs_f64();
+                println!(
+                    "    {inserted} tips in {secs:.0} s ({:.0} tips/s)",
+                    inserted as f64 / secs
+                );
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    for t in threads {
+        t.join().map_err(|_| anyhow!("a sealing thread panicked"))?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let rate = inserted as f64 / seconds;
+    println!(
+        "  seeded {inserted} tips in {seconds:.1} s: {rate:.0} tips/s (sealing and inserting)"
+    );
+    if store.engine() == tinbao::store::Engine::Postgres {
+        // What autovacuum does on a live server after a bulk of inserts.
+        let t = Instant::now();
+        let mut conn = sqlx::PgConnection::connect(config.database_url().as_str()).await?;
+        sqlx::query("VACUUM ANALYZE tips")
+            .execute(&mut conn)
+            .await?;
+        conn.close().await.ok();
+        println!("  VACUUM ANALYZE tips: {:.1} s", t.elapsed().as_secs_f64());
+    }
+    store.close().await;
+    println!(
+        "  commune {HEAVY_COMMUNE}: {} open tips ({} new+dealing, {} overdue, {} in village {}, \
+         {} from the hotline); province {HEAVY_PROVINCE}: {} open unplaced; {:.1} % closed \
+         overall",
+        counts.open,
+        counts.new_dealing,
+        counts.overdue,
+        counts.village,
+        villages[0],
+        counts.hotline,
+        counts.unplaced,
+        counts.closed as f64 * 100.0 / counts.total.max(1) as f64
+    );
+    if sample_ids.is_empty() {
+        bail!("no tip of commune {HEAVY_COMMUNE} was seeded");
+    }
+    Ok(Seeded {
+        seconds,
+        rate,
+        counts,
+        villages,
+        sample_ids: Arc::new(sample_ids),
+        officer,
+        province,
+    })
+}
+
+async fn make_account(
+    store: &Store,
+    geo: &tinbao::geo::Geo,
+    role: Role,
+    username: &str,
+    province: Option<i64>,
+    commune: Option<i64>,
+) -> Result<(String, String)> {
+    let (_, password) = accounts::create(
+        store,
+        geo,
+        NewAccount {
+            username: username.into(),
+            display_name: format!("Cán bộ {username}"),
+            email: None,
+            role,
+            province_code: province,
+            commune_code: commune,
+            village_id: None,
+        },
+    )
+    .await
+    .map_err(|e| anyhow!("creating {username}: {e}"))?;
+    Ok((username.to_owned(), password))
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP client: one hyper HTTP/1.1 connection per worker, kept alive.
+
+struct Conn {
+    addr: SocketAddr,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+struct Reply {
+    status: StatusCode,
+    location: Option<String>,
+    set_cookies: Vec<String>,
+    body: Bytes,
+}
+
+impl Reply {
+    fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+}
+
+impl Conn {
+    fn new(addr: SocketAddr) -> Conn {
+        Conn { addr, sender: None }
+    }
+
+    async fn connect(&mut self) -> Result<()> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        self.sender = Some(sender);
+        Ok(())
+    }
+
+    /// A GET (no form) or a form POST, with the cookies given.
+    async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        cookies: &str,
+        form: Option<&[(&str, &str)]>,
+    ) -> Result<Reply> {
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            self.connect().await?;
+        }
+        let sender = self.sender.as_mut().expect("connected");
+        if let Err(e) = sender.ready().await {
+            self.sender = None;
+            return Err(e.into());
+        }
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, self.addr.to_string());
+        if !cookies.is_empty() {
+            req = req.header(header::COOKIE, cookies);
+        }
+        let body = match form {
+            Some(fields) => {
+                req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+                let mut s = form_urlencoded::Serializer::new(String::new());
+                for (k, v) in fields {
+                    s.append_pair(k, v);
+                }
+                Bytes::from(s.finish())
+            }
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(body))?;
+        let res = match sender.send_request(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.sender = None;
+                return Err(e.into());
+            }
+        };
+        let status = res.status();
+        let location = res
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let set_cookies = res
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect();
+        let body = match res.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                self.sender = None;
+                return Err(e.into());
+            }
+        };
+        Ok(Reply {
+            status,
+            location,
+            set_cookies,
+            body,
+        })
+    }
+}
+
+/// The few cookies of the login flow.
+#[derive(Default)]
+struct Jar(BTreeMap<String, String>);
+
+impl Jar {
+    fn take(&mut self, reply: &Reply) {
+        for c in &reply.set_cookies {
+            let pair = c.split(';').next().unwrap_or("");
+            if let Some((k, v)) = pair.split_once('=') {
+                if v.is_empty() || c.contains("Max-Age=0") {
+                    self.0.remove(k.trim());
+                } else {
+                    self.0.insert(k.trim().to_owned(), v.to_owned());
+                }
+            }
+        }
+    }
+
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// The value of the hidden `csrf` input of a form.
+fn csrf_field(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrf\"")?;
+    let rest = &html[at..];
+    let v = &rest[rest.find("value=\"")? + 7..];
+    Some(v[..v.find('"')?].to_owned())
+}
+
+/// The text of the element with this id.
+fn element_text(html: &str, id: &str) -> Option<String> {
+    let at = html.find(&format!("id=\"{id}\""))?;
+    let rest = &html[at..];
+    let open = rest.find('>')? + 1;
+    let close = rest[open..].find('<')?;
+    Some(rest[open..open + close].trim().to_owned())
+}
+
+fn expect_redirect(reply: &Reply, step: &str, to: &str) -> Result<()> {
+    if reply.status != StatusCode::SEE_OTHER || reply.location.as_deref() != Some(to) {
+        bail!(
+            "{step}: expected 303 to {to}, got {} to {:?}: {}",
+            reply.status,
+            reply.location,
+            reply.text().chars().take(300).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
+/// Walks the first login as a person would (password, forced change, TOTP enrolment);
+/// returns the `Cookie` header of the full session.
+async fn login(addr: SocketAddr, username: &str, one_time: &str) -> Result<String> {
+    let mut conn = Conn::new(addr);
+    let mut jar = Jar::default();
+    let page = conn
+        .request(Method::GET, "/console/login", "", None)
+        .await?;
+    jar.take(&page);
+    let csrf = csrf_field(&page.text()).context("no csrf on the login page")?;
+    let res = conn
+        .request(
+            Method::POST,
+            "/console/login",
+            &jar.header(),
+            Some(&[
+                ("csrf", &csrf),
+                ("username", username),
+                ("password", one_time),
+            ]),
+        )
+        .await?;
+    jar.take(&res);
+    expect_redirect(&res, "login", "/console/password")?;
+    let page = conn
+        .request(Method::GET, "/console/password", &jar.header(), None)
+        .await?;
+    let csrf = csrf_field(&page.text()).context("no csrf on the password page")?;
+    let password = format!("mật khẩu đo tải của {username}");
+    let res = conn
+        .request(
+            Method::POST,
+            "/console/password",
+            &jar.header(),
+            Some(&[
+                ("csrf", &csrf),
+                ("password", &password),
+                ("password_again", &password),
+            ]),
+        )
+        .await?;
+    expect_redirect(&res, "password change", "/console/totp")?;
+    let page = conn
+        .request(Method::GET, "/console/totp", &jar.header(), None)
+        .await?;
+    let html = page.text();
+    let secret = element_text(&html, "totp-secret").context("no TOTP secret on the page")?;
+    let raw = totp_rs::Secret::Encoded(secret)
+        .to_bytes()
+        .map_err(|e| anyhow!("TOTP secret: {e:?}"))?;
+    let code = accounts::totp(&raw, username)
+        .context("TOTP")?
+        .generate_current()?;
+    let res = conn
+        .request(
+            Method::POST,
+            "/console/totp",
+            &jar.header(),
+            Some(&[("csrf", &csrf), ("code", &code)]),
+        )
+        .await?;
+    expect_redirect(&res, "TOTP", "/console")?;
+    Ok(jar.header())
+}
+
+// ---------------------------------------------------------------------------------------
+// Phases
+
+enum Kind {
+    /// One page; `full` when the data has at least a page of matches (then it must hold
+    /// exactly 50 tip links).
+    Page { path: String, full: bool },
+    /// The first page (not measured), then `depth` "next page" links followed (measured).
+    Pages {
+        first: String,
+        depth: usize,
+        full: bool,
+    },
+    /// A random tip of the sample.
+    Tip { ids: Arc<Vec<String>> },
+    /// The province officer's queue: unplaced tips and the communes' counts.
+    Province { full: bool },
+}
+
+struct Phase {
+    name: String,
+    session: Arc<String>,
+    kind: Arc<Kind>,
+    target_us: u64,
+}
+
+impl Phase {
+    fn page(name: &str, session: Arc<String>, path: String, matches: u64) -> Phase {
+        Phase {
+            name: name.to_owned(),
+            session,
+            kind: Arc::new(Kind::Page {
+                path,
+                full: matches >= PAGE as u64,
+            }),
+            target_us: QUEUE_P95_TARGET_US,
+        }
+    }
+}
+
+fn tip_links(html: &str) -> usize {
+    html.matches("href=\"/console/tips/").count()
+}
+
+/// The "next page" link of a queue page, unescaped.
+fn next_link(html: &str) -> Option<String> {
+    let at = html.find("href=\"/console/queue?after=")? + 6;
+    let rest = &html[at..];
+    Some(rest[..rest.find('"')?].replace("&amp;", "&"))
+}
+
+/// Checks a queue page; `Err` names what is wrong.
+fn check_queue(reply: &Reply, full: bool) -> Result<String, String> {
+    if reply.status != StatusCode::OK {
+        return Err(format!("HTTP {}", reply.status.as_u16()));
+    }
+    let html = reply.text().into_owned();
+    let n = tip_links(&html);
+    if (full && n != PAGE) || n > PAGE {
+        return Err(format!("{n} tip links instead of {PAGE}"));
+    }
+    Ok(html)
+}
+
+struct WorkerResult {
+    hist: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+impl WorkerResult {
+    fn record(&mut self, measured: bool, latency: Duration, outcome: Result<(), String>) {
+        if !measured {
+            return;
+        }
+        self.hist.saturating_record(micros(latency));
+        match outcome {
+            Ok(()) => self.ok += 1,
+            Err(e) => *self.errors.entry(e).or_default() += 1,
+        }
+    }
+}
+
+async fn timed_get(conn: &mut Conn, path: &str, cookies: &str) -> (Duration, Result<Reply>) {
+    let sent = Instant::now();
+    let r = conn.request(Method::GET, path, cookies, None).await;
+    (sent.elapsed(), r)
+}
+
+/// C clients in a closed loop, each on its own connection with the phase's session.
+async fn run_phase(addr: SocketAddr, phase: &Phase, settings: &Settings) -> Result<PhaseResult> {
+    let start = Instant::now();
+    let measure_from = start + WARMUP;
+    let duration = Duration::from_secs(settings.seconds);
+    let end = measure_from + duration;
+    let mut tasks = Vec::with_capacity(settings.concurrency);
+    let kind = phase.kind.clone();
+    for w in 0..settings.concurrency {
+        let kind = kind.clone();
+        let cookies = phase.session.clone();
+        let seed = settings.seed ^ (w as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::new(addr);
+            let mut rng = Rng::new(seed);
+            let mut r = WorkerResult {
+                hist: new_hist(),
+                ok: 0,
+                errors: BTreeMap::new(),
+            };
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let measured = now >= measure_from;
+                match &*kind {
+                    Kind::Page { path, full } => {
+                        let (lat, res) = timed_get(&mut conn, path, &cookies).await;
+                        let outcome = res
+                            .map_err(|e| e.to_string())
+                            .and_then(|reply| check_queue(&reply, *full).map(|_| ()));
+                        r.record(measured, lat, outcome);
+                    }
+                    Kind::Pages { first, depth, full } => {
+                        let (_, res) = timed_get(&mut conn, first, &cookies).await;
+                        let mut next = res
+                            .map_err(|e| e.to_string())
+                            .and_then(|reply| check_queue(&reply, *full))
+                            .map(|html| next_link(&html));
+                        for _ in 0..*depth {
+                            let path = match next {
+                                Ok(Some(p)) => p,
+                                Ok(None) => {
+                                    if *full {
+                                        r.record(
+                                            measured,
+                                            Duration::ZERO,
+                                            Err("no next link".into()),
+                                        );
+                                    }
+                                    break;
+                                }
+                                Err(e) => {
+                                    r.record(measured, Duration::ZERO, Err(format!("page 1: {e}")));
+                                    break;
+                                }
+                            };
+                            let (lat, res) = timed_get(&mut conn, &path, &cookies).await;
+                            let html = res
+                                .map_err(|e| e.to_string())
+                                .and_then(|reply| check_queue(&reply, *full));
+                            r.record(
+                                measured,
+                                lat,
+                                html.as_ref().map(|_| ()).map_err(Clone::clone),
+                            );
+                            next = html.map(|h| next_link(&h));
+                        }
+                    }
+                    Kind::Tip { ids } => {
+                        let id = &ids[rng.below(ids.len() as u64) as usize];
+                        let (lat, res) =
+                            timed_get(&mut conn, &format!("/console/tips/{id}"), &cookies).await;
+                        let outcome = match res {
+                            Err(e) => Err(e.to_string()),
+                            Ok(reply) if reply.status != StatusCode::OK => {
+                                Err(format!("HTTP {}", reply.status.as_u16()))
+                            }
+                            Ok(reply) if !reply.text().contains(DESCRIPTION_MARK) => {
+                                Err("no decrypted description on the page".into())
+                            }
+                            Ok(_) => Ok(()),
+                        };
+                        r.record(measured, lat, outcome);
+                    }
+                    Kind::Province { full } => {
+                        let (lat, res) = timed_get(&mut conn, "/console/queue", &cookies).await;
+                        let outcome = res
+                            .map_err(|e| e.to_string())
+                            .and_then(|reply| check_queue(&reply, *full))
+                            .and_then(|html| {
+                                if html.contains("href=\"/console/queue?commune=") {
+                                    Ok(())
+                                } else {
+                                    Err("no commune counts".into())
+                                }
+                            });
+                        r.record(measured, lat, outcome);
+                    }
+                }
+                if !r.errors.is_empty() && r.ok == 0 && r.errors.values().sum::<u64>() > 100 {
+                    // Don't spin on a broken page.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            r
+        }));
+    }
+    let mut parts = Vec::with_capacity(settings.concurrency);
+    for t in tasks {
+        parts.push(t.await?);
+    }
+    Ok(PhaseResult::from_workers(
+        phase.name.clone(),
+        phase.target_us,
+        parts,
+        duration.as_secs_f64(),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurements
+
+fn new_hist() -> Histogram<u64> {
+    // Microseconds, 1 µs .. 5 min, 3 significant digits.
+    Histogram::new_with_bounds(1, 300_000_000, 3).expect("histogram")
+}
+
+struct PhaseResult {
+    name: String,
+    target_us: u64,
+    hist: Histogram<u64>,
+    ok: u64,
+    errors: u64,
+    error_kinds: BTreeMap<String, u64>,
+    /// Answers per second over the measured window.
+    rate: f64,
+    peak_rss_kb: u64,
+}
+
+impl PhaseResult {
+    fn from_workers(
+        name: String,
+        target_us: u64,
+        parts: Vec<WorkerResult>,
+        seconds: f64,
+    ) -> PhaseResult {
+        let mut hist = new_hist();
+        let mut ok = 0;
+        let mut error_kinds = BTreeMap::new();
+        for p in parts {
+            hist.add(&p.hist).expect("same bounds");
+            ok += p.ok;
+            for (k, v) in p.errors {
+                *error_kinds.entry(k).or_default() += v;
+            }
+        }
+        let errors = error_kinds.values().sum();
+        PhaseResult {
+            name,
+            target_us,
+            hist,
+            ok,
+            errors,
+            error_kinds,
+            rate: (ok + errors) as f64 / seconds,
+            peak_rss_kb: 0,
+        }
+    }
+
+    fn print(&mut self, cpu: &CpuUse, rss_kb: u64) {
+        self.peak_rss_kb = rss_kb;
+        println!("  {}", self.name);
+        println!(
+            "    {} ok · {} errors → {:.0} req/s · p50 {} · p95 {} · p99 {} · max {} ms",
+            self.ok,
+            self.errors,
+            self.rate,
+            ms(self.hist.value_at_quantile(0.50)),
+            ms(self.hist.value_at_quantile(0.95)),
+            ms(self.hist.value_at_quantile(0.99)),
+            ms(self.hist.max())
+        );
+        println!(
+            "    server CPU {:.0}% · client CPU {:.0}% (100% = one core) · machine {:.0}% busy \
+             · peak RSS {:.1} MB",
+            cpu.server_pct,
+            cpu.client_pct,
+            cpu.machine_pct,
+            mb(rss_kb)
+        );
+        for (kind, n) in &self.error_kinds {
+            println!("    error {kind}: {n}");
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.1}", us as f64 / 1000.0)
+}
+
+fn mb(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+// ---------------------------------------------------------------------------------------
+// The server child process
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    async fn start(bin: &Path, data_dir: &Path, database_url: Option<&str>) -> Result<Server> {
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?
+        };
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .current_dir(data_dir)
+            .env("TINBAO_LISTEN", addr.to_string())
+            .env("TINBAO_DATA_DIR", data_dir)
+            .env("TINBAO_CONFIG", data_dir.join("no-such-tinbao.toml"))
+            .env("TINBAO_RATE_LIMIT__ENABLED", "false")
+            .env("TINBAO_LOG", "warn")
+            .env_remove("TINBAO_KEYS")
+            .env_remove("TINBAO_KEY_FILE")
+            .env_remove("TINBAO_TLS_CERT")
+            .env_remove("TINBAO_TLS_KEY")
+            .env_remove("TINBAO_SMTP__ENABLED")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        match database_url {
+            Some(url) => cmd.env("TINBAO_DATABASE_URL", url),
+            None => cmd.env_remove("TINBAO_DATABASE_URL"),
+        };
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut server = Server { child, addr };
+        let t = Instant::now();
+        server.wait_healthy().await?;
+        println!(
+            "  server pid {} listening on {addr} (healthy after {:.1} s)",
+            server.pid(),
+            t.elapsed().as_secs_f64()
+        );
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    async fn wait_healthy(&mut self) -> Result<()> {
+        let deadline = Instant::now() + HEALTH_TIMEOUT;
+        let mut last = String::from("no answer");
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the server exited during start-up ({status})");
+            }
+            let mut conn = Conn::new(self.addr);
+            match conn.request(Method::GET, "/healthz", "", None).await {
+                Ok(r) if r.status == StatusCode::OK => return Ok(()),
+                Ok(r) => last = format!("{}: {}", r.status, r.text()),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("GET /healthz did not answer 200 within {HEALTH_TIMEOUT:?} ({last})")
+    }
+
+    /// SIGTERM (graceful: drains and closes the pool), then SIGKILL after 15 s.
+    async fn stop(mut self) {
+        let pid = self.pid().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("  server did not stop on SIGTERM within 15 s; killing it");
+        // Drop kills it.
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// /proc sampling
+
+fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Samples the child's VmRSS on its own thread; `take_peak` returns and resets the peak.
+struct RssSampler {
+    peak_kb: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let peak_kb = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let peak_kb = peak_kb.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(kb) = proc_status_kb(pid, "VmRSS:") {
+                        peak_kb.fetch_max(kb, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(SAMPLE_EVERY);
+                }
+            })
+        };
+        RssSampler {
+            peak_kb,
+            stop,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    fn take_peak(&self) -> u64 {
+        self.peak_kb.swap(0, Ordering::Relaxed)
+    }
+
+    fn stop(&self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.lock().expect("sampler lock").take() {
+            let _ = t.join();
+        }
+        self.take_peak()
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// (busy, total) clock ticks of the whole machine, from the first line of `/proc/stat`.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<u64> = text
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = f.iter().take(8).sum();
+    let idle = f.get(3)? + f.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
+struct CpuSnapshot {
+    at: Instant,
+    server: u64,
+    client: u64,
+    machine: (u64, u64),
+}
+
+struct CpuUse {
+    server_pct: f64,
+    client_pct: f64,
+    /// Busy share of all cores (server, client, PostgreSQL and anything else).
+    machine_pct: f64,
+}
+
+impl CpuSnapshot {
+    fn take(pid: u32) -> CpuSnapshot {
+        CpuSnapshot {
+            at: Instant::now(),
+            server: cpu_ticks(&pid.to_string()).unwrap_or(0),
+            client: cpu_ticks("self").unwrap_or(0),
+            machine: machine_ticks().unwrap_or((0, 0)),
+        }
+    }
+
+    fn since(&self, pid: u32) -> CpuUse {
+        let now = CpuSnapshot::take(pid);
+        let secs = (now.at - self.at).as_secs_f64().max(1e-9);
+        let pct = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / CLK_TCK / secs * 100.0;
+        CpuUse {
+            server_pct: pct(self.server, now.server),
+            client_pct: pct(self.client, now.client),
+            machine_pct: (now.machine.0.saturating_sub(self.machine.0)) as f64
+                / (now.machine.1.saturating_sub(self.machine.1)).max(1) as f64
+                * 100.0,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL: a throw-away database
+
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+    dropped: AtomicBool,
+}
+
+impl PgDatabase {
+    /// Creates `tinbao_bench_<random>`; `Ok(None)` (with a note) when no server answers.
+    async fn create() -> Result<Option<PgDatabase>> {
+        let (admin_url, source) = match std::env::var("BENCH_DATABASE_URL") {
+            Ok(u) if !u.is_empty() => (u, "BENCH_DATABASE_URL"),
+            _ => match std::env::var("TEST_DATABASE_URL") {
+                Ok(u) if !u.is_empty() => (u, "TEST_DATABASE_URL"),
+                _ => (DEFAULT_PG_URL.to_string(), "default"),
+            },
+        };
+        let shown = redact(&admin_url);
+        let connect = tokio::time::timeout(
+            Duration::from_secs(5),
+            sqlx::PgConnection::connect(&admin_url),
+        )
+        .await;
+        let mut conn = match connect {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                println!("  skipped: PostgreSQL at {shown} ({source}) did not answer: {e}");
+                return Ok(None);
+            }
+            Err(_) => {
+                println!("  skipped: PostgreSQL at {shown} ({source}) did not answer within 5 s");
+                return Ok(None);
+            }
+        };
+        let name = format!(
+            "tinbao_bench_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("CREATE DATABASE {name} on {shown}"))?;
+        let mut settings = Vec::new();
+        for setting in ["server_version", "shared_buffers", "work_mem"] {
+            let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or_else(|_| "?".into());
+            settings.push(value);
+        }
+        let [version, shared_buffers, work_mem] = <[String; 3]>::try_from(settings).expect("three");
+        conn.close().await.ok();
+        let url = with_database(&admin_url, &name)?;
+        println!(
+            "  PostgreSQL {version} at {shown}: database {name} \
+             (shared_buffers={shared_buffers}, work_mem={work_mem})"
+        );
+        Ok(Some(PgDatabase {
+            admin_url,
+            name,
+            url,
+            dropped: AtomicBool::new(false),
+        }))
+    }
+
+    async fn size(&self) -> Result<u64> {
+        let mut conn = sqlx::PgConnection::connect(&self.url).await?;
+        let n: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+            .fetch_one(&mut conn)
+            .await?;
+        conn.close().await.ok();
+        Ok(n.max(0) as u64)
+    }
+
+    /// Leaves the database in place (BENCH_KEEP=1).
+    fn keep(&self) {
+        self.dropped.store(true, Ordering::SeqCst);
+        println!("  kept the database {} ({})", self.name, redact(&self.url));
+    }
+
+    async fn drop_now(&self) {
+        if self.dropped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = drop_database(&self.admin_url, &self.name).await {
+            eprintln!("  could not drop database {}: {e:#}", self.name);
+        }
+    }
+}
+
+async fn drop_database(admin_url: &str, name: &str) -> Result<()> {
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await.ok();
+    Ok(())
+}
+
+impl Drop for PgDatabase {
+    /// On a panic or error path: drop the database from a thread with its own runtime.
+    fn drop(&mut self) {
+        if self.dropped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                if let Err(e) = rt.block_on(drop_database(&admin_url, &name)) {
+                    eprintln!("  could not drop database {name}: {e:#}");
+                }
+            }
+        })
+        .join();
+    }
+}
+
+/// The same URL with another database name.
+fn with_database(url: &str, name: &str) -> Result<String> {
+    let scheme_end = url.find("://").ok_or_else(|| anyhow!("not a URL: {url}"))? + 3;
+    let (head, query) = match url[scheme_end..].find('?') {
+        Some(q) => url.split_at(scheme_end + q),
+        None => (url, ""),
+    };
+    let authority_end = head[scheme_end..]
+        .find('/')
+        .map_or(head.len(), |i| scheme_end + i);
+    Ok(format!("{}/{}{}", &head[..authority_end], name, query))
+}
+
+/// The URL without its password.
+fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end],
+                    &userinfo[..colon],
+                    &rest[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
