@@ -26,6 +26,28 @@ async fn tip_in_scope(state: &AppState, s: &ConsoleSession, id: &str) -> Result<
     }
 }
 
+/// The tip named by the route's `{id}`, loaded only if the session may see it; any other
+/// request is refused before the handler runs.
+pub struct ScopedTip(pub TipRow);
+
+impl axum::extract::FromRequestParts<AppState> for ScopedTip {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(s) = parts.extensions.get::<ConsoleSession>().cloned() else {
+            return Err(pages::denied(StatusCode::FORBIDDEN));
+        };
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| pages::denied(StatusCode::NOT_FOUND))?;
+        let id = params.get("id").map(String::as_str).unwrap_or_default();
+        tip_in_scope(state, &s, id).await.map(ScopedTip)
+    }
+}
+
 /// Writes an audit entry about a tip (never its content).
 async fn audit(state: &AppState, s: &ConsoleSession, row: &TipRow, action: &str, detail: &str) {
     if let Err(e) = crate::audit::record(
@@ -115,14 +137,11 @@ fn priority_key(p: i64) -> &'static str {
 pub async fn tip_page(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
-    Path(id): Path<String>,
+    ScopedTip(row): ScopedTip,
     q: Result<Query<TipQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let q = q.map(|Query(q)| q).unwrap_or_default();
-    let row = match tip_in_scope(&state, &s, &id).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
+    let id = row.id.clone();
     let intake = &state.intake;
     let store = intake.store();
     let t = texts();
@@ -329,12 +348,9 @@ pub async fn tip_page(
 pub async fn photo(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
+    ScopedTip(row): ScopedTip,
     Path((id, photo)): Path<(String, String)>,
 ) -> Response {
-    let row = match tip_in_scope(&state, &s, &id).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
     match state.intake.open_attachment(&id, &photo).await {
         Ok(Some(jpeg)) => {
             audit(&state, &s, &row, "tip.photo", &photo).await;
@@ -371,13 +387,10 @@ pub struct StatusForm {
 pub async fn set_status(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
-    Path(id): Path<String>,
+    ScopedTip(row): ScopedTip,
     Form(f): Form<StatusForm>,
 ) -> Response {
-    let row = match tip_in_scope(&state, &s, &id).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
+    let id = row.id.clone();
     let (Some(from), Some(to)) = (Status::parse(&row.status), Status::parse(&f.status)) else {
         return back(&id, Some("bad_input"));
     };
@@ -424,13 +437,10 @@ pub struct CategoryForm {
 pub async fn set_category(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
-    Path(id): Path<String>,
+    ScopedTip(row): ScopedTip,
     Form(f): Form<CategoryForm>,
 ) -> Response {
-    let row = match tip_in_scope(&state, &s, &id).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
+    let id = row.id.clone();
     let priority = match f.priority.as_str() {
         "urgent" => Priority::Urgent,
         "high" => Priority::High,
@@ -481,13 +491,10 @@ async fn officer_of(state: &AppState, commune: Option<i64>, id: &str) -> Option<
 pub async fn assign(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
-    Path(id): Path<String>,
+    ScopedTip(row): ScopedTip,
     Form(f): Form<AssignForm>,
 ) -> Response {
-    let row = match tip_in_scope(&state, &s, &id).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
+    let id = row.id.clone();
     let assignee = if f.assignee.is_empty() {
         None
     } else {
@@ -526,13 +533,10 @@ fn clean_text(text: &str) -> Option<&str> {
 pub async fn add_note(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
-    Path(id): Path<String>,
+    ScopedTip(row): ScopedTip,
     Form(f): Form<TextForm>,
 ) -> Response {
-    let row = match tip_in_scope(&state, &s, &id).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
+    let id = row.id.clone();
     let Some(text) = clean_text(&f.text) else {
         return back(&id, Some("bad_input"));
     };
@@ -547,13 +551,10 @@ pub async fn add_note(
 pub async fn message(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
-    Path(id): Path<String>,
+    ScopedTip(row): ScopedTip,
     Form(f): Form<TextForm>,
 ) -> Response {
-    let row = match tip_in_scope(&state, &s, &id).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
+    let id = row.id.clone();
     let Some(text) = clean_text(&f.text) else {
         return back(&id, Some("bad_input"));
     };
@@ -575,13 +576,10 @@ pub struct DuplicateForm {
 pub async fn duplicate(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
-    Path(id): Path<String>,
+    ScopedTip(row): ScopedTip,
     Form(f): Form<DuplicateForm>,
 ) -> Response {
-    let row = match tip_in_scope(&state, &s, &id).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
+    let id = row.id.clone();
     let of = f.of.trim().trim_start_matches('#');
     let store = state.intake.store();
     let original = match store.tip(of).await {
@@ -611,13 +609,10 @@ pub struct TransferForm {
 pub async fn transfer(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
-    Path(id): Path<String>,
+    ScopedTip(row): ScopedTip,
     Form(f): Form<TransferForm>,
 ) -> Response {
-    let row = match tip_in_scope(&state, &s, &id).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
+    let id = row.id.clone();
     let Some(commune) = f
         .commune
         .trim()
@@ -685,13 +680,10 @@ pub struct RewardForm {
 pub async fn reward(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
-    Path(id): Path<String>,
+    ScopedTip(row): ScopedTip,
     Form(f): Form<RewardForm>,
 ) -> Response {
-    let row = match tip_in_scope(&state, &s, &id).await {
-        Ok(r) => r,
-        Err(res) => return res,
-    };
+    let id = row.id.clone();
     let eligible = f.eligible == "1";
     if let Err(e) = state
         .intake
