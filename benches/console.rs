@@ -9,7 +9,9 @@
 //!    with `Store::insert_tips` in batches of `BENCH_BATCH` (2,000), one transaction each.
 //!    The spread: 300 communes of Hà Nội, Hồ Chí Minh City and Đà Nẵng, with Phường Hoàn
 //!    Kiếm (commune 70, province 1) holding a fifth of all tips (200,000 of a million) and
-//!    20 villages; about 85 % closed, open tips skewed towards recent ones; every category,
+//!    20 villages, the other communes with Zipf-like shares in code order, Hà Nội's first (so
+//!    province 1 holds about 80 % of all tips, a heavy province view); about 85 % closed,
+//!    open tips skewed towards recent ones; every category,
 //!    priority by the domain rule, deadlines from the default SLA; created over the past
 //!    year; channels web, api and hotline; 1 % of tips without a commune (the province's
 //!    "unplaced" queue). The seeding time and rate are reported;

@@ -18,6 +18,8 @@ pub struct AppState {
     pub intake: Intake,
     pub limits: Arc<Limits>,
     pub metrics: PrometheusHandle,
+    /// Costly console counts, briefly cached.
+    pub console_cache: Arc<crate::console::Caches>,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).
@@ -149,6 +151,7 @@ impl Application {
             config: Arc::new(config),
             intake,
             metrics: metrics_handle(),
+            console_cache: Arc::default(),
         };
         Ok(Application { listener, state })
     }

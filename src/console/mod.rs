@@ -364,3 +364,54 @@ async fn guard(
 pub(crate) fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+/// A small time-to-live map for figures that are costly to count and may be a little old
+/// (closed tips, per-commune counts): a queue page must stay fast on a million tips.
+pub struct TtlCache<T> {
+    ttl: std::time::Duration,
+    map: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, T)>>,
+}
+
+impl<T: Clone> TtlCache<T> {
+    /// An empty cache whose entries live `ttl`.
+    pub fn new(ttl: std::time::Duration) -> Self {
+        TtlCache {
+            ttl,
+            map: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// The cached value for `key`, or `load`'s (then cached).
+    pub async fn get_or<F, E>(&self, key: String, load: F) -> Result<T, E>
+    where
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        if let Some((at, v)) = self.map.lock().expect("cache lock").get(&key) {
+            if at.elapsed() < self.ttl {
+                return Ok(v.clone());
+            }
+        }
+        let v = load.await?;
+        let mut map = self.map.lock().expect("cache lock");
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.insert(key, (std::time::Instant::now(), v.clone()));
+        Ok(v)
+    }
+}
+
+/// The console's caches, shared by every request of a process.
+pub struct Caches {
+    pub closed: TtlCache<i64>,
+    pub communes: TtlCache<Vec<(i64, i64, i64)>>,
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        Caches {
+            closed: TtlCache::new(std::time::Duration::from_secs(60)),
+            communes: TtlCache::new(std::time::Duration::from_secs(15)),
+        }
+    }
+}

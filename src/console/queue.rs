@@ -176,8 +176,19 @@ pub async fn queue_page(
     };
     let has_next = rows.len() as i64 > PAGE;
     rows.truncate(PAGE as usize);
-    let counts = match store.status_counts(scope).await {
-        Ok(c) => c,
+    let cache = &state.console_cache;
+    let counts = match store.open_status_counts(scope).await {
+        Ok(mut c) => match cache
+            .closed
+            .get_or(format!("{scope:?}"), store.closed_count(scope))
+            .await
+        {
+            Ok(closed) => {
+                c.push(("closed".to_owned(), closed));
+                c
+            }
+            Err(e) => return pages::internal(&s, e),
+        },
         Err(e) => return pages::internal(&s, e),
     };
     let (commune_code, heading) = match scope {
@@ -267,8 +278,9 @@ pub async fn queue_page(
         })
         .collect();
     let commune_counts = match (s.account.role, s.account.province_code) {
-        (Role::Province, Some(p)) => store
-            .commune_counts(p, now)
+        (Role::Province, Some(p)) => cache
+            .communes
+            .get_or(format!("province:{p}"), store.commune_counts(p, now))
             .await
             .unwrap_or_default()
             .into_iter()

@@ -95,8 +95,11 @@ impl Store {
                 "SELECT id, channel, category, priority, status, happening_now, province_code, commune_code, \
                  village_id, created_at, due_at, assignee_id, reward_eligible FROM tips WHERE");
             push_scope!(qb, scope);
+            // The literal `status <> 'closed'` lets both engines use the partial index of
+            // open tips; only a search for closed tips reads the whole history.
             match &f.status {
-                Some(s) => { qb.push(" AND status = ").push_bind(s.clone()); }
+                Some(s) if s == "closed" => { qb.push(" AND status = 'closed'"); }
+                Some(s) => { qb.push(" AND status <> 'closed' AND status = ").push_bind(s.clone()); }
                 None => { qb.push(" AND status <> 'closed'"); }
             }
             if let Some(c) = &f.category { qb.push(" AND category = ").push_bind(c.clone()); }
@@ -105,23 +108,32 @@ impl Store {
             if let Some(a) = &f.assignee_id { qb.push(" AND assignee_id = ").push_bind(a.clone()); }
             if let Some(t) = f.overdue_at { qb.push(" AND due_at < ").push_bind(t); }
             if let Some((pr, due, id)) = &f.after {
-                qb.push(" AND (priority > ").push_bind(*pr)
-                    .push(" OR (priority = ").push_bind(*pr).push(" AND due_at > ").push_bind(*due)
-                    .push(") OR (priority = ").push_bind(*pr).push(" AND due_at = ").push_bind(*due)
-                    .push(" AND id > ").push_bind(id.clone()).push("))");
+                // A row-value comparison: both engines seek straight to the cursor.
+                qb.push(" AND (priority, due_at, id) > (").push_bind(*pr).push(", ")
+                    .push_bind(*due).push(", ").push_bind(id.clone()).push(")");
             }
             qb.push(" ORDER BY priority, due_at, id LIMIT ").push_bind(limit);
             qb.build_query_as::<QueueRow>().fetch_all(p).await
         })
     }
 
-    /// Tips per status in a queue.
-    pub async fn status_counts(&self, scope: QueueScope) -> StoreResult<Vec<(String, i64)>> {
+    /// Open tips per status in a queue (from the partial index of open tips).
+    pub async fn open_status_counts(&self, scope: QueueScope) -> StoreResult<Vec<(String, i64)>> {
         on_pool!(self, p => {
             let mut qb = QueryBuilder::new("SELECT status, COUNT(*) FROM tips WHERE");
             push_scope!(qb, scope);
-            qb.push(" GROUP BY status");
+            qb.push(" AND status <> 'closed' GROUP BY status");
             qb.build_query_as::<(String, i64)>().fetch_all(p).await
+        })
+    }
+
+    /// Closed tips in a queue (a scan of the history: callers cache it).
+    pub async fn closed_count(&self, scope: QueueScope) -> StoreResult<i64> {
+        on_pool!(self, p => {
+            let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM tips WHERE");
+            push_scope!(qb, scope);
+            qb.push(" AND status = 'closed'");
+            qb.build_query_scalar::<i64>().fetch_one(p).await
         })
     }
 

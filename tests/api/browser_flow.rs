@@ -47,7 +47,8 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         .await
         .unwrap();
     let kept = c
-        .find(Locator::Css("textarea[name=description]"))
+        .wait()
+        .for_element(Locator::Css("textarea[name=description]"))
         .await
         .unwrap()
         .prop("value")
@@ -81,7 +82,8 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         .unwrap();
 
     let receipt = c
-        .find(Locator::Id("receipt"))
+        .wait()
+        .for_element(Locator::Id("receipt"))
         .await
         .unwrap()
         .text()
