@@ -40,6 +40,10 @@
 //! to keep the SQLite data directory and the PostgreSQL database for inspection (their
 //! names are printed).
 
+#[path = "common/procstat.rs"]
+mod procstat;
+use procstat::*;
+
 use anyhow::{anyhow, bail, Context, Result};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -52,8 +56,8 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tinbao::accounts::{self, NewAccount, Role};
 use tinbao::config::{Config, SlaConfig};
@@ -64,10 +68,7 @@ use tokio::net::TcpStream;
 
 const WARMUP: Duration = Duration::from_secs(1);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(60);
-const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-/// Clock ticks per second for `/proc/<pid>/stat` (USER_HZ, 100 on Linux).
-const CLK_TCK: f64 = 100.0;
 
 /// Rows on a queue page (src/console/queue.rs).
 const PAGE: usize = 50;
@@ -1567,127 +1568,6 @@ impl Drop for Server {
 
 // ---------------------------------------------------------------------------------------
 // /proc sampling
-
-fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    text.lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-/// Samples the child's VmRSS on its own thread; `take_peak` returns and resets the peak.
-struct RssSampler {
-    peak_kb: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-impl RssSampler {
-    fn start(pid: u32) -> RssSampler {
-        let peak_kb = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let peak_kb = peak_kb.clone();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Some(kb) = proc_status_kb(pid, "VmRSS:") {
-                        peak_kb.fetch_max(kb, Ordering::Relaxed);
-                    }
-                    std::thread::sleep(SAMPLE_EVERY);
-                }
-            })
-        };
-        RssSampler {
-            peak_kb,
-            stop,
-            thread: Mutex::new(Some(thread)),
-        }
-    }
-
-    fn take_peak(&self) -> u64 {
-        self.peak_kb.swap(0, Ordering::Relaxed)
-    }
-
-    fn stop(&self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.lock().expect("sampler lock").take() {
-            let _ = t.join();
-        }
-        self.take_peak()
-    }
-}
-
-impl Drop for RssSampler {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &text[text.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// (busy, total) clock ticks of the whole machine, from the first line of `/proc/stat`.
-fn machine_ticks() -> Option<(u64, u64)> {
-    let text = std::fs::read_to_string("/proc/stat").ok()?;
-    let f: Vec<u64> = text
-        .lines()
-        .next()?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: u64 = f.iter().take(8).sum();
-    let idle = f.get(3)? + f.get(4).unwrap_or(&0);
-    Some((total - idle, total))
-}
-
-struct CpuSnapshot {
-    at: Instant,
-    server: u64,
-    client: u64,
-    machine: (u64, u64),
-}
-
-struct CpuUse {
-    server_pct: f64,
-    client_pct: f64,
-    /// Busy share of all cores (server, client, PostgreSQL and anything else).
-    machine_pct: f64,
-}
-
-impl CpuSnapshot {
-    fn take(pid: u32) -> CpuSnapshot {
-        CpuSnapshot {
-            at: Instant::now(),
-            server: cpu_ticks(&pid.to_string()).unwrap_or(0),
-            client: cpu_ticks("self").unwrap_or(0),
-            machine: machine_ticks().unwrap_or((0, 0)),
-        }
-    }
-
-    fn since(&self, pid: u32) -> CpuUse {
-        let now = CpuSnapshot::take(pid);
-        let secs = (now.at - self.at).as_secs_f64().max(1e-9);
-        let pct = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / CLK_TCK / secs * 100.0;
-        CpuUse {
-            server_pct: pct(self.server, now.server),
-            client_pct: pct(self.client, now.client),
-            machine_pct: (now.machine.0.saturating_sub(self.machine.0)) as f64
-                / (now.machine.1.saturating_sub(self.machine.1)).max(1) as f64
-                * 100.0,
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // PostgreSQL: a throw-away database
