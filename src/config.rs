@@ -40,6 +40,250 @@ pub struct Config {
     pub public_url: String,
     /// How often, in seconds, the SLA clock looks for tips past their deadline.
     pub sla_clock_seconds: u64,
+    /// The Telegram bot.
+    pub telegram: TelegramConfig,
+    /// The Zalo Official Account.
+    pub zalo: ZaloConfig,
+    /// SMS gateways (Twilio, Android SMS Gateway) and gateway numbers bound to communes.
+    pub sms: SmsConfig,
+    /// The durable outbox of outgoing chat and SMS messages.
+    pub outbox: OutboxConfig,
+}
+
+/// The Telegram bot (Bot API through teloxide, over rustls).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TelegramConfig {
+    pub enabled: bool,
+    /// The bot token from @BotFather.
+    pub token: String,
+    /// The Bot API base URL, `https://api.telegram.org` by default.
+    pub api_url: String,
+    /// `polling` (default; works behind NAT) or `webhook` (`POST /hooks/telegram`).
+    pub mode: TelegramMode,
+    /// In webhook mode, the secret Telegram sends in `X-Telegram-Bot-Api-Secret-Token`.
+    pub webhook_secret: String,
+    /// Long-polling timeout in seconds.
+    pub poll_timeout_seconds: u32,
+    /// Messages per second to all chats (Telegram allows about 30).
+    pub rate_per_second: u32,
+}
+
+/// How Telegram updates reach the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TelegramMode {
+    Polling,
+    Webhook,
+}
+
+/// The Zalo Official Account: webhook `POST /hooks/zalo`, sending through the OA API.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ZaloConfig {
+    pub enabled: bool,
+    /// The Zalo app id (part of every event signature).
+    pub app_id: String,
+    /// The OA secret key that signs webhook events (`X-ZEvent-Signature`).
+    pub oa_secret_key: String,
+    /// The app's secret key, sent when refreshing the access token.
+    pub app_secret_key: String,
+    /// The first access and refresh tokens; later ones are kept sealed in the database.
+    pub access_token: String,
+    pub refresh_token: String,
+    /// The OA API base URL, `https://openapi.zalo.me` by default.
+    pub api_url: String,
+    /// The OAuth base URL, `https://oauth.zaloapp.com` by default.
+    pub oauth_url: String,
+    /// Events whose timestamp is older (or further in the future) than this are refused.
+    pub max_age_seconds: i64,
+    /// Messages per second through the OA API.
+    pub rate_per_second: u32,
+}
+
+/// SMS gateways.
+#[derive(Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct SmsConfig {
+    pub twilio: TwilioConfig,
+    pub android: AndroidSmsConfig,
+    /// Send SMS without Vietnamese diacritics (GSM 7-bit: 160 characters a segment
+    /// instead of 70).
+    pub strip_diacritics: bool,
+    /// Gateway numbers bound to a commune: tips texted to that number go to its queue.
+    pub numbers: Vec<SmsNumber>,
+}
+
+/// A gateway number bound to a commune.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SmsNumber {
+    /// The number residents text, as the gateway reports it (e.g. `+84912345678`).
+    pub number: String,
+    /// The commune code its tips go to.
+    pub commune: i64,
+}
+
+/// Twilio's Programmable Messaging.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TwilioConfig {
+    pub enabled: bool,
+    pub account_sid: String,
+    /// Signs webhooks (`X-Twilio-Signature`) and authenticates sending.
+    pub auth_token: String,
+    /// The sending number.
+    pub from: String,
+    /// `https://api.twilio.com` by default.
+    pub api_url: String,
+    /// Messages per second through this gateway.
+    pub rate_per_second: u32,
+}
+
+/// The Android SMS Gateway app (sms-gate.app), local or cloud server.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AndroidSmsConfig {
+    pub enabled: bool,
+    /// The gateway's API base URL, `https://api.sms-gate.app` by default.
+    pub api_url: String,
+    pub username: String,
+    pub password: String,
+    /// The webhook signing key (`X-Signature`).
+    pub webhook_secret: String,
+    /// Replay window for `X-Timestamp`, 300 seconds by default.
+    pub max_age_seconds: i64,
+    /// Messages per second through this gateway.
+    pub rate_per_second: u32,
+}
+
+/// The durable outbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutboxConfig {
+    /// Attempts before a message is marked failed.
+    pub max_attempts: u32,
+    /// First retry delay in milliseconds; doubles each attempt.
+    pub backoff_ms: u64,
+    /// Longest retry delay in seconds.
+    pub max_backoff_seconds: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            max_attempts: 8,
+            backoff_ms: 1000,
+            max_backoff_seconds: 600,
+        }
+    }
+}
+
+impl Default for TelegramConfig {
+    fn default() -> Self {
+        TelegramConfig {
+            enabled: false,
+            token: String::new(),
+            api_url: "https://api.telegram.org".into(),
+            mode: TelegramMode::Polling,
+            webhook_secret: String::new(),
+            poll_timeout_seconds: 25,
+            rate_per_second: 30,
+        }
+    }
+}
+
+impl Default for ZaloConfig {
+    fn default() -> Self {
+        ZaloConfig {
+            enabled: false,
+            app_id: String::new(),
+            oa_secret_key: String::new(),
+            app_secret_key: String::new(),
+            access_token: String::new(),
+            refresh_token: String::new(),
+            api_url: "https://openapi.zalo.me".into(),
+            oauth_url: "https://oauth.zaloapp.com".into(),
+            max_age_seconds: 300,
+            rate_per_second: 50,
+        }
+    }
+}
+
+impl Default for TwilioConfig {
+    fn default() -> Self {
+        TwilioConfig {
+            enabled: false,
+            account_sid: String::new(),
+            auth_token: String::new(),
+            from: String::new(),
+            api_url: "https://api.twilio.com".into(),
+            rate_per_second: 10,
+        }
+    }
+}
+
+impl Default for AndroidSmsConfig {
+    fn default() -> Self {
+        AndroidSmsConfig {
+            enabled: false,
+            api_url: "https://api.sms-gate.app".into(),
+            username: String::new(),
+            password: String::new(),
+            webhook_secret: String::new(),
+            max_age_seconds: 300,
+            rate_per_second: 1,
+        }
+    }
+}
+
+/// Secrets print as `<redacted>` when set.
+fn redact(s: &str) -> &'static str {
+    if s.is_empty() {
+        ""
+    } else {
+        "<redacted>"
+    }
+}
+
+impl std::fmt::Debug for TelegramConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelegramConfig")
+            .field("enabled", &self.enabled)
+            .field("token", &redact(&self.token))
+            .field("api_url", &self.api_url)
+            .field("mode", &self.mode)
+            .field("webhook_secret", &redact(&self.webhook_secret))
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for ZaloConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZaloConfig")
+            .field("enabled", &self.enabled)
+            .field("app_id", &self.app_id)
+            .field("oa_secret_key", &redact(&self.oa_secret_key))
+            .field("app_secret_key", &redact(&self.app_secret_key))
+            .field("api_url", &self.api_url)
+            .field("oauth_url", &self.oauth_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for SmsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsConfig")
+            .field("twilio.enabled", &self.twilio.enabled)
+            .field("twilio.api_url", &self.twilio.api_url)
+            .field("twilio.auth_token", &redact(&self.twilio.auth_token))
+            .field("android.enabled", &self.android.enabled)
+            .field("android.api_url", &self.android.api_url)
+            .field("android.password", &redact(&self.android.password))
+            .field("android.webhook_secret", &redact(&self.android.webhook_secret))
+            .field("strip_diacritics", &self.strip_diacritics)
+            .field("numbers", &self.numbers)
+            .finish()
+    }
 }
 
 /// In-memory abuse limits, keyed by a daily-keyed hash of the client address.
@@ -117,6 +361,10 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             public_url: "http://127.0.0.1:8080".into(),
             sla_clock_seconds: 60,
+            telegram: TelegramConfig::default(),
+            zalo: ZaloConfig::default(),
+            sms: SmsConfig::default(),
+            outbox: OutboxConfig::default(),
         }
     }
 }

@@ -8,6 +8,7 @@ mod browser;
 mod browser_flow;
 mod console;
 mod console_support;
+mod fakes;
 mod helpers;
 mod keys;
 mod store;
