@@ -737,6 +737,7 @@ impl Generator {
             occurred_at: occurred.map(|o| key.seal_str("occurred_at", o)),
             contact: contact.map(|c| key.seal_str("contact", &c)),
             attachments: Vec::new(),
+            chat: None,
             id,
         }
     }

@@ -20,6 +20,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Costly console counts, briefly cached.
     pub console_cache: Arc<crate::console::Caches>,
+    /// Chat and SMS conversations (webhooks hand their events here).
+    pub chat: crate::dialog::Chat,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).
@@ -136,7 +138,9 @@ impl Application {
             Engine::Postgres => 4,
         };
         let writer = TipWriter::spawn(store.clone(), workers);
-        let intake = Intake::new(store, writer, keys, geo, config.sla.clone());
+        let intake = Intake::new(store.clone(), writer, keys.clone(), geo, config.sla.clone());
+        let bot = crate::dialog::bot::Bot::shipped()?;
+        let providers = crate::channels::setup::providers(&config, &store, &keys)?;
         let listener = std::net::TcpListener::bind(&config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         listener.set_nonblocking(true)?;
@@ -146,7 +150,21 @@ impl Application {
             let mailer = crate::channels::email::Mailer::new(&config.smtp)?;
             crate::alerts::spawn(&intake, intake.store().clone(), mailer, &config);
         }
+        // Chat and SMS: the inbox processor, the outbox dispatcher, Telegram polling.
+        let wake_outbox = Arc::new(tokio::sync::Notify::new());
+        let photos = Arc::new(crate::channels::setup::ProviderPhotos(providers.clone()));
+        let chat = crate::dialog::Chat::new(
+            intake.clone(),
+            bot,
+            wake_outbox.clone(),
+            Some(photos),
+            config.sms.numbers.clone(),
+        );
+        chat.spawn_processor();
+        crate::channels::outbox::spawn(store.clone(), keys, providers.clone(), &config, wake_outbox);
+        crate::channels::setup::spawn_telegram_poller(&config, &providers, chat.clone(), store);
         let state = AppState {
+            chat,
             limits: Arc::new(Limits::new(&config.rate_limit)),
             config: Arc::new(config),
             intake,

@@ -20,6 +20,8 @@ pub struct Geo {
     communes: Vec<Commune>,
     by_code: HashMap<i64, usize>,
     by_province: HashMap<i64, Vec<usize>>,
+    /// Each commune's name folded for search (no accents, no "Xã"/"Phường" prefix).
+    folded: Vec<String>,
 }
 
 impl Geo {
@@ -39,11 +41,13 @@ impl Geo {
             by_code.insert(c.code, i);
             by_province.entry(c.province_code).or_default().push(i);
         }
+        let folded = communes.iter().map(|c| fold(&sort_key(&c.name))).collect();
         Geo {
             provinces,
             communes,
             by_code,
             by_province,
+            folded,
         }
     }
 
@@ -71,6 +75,40 @@ impl Geo {
             .map(|i| &self.communes[*i])
     }
 
+    /// Communes whose name matches `query` with accents and case ignored ("hoang van thu"
+    /// finds "Xã Hoàng Văn Thụ"): the names equal to the query when there are any, else
+    /// those that start with it, else those that contain it; at most `limit`.
+    pub fn search_communes(&self, query: &str, limit: usize) -> Vec<&Commune> {
+        let q = fold(&sort_key(query.trim()));
+        if q.is_empty() {
+            return Vec::new();
+        }
+        let mut ranked: Vec<(u8, usize)> = self
+            .folded
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                if *name == q {
+                    Some((0, i))
+                } else if name.starts_with(&q) {
+                    Some((1, i))
+                } else if name.contains(&q) {
+                    Some((2, i))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        ranked.sort();
+        let best = ranked.first().map(|r| r.0);
+        ranked
+            .into_iter()
+            .take_while(|r| Some(r.0) == best)
+            .take(limit)
+            .map(|(_, i)| &self.communes[i])
+            .collect()
+    }
+
     /// How many communes are known.
     pub fn commune_count(&self) -> usize {
         self.communes.len()
@@ -79,16 +117,79 @@ impl Geo {
 
 /// Sorts "Phường Ba Đình" under B, not under "Phường".
 fn sort_key(name: &str) -> String {
-    let rest = ["Phường ", "Xã ", "Đặc khu ", "Thị trấn "]
-        .iter()
-        .find_map(|p| name.strip_prefix(p))
-        .unwrap_or(name);
-    rest.to_lowercase()
+    let lower = name.trim().to_lowercase();
+    let rest = [
+        "phường ",
+        "xã ",
+        "đặc khu ",
+        "thị trấn ",
+        "phuong ",
+        "xa ",
+        "dac khu ",
+    ]
+    .iter()
+    .find_map(|p| lower.strip_prefix(p))
+    .unwrap_or(&lower);
+    rest.to_owned()
+}
+
+/// Folds text for matching what people type on phones: lower case, Vietnamese accents
+/// and đ removed, runs of spaces and punctuation made one space.
+pub fn fold(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let mut out = String::with_capacity(s.len());
+    let mut space = false;
+    for c in s.nfd() {
+        if ('\u{300}'..='\u{36f}').contains(&c) {
+            continue;
+        }
+        let c = match c {
+            'đ' | 'Đ' => 'd',
+            c => c,
+        };
+        if c.is_alphanumeric() {
+            if space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = false;
+            out.extend(c.to_lowercase());
+        } else {
+            space = true;
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folding_ignores_accents_case_and_punctuation() {
+        assert_eq!(fold("  Hoàng  Văn Thụ! "), "hoang van thu");
+        assert_eq!(fold("ĐÀ LẠT"), "da lat");
+        assert_eq!(fold("/Mới"), "moi");
+    }
+
+    #[test]
+    fn commune_search_finds_names_without_accents() {
+        let units = shipped_units();
+        let provinces = vec![];
+        let communes = units
+            .iter()
+            .map(|u| Commune {
+                code: u.commune_code,
+                province_code: u.province_code,
+                name: u.commune_name.clone(),
+            })
+            .collect();
+        let geo = Geo::new(provinces, communes);
+        let found = geo.search_communes("hoang van thu", 9);
+        assert_eq!(found[0].name, "Xã Hoàng Văn Thụ");
+        assert_eq!(geo.search_communes("Phường Hoàn Kiếm", 9)[0].code, 70);
+        assert!(geo.search_communes("   ", 9).is_empty());
+        assert!(geo.search_communes("zzzz", 9).is_empty());
+    }
 
     #[test]
     fn shipped_list_has_34_provinces_and_3321_communes() {

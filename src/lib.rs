@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod crypto;
+pub mod dialog;
 pub mod geo;
 pub mod i18n;
 pub mod intake;

@@ -5,6 +5,9 @@
 //! are shared.
 
 pub mod email;
+pub mod outbox;
+pub mod setup;
+
 pub mod sms;
 pub mod telegram;
 pub mod zalo;

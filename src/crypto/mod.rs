@@ -224,6 +224,26 @@ impl KeyRing {
         )
     }
 
+    /// Seals data that belongs to no tip (a bot's dialog state, an inbound event waiting
+    /// to be processed, an outgoing message, a provider token), bound to its kind and id
+    /// so that it opens nowhere else.
+    pub fn seal_record(&self, kind: &str, id: &str, plaintext: &[u8]) -> Vec<u8> {
+        seal_with(
+            self.account_key(),
+            format!("tinbao/v1|{kind}:{id}").as_bytes(),
+            plaintext,
+        )
+    }
+
+    /// Opens a value sealed by [`KeyRing::seal_record`] for the same kind and id.
+    pub fn open_record(&self, kind: &str, id: &str, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        open_with(
+            self.account_key(),
+            format!("tinbao/v1|{kind}:{id}").as_bytes(),
+            sealed,
+        )
+    }
+
     /// A keyed hash of a client address that changes every day and is never reversible
     /// (login throttling shared by every process through the database).
     pub fn daily_client_key(&self, day: i64, addr: &str) -> Vec<u8> {

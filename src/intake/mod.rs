@@ -4,11 +4,13 @@
 
 pub mod photo;
 
+use crate::channels::Transport;
 use crate::config::SlaConfig;
 use crate::crypto::{KeyRing, OpenError, Receipt, TipKey, WrappedKey};
 use crate::geo::Geo;
 use crate::store::{
-    is_unique_violation, NewAttachment, NewMessageRecord, NewTipRecord, Store, TipRow, TipWriter,
+    is_unique_violation, ChatTipExtras, NewAttachment, NewMessageRecord, NewOutboxRow,
+    NewTipContact, NewTipRecord, Store, TipRow, TipWriter, PRIORITY_FOLLOW_UP,
 };
 use crate::tips::{Category, Channel, Priority, PublicStatus, Status};
 use photo::{CleanPhoto, PhotoLimits};
@@ -38,6 +40,20 @@ pub struct TipInput {
     pub contact: Option<String>,
     /// Raw photo files as uploaded.
     pub photos: Vec<Vec<u8>>,
+}
+
+/// Where a chat or SMS tip came from, and how its receipt goes back.
+#[derive(Clone)]
+pub struct ChatOrigin {
+    pub transport: Transport,
+    /// The sender's keyed pseudonym.
+    pub sender: Vec<u8>,
+    /// The clear reply address (chat id, user id, phone number); sealed before storing.
+    pub address: String,
+    /// The message that carries the receipt, with `{receipt}` where it goes.
+    pub receipt_text: String,
+    /// The inbox event to remove with the tip.
+    pub inbox_id: Option<i64>,
 }
 
 /// One problem with one field; `code` is a key into the texts.
@@ -119,6 +135,28 @@ pub struct Intake {
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// Builds an outbox row for `text` to `address`, sealed and bound to the row's id.
+pub fn outbox_row(
+    keys: &KeyRing,
+    transport: Transport,
+    tip_id: Option<&str>,
+    message_id: Option<&str>,
+    address: &str,
+    text: &str,
+) -> NewOutboxRow {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    NewOutboxRow {
+        recipient: keys.seal_record("outbox-to", &id, address.as_bytes()),
+        body: keys.seal_record("outbox-body", &id, text.as_bytes()),
+        transport: transport.as_str(),
+        priority: PRIORITY_FOLLOW_UP,
+        tip_id: tip_id.map(str::to_owned),
+        message_id: message_id.map(str::to_owned),
+        created_at: now_ms(),
+        id,
+    }
 }
 
 fn new_id() -> String {
@@ -230,6 +268,11 @@ impl Intake {
         &self.keys
     }
 
+    /// The key ring, shared (for services that seal their own records).
+    pub fn keys_arc(&self) -> Arc<KeyRing> {
+        self.keys.clone()
+    }
+
     /// The store behind intake.
     pub fn store(&self) -> &Store {
         &self.store
@@ -303,6 +346,18 @@ impl Intake {
     /// Validates, seals and durably commits a tip; returns its receipt only once the tip is
     /// on disk.
     pub async fn submit(&self, channel: Channel, input: TipInput) -> Result<Receipt, IntakeError> {
+        self.submit_from(channel, input, None).await
+    }
+
+    /// [`Intake::submit`] for a tip that came by chat or SMS: the tipster's reply address
+    /// (sealed with the tip's key), the message carrying the receipt back (queued in the
+    /// outbox) and the removal of the inbox event all commit in the tip's transaction.
+    pub async fn submit_from(
+        &self,
+        channel: Channel,
+        input: TipInput,
+        origin: Option<ChatOrigin>,
+    ) -> Result<Receipt, IntakeError> {
         let mut errors = self.validate(&input);
         let photos = if errors.is_empty() {
             clean_photos(input.photos.clone(), self.photo_limits, &mut errors).await
@@ -360,12 +415,32 @@ impl Intake {
             occurred_at: seal_opt("occurred_at", non_empty(&input.occurred_at)),
             contact: seal_opt("contact", input.contact.as_deref().and_then(non_empty)),
             attachments: seal_photos(&key, photos),
+            chat: None,
             id,
         };
         // A receipt collision is astronomically rare, but never fatal: draw again.
         for _ in 0..3 {
             let receipt = Receipt::generate();
             record.receipt_mac = self.keys.receipt_mac(&receipt);
+            if let Some(o) = &origin {
+                let text = o.receipt_text.replace("{receipt}", &receipt.to_string());
+                record.chat = Some(ChatTipExtras {
+                    contact: NewTipContact {
+                        transport: o.transport.as_str(),
+                        sender: o.sender.clone(),
+                        address: key.seal_str("reply_address", &o.address),
+                    },
+                    outbox: vec![outbox_row(
+                        &self.keys,
+                        o.transport,
+                        Some(&record.id),
+                        None,
+                        &o.address,
+                        &text,
+                    )],
+                    inbox_id: o.inbox_id,
+                });
+            }
             match self.writer.insert(record.clone()).await {
                 Ok(()) => {
                     metrics::counter!("tinbao_tips_total",
@@ -504,7 +579,7 @@ impl Intake {
         let Some(row) = self.tip_by_receipt(receipt).await? else {
             return Ok(false);
         };
-        self.add_message(&row, "tipster", text.trim(), clean)
+        self.add_message(&row, "tipster", text.trim(), clean, false)
             .await?;
         Ok(true)
     }
@@ -515,15 +590,81 @@ impl Intake {
         let Some(row) = self.store.tip(tip_id).await? else {
             return Ok(false);
         };
-        self.add_message(&row, "police", text.trim(), Vec::new())
+        self.add_message(&row, "police", text.trim(), Vec::new(), true)
             .await?;
         for dup in self.store.duplicates_of(tip_id).await? {
             if let Some(dup_row) = self.store.tip(&dup).await? {
-                self.add_message(&dup_row, "police", text.trim(), Vec::new())
+                self.add_message(&dup_row, "police", text.trim(), Vec::new(), true)
                     .await?;
             }
         }
         Ok(true)
+    }
+
+    /// Adds a tipster's chat or SMS message to an open tip reached through their reply
+    /// address (no receipt needed), and notes when they last wrote.
+    pub async fn chat_reply(
+        &self,
+        tip_id: &str,
+        text: &str,
+        photos: Vec<Vec<u8>>,
+    ) -> Result<bool, IntakeError> {
+        let mut errors = Vec::new();
+        check_len(&mut errors, "message", text.trim(), MAX_TEXT);
+        let clean = if errors.is_empty() {
+            clean_photos(photos, self.photo_limits, &mut errors).await
+        } else {
+            Vec::new()
+        };
+        if !errors.is_empty() {
+            return Err(IntakeError::Invalid(errors));
+        }
+        let Some(row) = self.store.tip(tip_id).await? else {
+            return Ok(false);
+        };
+        self.add_message(&row, "tipster", text.trim(), clean, false)
+            .await?;
+        self.store.touch_tip_contact(tip_id, now_ms()).await?;
+        Ok(true)
+    }
+
+    /// Queues a message to a tip's tipster over the channel the tip came from, when the
+    /// tip still has a reply address; `false` when it has none.
+    pub async fn message_tipster(&self, tip_id: &str, text: &str) -> Result<bool, IntakeError> {
+        let Some(row) = self.store.tip(tip_id).await? else {
+            return Ok(false);
+        };
+        let Some(out) = self.delivery_to_tipster(&row, None, text).await? else {
+            return Ok(false);
+        };
+        self.store.enqueue(&[out]).await?;
+        Ok(true)
+    }
+
+    /// The outbox row that carries `text` to the tipster's chat or phone, if the tip
+    /// has a reply address.
+    async fn delivery_to_tipster(
+        &self,
+        row: &TipRow,
+        message_id: Option<&str>,
+        text: &str,
+    ) -> Result<Option<NewOutboxRow>, IntakeError> {
+        let Some(contact) = self.store.tip_contact(&row.id).await? else {
+            return Ok(None);
+        };
+        let Some(transport) = Transport::parse(&contact.transport) else {
+            return Ok(None);
+        };
+        let key = self.tip_key(row)?;
+        let address = key.open_str("reply_address", &contact.address)?;
+        Ok(Some(outbox_row(
+            &self.keys,
+            transport,
+            Some(&row.id),
+            message_id,
+            &address,
+            text,
+        )))
     }
 
     async fn add_message(
@@ -532,12 +673,23 @@ impl Intake {
         author: &'static str,
         text: &str,
         photos: Vec<CleanPhoto>,
+        deliver: bool,
     ) -> Result<(), IntakeError> {
         let key = self.tip_key(row)?;
         let id = new_id();
+        // A police message also goes to the tipster's chat or phone, queued with it.
+        let outbox = match deliver {
+            true => self
+                .delivery_to_tipster(row, Some(&id), text)
+                .await?
+                .into_iter()
+                .collect(),
+            false => Vec::new(),
+        };
         let record = NewMessageRecord {
             body: key.seal_str(&format!("message:{id}"), text),
             attachments: seal_photos(&key, photos),
+            outbox,
             tip_id: row.id.clone(),
             author,
             created_at: now_ms(),

@@ -164,8 +164,17 @@ impl Store {
         outcome: Option<&str>,
         now: i64,
     ) -> StoreResult<()> {
-        on_pool!(self, p => sqlx::query("UPDATE tips SET status = $1, outcome = $2, updated_at = $3 WHERE id = $4")
-            .bind(status).bind(outcome).bind(now).bind(id).execute(p).await.map(|_| ()))
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE tips SET status = $1, outcome = $2, updated_at = $3 WHERE id = $4")
+                .bind(status).bind(outcome).bind(now).bind(id).execute(&mut *tx).await?;
+            // A closed tip's reply addresses (its own and its duplicates') are erased.
+            if status == "closed" {
+                sqlx::query("DELETE FROM tip_contacts WHERE tip_id = $1 OR tip_id IN (SELECT id FROM tips WHERE duplicate_of = $1)")
+                    .bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })
     }
 
     /// Sets category, priority and the deadline that follows from it.

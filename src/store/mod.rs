@@ -5,8 +5,11 @@
 mod records;
 mod writer;
 
+pub use chat::{ChatSessionRow, InboxRow, NewInboxEvent, TipContactRow};
+pub use outbox::{DeliveryRow, NewOutboxRow, OutboxRow, PRIORITY_BULK, PRIORITY_FOLLOW_UP};
+
 pub use records::*;
-pub use writer::TipWriter;
+pub use writer::{InboxWriter, TipWriter};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -47,6 +50,8 @@ macro_rules! on_pool {
 }
 
 mod audit;
+mod chat;
+mod outbox;
 pub use audit::{
     AuditHead, AuditRecord, NewAuditEntry, RecordedHead, UnreadableAuditRow, AUDIT_HEAD_META,
 };
@@ -275,6 +280,16 @@ impl Store {
                         .bind(&a.id).bind(&t.id).bind(t.created_at).bind(&a.content_type).bind(a.size).bind(&a.body)
                         .execute(&mut *tx).await?;
                 }
+                if let Some(chat) = &t.chat {
+                    sqlx::query("INSERT INTO tip_contacts (tip_id, transport, sender, address, created_at, last_inbound_at) VALUES ($1,$2,$3,$4,$5,$5)")
+                        .bind(&t.id).bind(chat.contact.transport).bind(&chat.contact.sender).bind(&chat.contact.address)
+                        .bind(t.created_at)
+                        .execute(&mut *tx).await?;
+                    outbox::insert_outbox_rows!(tx, &chat.outbox);
+                    if let Some(inbox_id) = chat.inbox_id {
+                        sqlx::query("DELETE FROM inbox WHERE id = $1").bind(inbox_id).execute(&mut *tx).await?;
+                    }
+                }
             }
             tx.commit().await
         })
@@ -326,6 +341,7 @@ impl Store {
             }
             sqlx::query("UPDATE tips SET updated_at = $1 WHERE id = $2").bind(m.created_at).bind(&m.tip_id)
                 .execute(&mut *tx).await?;
+            outbox::insert_outbox_rows!(tx, &m.outbox);
             tx.commit().await
         })
     }

@@ -76,6 +76,26 @@ pub struct NewTipRecord {
     pub occurred_at: Option<Vec<u8>>,
     pub contact: Option<Vec<u8>>,
     pub attachments: Vec<NewAttachment>,
+    /// For a tip that came by chat or SMS: the reply address, the receipt message and
+    /// the inbox event, committed with the tip so that none exists without the others.
+    pub chat: Option<ChatTipExtras>,
+}
+
+/// What a chat or SMS tip commits together with the tip itself.
+#[derive(Debug, Clone)]
+pub struct ChatTipExtras {
+    pub contact: NewTipContact,
+    pub outbox: Vec<super::NewOutboxRow>,
+    /// The inbox event that carried the tip, removed in the same transaction.
+    pub inbox_id: Option<i64>,
+}
+
+/// A tip's reply address as stored: pseudonym, and the address sealed with the tip key.
+#[derive(Debug, Clone)]
+pub struct NewTipContact {
+    pub transport: &'static str,
+    pub sender: Vec<u8>,
+    pub address: Vec<u8>,
 }
 
 /// The columns of [`TipRow`], in order.
@@ -128,6 +148,8 @@ pub struct NewMessageRecord {
     pub created_at: i64,
     pub body: Vec<u8>,
     pub attachments: Vec<NewAttachment>,
+    /// Deliveries of this message to the tipster's chat or SMS, queued with it.
+    pub outbox: Vec<super::NewOutboxRow>,
 }
 
 /// An attachment without its bytes.

@@ -1,27 +1,39 @@
-//! Group commit for new tips: concurrent submissions are gathered into one transaction, so
-//! every tip is durably committed before its receipt is shown, at one fsync per batch.
+//! Group commit: concurrent writers hand their rows to a batching task that commits many
+//! in one transaction, so each row is durable before its caller is answered, at one fsync
+//! per batch. New tips and accepted provider events go through it.
 
-use super::{NewTipRecord, Store, StoreResult};
+use super::{NewInboxEvent, NewTipRecord, Store, StoreResult};
+use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 const MAX_BATCH: usize = 256;
 
-struct Job {
-    tip: NewTipRecord,
-    done: oneshot::Sender<StoreResult<()>>,
+/// Commits a batch; one result per item, in order.
+type CommitFn<T, R> = for<'a> fn(&'a Store, &'a [&'a T]) -> BoxFuture<'a, StoreResult<Vec<R>>>;
+
+struct Job<T, R> {
+    item: T,
+    done: oneshot::Sender<StoreResult<R>>,
 }
 
-/// The handle intake uses to commit new tips.
-#[derive(Clone)]
-pub struct TipWriter {
-    tx: mpsc::Sender<Job>,
+/// A handle to a group-commit queue. Cheap to clone.
+pub struct GroupCommit<T, R> {
+    tx: mpsc::Sender<Job<T, R>>,
 }
 
-impl TipWriter {
-    /// Starts `workers` batching tasks over the store (1 suits SQLite's single writer).
-    pub fn spawn(store: Store, workers: usize) -> TipWriter {
-        let (tx, rx) = mpsc::channel::<Job>(MAX_BATCH * 16);
+impl<T, R> Clone for GroupCommit<T, R> {
+    fn clone(&self) -> Self {
+        GroupCommit {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static, R: Send + 'static> GroupCommit<T, R> {
+    /// Starts `workers` batching tasks (1 suits SQLite's single writer).
+    fn spawn(store: Store, workers: usize, commit: CommitFn<T, R>) -> Self {
+        let (tx, rx) = mpsc::channel::<Job<T, R>>(MAX_BATCH * 16);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..workers.max(1) {
             let rx = rx.clone();
@@ -33,31 +45,39 @@ impl TipWriter {
                     if got == 0 {
                         break;
                     }
-                    commit(&store, &mut jobs).await;
+                    run_batch(&store, commit, &mut jobs).await;
                 }
             });
         }
-        TipWriter { tx }
+        GroupCommit { tx }
     }
 
-    /// Commits one tip; returns once it is durable (or failed).
-    pub async fn insert(&self, tip: NewTipRecord) -> StoreResult<()> {
+    /// Commits one item; returns once it is durable (or failed).
+    async fn submit(&self, item: T) -> StoreResult<R> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Job { tip, done })
+            .send(Job { item, done })
             .await
             .map_err(|_| sqlx::Error::PoolClosed)?;
         wait.await.map_err(|_| sqlx::Error::PoolClosed)?
     }
 }
 
-async fn commit(store: &Store, jobs: &mut Vec<Job>) {
-    let batch: Vec<&NewTipRecord> = jobs.iter().map(|j| &j.tip).collect();
-    let result = store.insert_tips(&batch).await;
+async fn run_batch<T, R>(store: &Store, commit: CommitFn<T, R>, jobs: &mut Vec<Job<T, R>>) {
+    let items: Vec<&T> = jobs.iter().map(|j| &j.item).collect();
+    let result = commit(store, &items).await;
+    drop(items);
     match result {
-        Ok(()) => {
+        Ok(results) if results.len() == jobs.len() => {
+            for (job, r) in jobs.drain(..).zip(results) {
+                let _ = job.done.send(Ok(r));
+            }
+        }
+        Ok(_) => {
             for job in jobs.drain(..) {
-                let _ = job.done.send(Ok(()));
+                let _ = job.done.send(Err(sqlx::Error::Protocol(
+                    "a batch answered the wrong number of results".into(),
+                )));
             }
         }
         Err(err) if jobs.len() == 1 => {
@@ -65,11 +85,50 @@ async fn commit(store: &Store, jobs: &mut Vec<Job>) {
             let _ = job.done.send(Err(err));
         }
         Err(_) => {
-            // One bad tip must not fail the others: retry each on its own.
+            // One bad row must not fail the others: retry each on its own.
             for job in jobs.drain(..) {
-                let r = store.insert_tips(&[&job.tip]).await;
+                let r = commit(store, &[&job.item])
+                    .await
+                    .and_then(|mut v| v.pop().ok_or(sqlx::Error::RowNotFound));
                 let _ = job.done.send(r);
             }
         }
+    }
+}
+
+/// Commits new tips in batches.
+#[derive(Clone)]
+pub struct TipWriter(GroupCommit<NewTipRecord, ()>);
+
+impl TipWriter {
+    /// Starts `workers` batching tasks over the store (1 suits SQLite's single writer).
+    pub fn spawn(store: Store, workers: usize) -> TipWriter {
+        TipWriter(GroupCommit::spawn(store, workers, |s, tips| {
+            Box::pin(async move { s.insert_tips(tips).await.map(|()| vec![(); tips.len()]) })
+        }))
+    }
+
+    /// Commits one tip; returns once it is durable (or failed).
+    pub async fn insert(&self, tip: NewTipRecord) -> StoreResult<()> {
+        self.0.submit(tip).await
+    }
+}
+
+/// Commits accepted provider events in batches, so a webhook answers only once its event
+/// is on disk, at thousands of events a second.
+#[derive(Clone)]
+pub struct InboxWriter(GroupCommit<NewInboxEvent, bool>);
+
+impl InboxWriter {
+    /// Starts the batching tasks.
+    pub fn spawn(store: Store, workers: usize) -> InboxWriter {
+        InboxWriter(GroupCommit::spawn(store, workers, |s, events| {
+            Box::pin(s.insert_inbox(events))
+        }))
+    }
+
+    /// Stores one event; `false` when it is a retry of an event already accepted.
+    pub async fn insert(&self, event: NewInboxEvent) -> StoreResult<bool> {
+        self.0.submit(event).await
     }
 }

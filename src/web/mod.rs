@@ -2,6 +2,7 @@
 //! cross-cutting HTTP layers (security headers, metrics, language, client address).
 
 pub mod api;
+pub mod hooks;
 pub mod limits;
 mod pages;
 
@@ -25,6 +26,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(pages::router())
         .merge(api::router())
+        .merge(hooks::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/static/{name}", get(static_file))

@@ -39,6 +39,7 @@ fn record(id: &str, mac: u8) -> NewTipRecord {
             size: 3,
             body: vec![5, 5, 5],
         }],
+        chat: None,
     }
 }
 
@@ -115,6 +116,7 @@ async fn every_engine_passes_the_repository_conformance_suite() {
                     size: 1,
                     body: vec![8],
                 }],
+                outbox: Vec::new(),
             })
             .await
             .unwrap();

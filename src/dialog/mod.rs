@@ -1,0 +1,668 @@
+//! Chat and SMS conversations. Webhooks and the Telegram poller hand normalised
+//! [`Inbound`] events to [`Chat::accept`], which seals them into the durable inbox (a
+//! provider's retry is recognised and dropped) and answers only once they are on disk.
+//! A processor then runs each event through the engine of `bots/` (chat) or the one-SMS
+//! rules (SMS) and the intake service, and queues the answers in the outbox.
+
+pub mod bot;
+pub mod engine;
+
+use crate::channels::{Inbound, InboundKind, PhotoRef, Transport};
+use crate::config::SmsNumber;
+use crate::crypto::{KeyRing, Receipt};
+use crate::geo::fold;
+use crate::intake::{now_ms, outbox_row, ChatOrigin, Intake, IntakeError, TipInput};
+use crate::store::{InboxRow, InboxWriter, NewInboxEvent, Store, TipContactRow};
+use crate::tips::Category;
+use bot::Bot;
+use engine::{Action, Context, DialogState, Draft, DraftPhoto};
+use futures_util::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// How long a provider's message id is remembered against retries.
+const SEEN_ID_MS: i64 = 48 * 3600 * 1000;
+/// Where a provider has no message id, the same content from the same sender within this
+/// long is a retry.
+const SEEN_CONTENT_MS: i64 = 5 * 60 * 1000;
+/// How long a claimed event stays with one processor.
+const LEASE_MS: i64 = 60_000;
+
+/// Fetches a photo a provider keeps (Telegram getFile, Zalo image URL).
+pub trait PhotoSource: Send + Sync {
+    fn fetch<'a>(&'a self, photo: &'a DraftPhoto) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+}
+
+/// Something the processor must know went wrong; the event is retried later.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    #[error("database: {0}")]
+    Store(#[from] sqlx::Error),
+    #[error("stored data could not be opened")]
+    Sealed,
+    #[error("intake: {0}")]
+    Intake(String),
+}
+
+impl From<IntakeError> for ChatError {
+    fn from(e: IntakeError) -> Self {
+        match e {
+            IntakeError::Store(s) => ChatError::Store(s),
+            other => ChatError::Intake(other.to_string()),
+        }
+    }
+}
+
+/// An inbound event as sealed in the inbox.
+#[derive(Serialize, Deserialize)]
+struct StoredEvent {
+    transport: Transport,
+    sender: String,
+    to: Option<String>,
+    kind: StoredKind,
+}
+
+#[derive(Serialize, Deserialize)]
+enum StoredKind {
+    Message {
+        text: String,
+        photos: Vec<DraftPhoto>,
+        location: Option<(f64, f64)>,
+    },
+    Follow,
+    Unfollow,
+}
+
+impl StoredEvent {
+    fn from_inbound(i: &Inbound) -> StoredEvent {
+        StoredEvent {
+            transport: i.transport,
+            sender: i.sender.clone(),
+            to: i.to.clone(),
+            kind: match &i.kind {
+                InboundKind::Message {
+                    text,
+                    photos,
+                    location,
+                } => StoredKind::Message {
+                    text: text.clone(),
+                    photos: photos.iter().map(DraftPhoto::from).collect(),
+                    location: *location,
+                },
+                InboundKind::Follow => StoredKind::Follow,
+                InboundKind::Unfollow => StoredKind::Unfollow,
+            },
+        }
+    }
+
+    fn kind(&self) -> InboundKind {
+        match &self.kind {
+            StoredKind::Message {
+                text,
+                photos,
+                location,
+            } => InboundKind::Message {
+                text: text.clone(),
+                photos: photos
+                    .iter()
+                    .map(|p| match p {
+                        DraftPhoto::Bytes(b) => PhotoRef::Bytes(b.clone()),
+                        DraftPhoto::TelegramFile(f) => PhotoRef::TelegramFile(f.clone()),
+                        DraftPhoto::Url(u) => PhotoRef::Url(u.clone()),
+                    })
+                    .collect(),
+                location: *location,
+            },
+            StoredKind::Follow => InboundKind::Follow,
+            StoredKind::Unfollow => InboundKind::Unfollow,
+        }
+    }
+}
+
+/// The chat service shared by every chat and SMS channel. Cheap to clone.
+#[derive(Clone)]
+pub struct Chat {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    intake: Intake,
+    store: Store,
+    keys: Arc<KeyRing>,
+    bot: Bot,
+    inbox: InboxWriter,
+    wake_processor: Notify,
+    wake_outbox: Arc<Notify>,
+    photos: Option<Arc<dyn PhotoSource>>,
+    sms_numbers: Vec<SmsNumber>,
+}
+
+impl Chat {
+    /// Builds the service; `wake_outbox` is told when answers are queued.
+    pub fn new(
+        intake: Intake,
+        bot: Bot,
+        wake_outbox: Arc<Notify>,
+        photos: Option<Arc<dyn PhotoSource>>,
+        sms_numbers: Vec<SmsNumber>,
+    ) -> Chat {
+        let store = intake.store().clone();
+        let workers = match store.engine() {
+            crate::store::Engine::Sqlite => 1,
+            crate::store::Engine::Postgres => 4,
+        };
+        Chat {
+            inner: Arc::new(Inner {
+                keys: intake.keys_arc(),
+                inbox: InboxWriter::spawn(store.clone(), workers),
+                store,
+                intake,
+                bot,
+                wake_processor: Notify::new(),
+                wake_outbox,
+                photos,
+                sms_numbers,
+            }),
+        }
+    }
+
+    /// The bot's data.
+    pub fn bot(&self) -> &Bot {
+        &self.inner.bot
+    }
+
+    /// Seals and durably stores provider events; returns how many were new (the rest were
+    /// retries of events already accepted). The caller answers the provider only after.
+    pub async fn accept(&self, events: Vec<Inbound>) -> Result<usize, sqlx::Error> {
+        let now = now_ms();
+        let waits = events.iter().map(|e| {
+            let inner = &self.inner;
+            let sender = inner.keys.pseudonym(e.transport.as_str(), &e.sender);
+            let (dedupe_key, dedupe_after) = match &e.provider_id {
+                Some(id) => (
+                    inner
+                        .keys
+                        .pseudonym("inbound-id", &format!("{}|{id}", e.transport.as_str())),
+                    now - SEEN_ID_MS,
+                ),
+                None => {
+                    let content = serde_json::to_string(&StoredEvent::from_inbound(e).kind)
+                        .unwrap_or_default();
+                    (
+                        inner.keys.pseudonym(
+                            "inbound-content",
+                            &format!("{}|{}|{content}", e.transport.as_str(), e.sender),
+                        ),
+                        now - SEEN_CONTENT_MS,
+                    )
+                }
+            };
+            let reference = uuid::Uuid::new_v4().simple().to_string();
+            let plain = serde_json::to_vec(&StoredEvent::from_inbound(e)).unwrap_or_default();
+            let event = inner.keys.seal_record("inbox", &reference, &plain);
+            inner.inbox.insert(NewInboxEvent {
+                reference,
+                transport: e.transport.as_str(),
+                sender,
+                received_at: now,
+                event,
+                dedupe_key,
+                dedupe_after,
+            })
+        });
+        let mut fresh = 0;
+        for r in futures_util::future::join_all(waits).await {
+            if r? {
+                fresh += 1;
+            }
+        }
+        if fresh > 0 {
+            self.inner.wake_processor.notify_one();
+            metrics::counter!("tinbao_inbound_events_total").increment(fresh as u64);
+        }
+        Ok(fresh)
+    }
+
+    /// Starts the processor (and the sweeper of idle conversations). Several processes
+    /// may run it on one database: events are leased, one sender's in order.
+    pub fn spawn_processor(&self) {
+        let chat = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let n = match chat.process_due().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "chat inbox round failed; retrying");
+                        0
+                    }
+                };
+                if n == 0 {
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        chat.inner.wake_processor.notified(),
+                    )
+                    .await;
+                }
+            }
+        });
+        let chat = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let now = now_ms();
+                let idle = chat.inner.bot.idle_expiry_hours * 3600 * 1000;
+                let store = &chat.inner.store;
+                if let Err(e) = store.expire_chat_sessions(now - idle).await {
+                    tracing::warn!(error = %e, "could not expire idle conversations");
+                }
+                if let Err(e) = store.forget_seen(now - SEEN_ID_MS).await {
+                    tracing::warn!(error = %e, "could not forget old message ids");
+                }
+            }
+        });
+    }
+
+    /// Processes the events due now; returns how many were taken.
+    pub async fn process_due(&self) -> Result<usize, sqlx::Error> {
+        let now = now_ms();
+        let rows = self.inner.store.claim_inbox(now, now + LEASE_MS, 64).await?;
+        let n = rows.len();
+        let tasks = rows.into_iter().map(|row| {
+            let chat = self.clone();
+            async move {
+                let id = row.id;
+                let attempts = row.attempts;
+                if let Err(e) = chat.process(row).await {
+                    // Kept in the inbox: tried again later, never dropped.
+                    let wait = 1000i64 << attempts.clamp(0, 8);
+                    tracing::warn!(error = %e, attempts, "a chat event failed; it will be retried");
+                    let _ = chat
+                        .inner
+                        .store
+                        .release_inbox(id, now_ms() + wait.min(300_000))
+                        .await;
+                }
+            }
+        });
+        futures_util::future::join_all(tasks).await;
+        Ok(n)
+    }
+
+    async fn process(&self, row: InboxRow) -> Result<(), ChatError> {
+        let inner = &self.inner;
+        let plain = inner
+            .keys
+            .open_record("inbox", &row.reference, &row.event)
+            .map_err(|_| ChatError::Sealed)?;
+        let ev: StoredEvent = serde_json::from_slice(&plain).map_err(|_| ChatError::Sealed)?;
+        if ev.transport.is_sms() {
+            self.sms(&ev, &row).await?;
+        } else {
+            self.dialog(&ev, &row).await?;
+        }
+        // A tip submitted from this event already removed it, in the tip's transaction.
+        inner.store.finish_inbox(row.id).await?;
+        Ok(())
+    }
+
+    /// Queues one answer (several texts of a turn go as one message, in order).
+    async fn answer(&self, transport: Transport, to: &str, texts: &[String]) -> Result<(), ChatError> {
+        if texts.is_empty() {
+            return Ok(());
+        }
+        let row = outbox_row(&self.inner.keys, transport, None, None, to, &texts.join("\n\n"));
+        self.inner.store.enqueue(&[row]).await?;
+        self.inner.wake_outbox.notify_one();
+        Ok(())
+    }
+
+    async fn dialog(&self, ev: &StoredEvent, row: &InboxRow) -> Result<(), ChatError> {
+        let inner = &self.inner;
+        let now = now_ms();
+        let sender = &row.sender;
+        let saved = inner.store.chat_session(sender).await?;
+        let idle = inner.bot.idle_expiry_hours * 3600 * 1000;
+        let sealed_id = hex::encode(sender);
+        let (mut state, version) = match &saved {
+            Some(s) if s.updated_at >= now - idle => {
+                let plain = inner
+                    .keys
+                    .open_record("dialog", &sealed_id, &s.state)
+                    .map_err(|_| ChatError::Sealed)?;
+                let state: DialogState =
+                    serde_json::from_slice(&plain).unwrap_or_else(|_| DialogState::new(&inner.bot.default_language));
+                (state, Some(s.version))
+            }
+            Some(s) => (DialogState::new(&inner.bot.default_language), Some(s.version)),
+            None => (DialogState::new(&inner.bot.default_language), None),
+        };
+        let open = inner.store.open_tips_of_sender(sender).await?;
+        let geo = inner.intake.geo();
+        let ctx = Context {
+            geo,
+            has_open_tip: !open.is_empty(),
+        };
+        let kind = ev.kind();
+        let turn = engine::step(&inner.bot, &mut state, &kind, &ctx);
+        let mut replies = turn.replies;
+        let lang = state.lang.clone();
+        let mut forget = false;
+        match turn.action {
+            None => {}
+            Some(Action::Submit(draft)) => {
+                match self.submit(ev, row, &lang, draft.clone()).await? {
+                    Ok(()) => {}
+                    Err(key) => {
+                        // The draft comes back (without photos that failed) for another try.
+                        state.draft = draft;
+                        state.draft.photos.clear();
+                        state.mode = engine::Mode::Tip {
+                            step: inner.bot.steps.len().saturating_sub(2),
+                        };
+                        replies.push(inner.bot.text(&lang, key).to_owned());
+                    }
+                }
+            }
+            Some(Action::Check(digits)) => replies.extend(self.check(&lang, &digits).await?),
+            Some(Action::Reply {
+                receipt,
+                text,
+                photos,
+            }) => {
+                let key = self.add_to_tip(receipt.as_deref(), &open, &text, &photos).await?;
+                replies.push(inner.bot.text(&lang, key).to_owned());
+            }
+            Some(Action::Idle { text, photos }) => {
+                if open.is_empty() {
+                    replies.push(inner.bot.text(&lang, "unknown").to_owned());
+                } else {
+                    let key = self.add_to_tip(None, &open, &text, &photos).await?;
+                    replies.push(inner.bot.text(&lang, key).to_owned());
+                }
+            }
+            Some(Action::Subscribe(_)) => {
+                replies.push(inner.bot.text(&lang, "subscribe.later").to_owned());
+            }
+            Some(Action::Stop) => {
+                inner.store.erase_sender_contacts(sender).await?;
+                forget = true;
+            }
+        }
+        if forget {
+            inner.store.delete_chat_session(sender).await?;
+        } else {
+            let plain = serde_json::to_vec(&state).unwrap_or_default();
+            let sealed = inner.keys.seal_record("dialog", &sealed_id, &plain);
+            let version = match (&saved, version) {
+                // An expired conversation is replaced.
+                (Some(_), Some(v)) => Some(v),
+                _ => None,
+            };
+            if !inner
+                .store
+                .save_chat_session(sender, ev.transport.as_str(), version, now, &sealed)
+                .await?
+            {
+                return Err(ChatError::Intake("the conversation changed meanwhile".into()));
+            }
+        }
+        // Someone who unfollowed cannot be written to.
+        if !matches!(ev.kind, StoredKind::Unfollow) {
+            self.answer(ev.transport, &ev.sender, &replies).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a drafted tip; `Ok(Err(text key))` when the person must fix something.
+    async fn submit(
+        &self,
+        ev: &StoredEvent,
+        row: &InboxRow,
+        lang: &str,
+        draft: Draft,
+    ) -> Result<Result<(), &'static str>, ChatError> {
+        let inner = &self.inner;
+        let mut photos = Vec::new();
+        for p in &draft.photos {
+            match self.fetch_photo(p).await {
+                Ok(bytes) => photos.push(bytes),
+                Err(_) => return Ok(Err("error.photos_failed")),
+            }
+        }
+        let place = draft
+            .location
+            .map(|(lat, lon)| format!("{lat:.6}, {lon:.6}"))
+            .unwrap_or_default();
+        let input = TipInput {
+            category: draft.category.unwrap_or_else(|| "other".into()),
+            province: None,
+            commune: draft.commune,
+            village: draft.village.unwrap_or_default(),
+            place_details: place,
+            occurred_at: String::new(),
+            happening_now: false,
+            description: draft.description.unwrap_or_default(),
+            contact: None,
+            photos,
+        };
+        let origin = ChatOrigin {
+            transport: ev.transport,
+            sender: row.sender.clone(),
+            address: ev.sender.clone(),
+            receipt_text: inner.bot.text(lang, "receipt").to_owned(),
+            inbox_id: Some(row.id),
+        };
+        match inner
+            .intake
+            .submit_from(ev.transport.channel(), input, Some(origin))
+            .await
+        {
+            Ok(_) => {
+                inner.wake_outbox.notify_one();
+                Ok(Ok(()))
+            }
+            Err(IntakeError::Invalid(errors)) => {
+                if errors.iter().any(|e| e.field == "photos") {
+                    Ok(Err("error.photos_failed"))
+                } else {
+                    Ok(Err("error.try_later"))
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn fetch_photo(&self, p: &DraftPhoto) -> Result<Vec<u8>, String> {
+        match (p, &self.inner.photos) {
+            (DraftPhoto::Bytes(b), _) => Ok(b.clone()),
+            (_, Some(source)) => source.fetch(p).await,
+            (_, None) => Err("no photo source".into()),
+        }
+    }
+
+    /// The status of a tip, as chat texts.
+    async fn check(&self, lang: &str, digits: &str) -> Result<Vec<String>, ChatError> {
+        let bot = &self.inner.bot;
+        let Ok(receipt) = Receipt::parse(digits) else {
+            return Ok(vec![bot.text(lang, "error.receipt").to_owned()]);
+        };
+        let Some(view) = self.inner.intake.status(&receipt).await? else {
+            return Ok(vec![bot.text(lang, "check.unknown").to_owned()]);
+        };
+        let date = crate::i18n::local_time;
+        let mut out = vec![bot.fill(
+            lang,
+            "check.status",
+            &[
+                (
+                    "category",
+                    bot.text(lang, &format!("category.{}", view.category.as_str())),
+                ),
+                ("date", &date(view.created_at)),
+                (
+                    "status",
+                    bot.text(lang, &format!("status.{}", view.status.as_str())),
+                ),
+            ],
+        )];
+        for m in view.messages.iter().filter(|m| m.author == "police") {
+            out.push(bot.fill(
+                lang,
+                "check.message",
+                &[("date", &date(m.created_at)), ("text", &m.text)],
+            ));
+        }
+        if view.reward_eligible {
+            out.push(bot.text(lang, "check.reward").to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Adds a message to a tip (by receipt, or the sender's newest open tip); returns the
+    /// text key of the answer.
+    async fn add_to_tip(
+        &self,
+        receipt: Option<&str>,
+        open: &[TipContactRow],
+        text: &str,
+        photos: &[DraftPhoto],
+    ) -> Result<&'static str, ChatError> {
+        let mut bytes = Vec::new();
+        for p in photos {
+            match self.fetch_photo(p).await {
+                Ok(b) => bytes.push(b),
+                Err(_) => return Ok("error.photos_failed"),
+            }
+        }
+        let intake = &self.inner.intake;
+        let done = match (receipt.map(Receipt::parse), open.first()) {
+            (Some(Ok(r)), _) => intake.reply(&r, text, bytes).await,
+            (Some(Err(_)), _) => return Ok("error.receipt"),
+            (None, Some(c)) => intake.chat_reply(&c.tip_id, text, bytes).await,
+            (None, None) => return Ok("reply.no_open_tip"),
+        };
+        match done {
+            Ok(true) => Ok("reply.sent"),
+            Ok(false) => Ok("check.unknown"),
+            Err(IntakeError::Invalid(errors)) if errors.iter().any(|e| e.field == "photos") => {
+                Ok("error.photos_failed")
+            }
+            Err(IntakeError::Invalid(_)) => Ok("error.too_long"),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// SMS: a whole tip in one message, follow-ups by number, STOP/HUY.
+    async fn sms(&self, ev: &StoredEvent, row: &InboxRow) -> Result<(), ChatError> {
+        let inner = &self.inner;
+        let bot = &inner.bot;
+        let lang = bot.default_language.clone();
+        let StoredKind::Message { text, .. } = &ev.kind else {
+            return Ok(());
+        };
+        let text = text.trim();
+        let folded = fold(text);
+        let words = &bot.sms;
+        let keyword = |list: &[String]| {
+            list.iter()
+                .find(|k| folded == **k || folded.starts_with(&format!("{k} ")))
+                .map(|k| k.split(' ').count())
+        };
+        let say = |key: &str| bot.text(&lang, key).to_owned();
+        if keyword(&words.stop_keywords).is_some() && folded.split(' ').count() <= 2 {
+            inner.store.erase_sender_contacts(&row.sender).await?;
+            inner.store.delete_chat_session(&row.sender).await?;
+            return self.answer(ev.transport, &ev.sender, &[say("stopped")]).await;
+        }
+        if keyword(&words.check_keywords).is_some() {
+            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+            let replies = self.check(&lang, &digits).await?;
+            return self.answer(ev.transport, &ev.sender, &replies).await;
+        }
+        if keyword(&words.subscribe_keywords).is_some() {
+            return self
+                .answer(ev.transport, &ev.sender, &[say("subscribe.later")])
+                .await;
+        }
+        let tip_words = keyword(&words.tip_keywords);
+        let open = inner.store.open_tips_of_sender(&row.sender).await?;
+        if tip_words.is_none() {
+            if let Some(c) = open.first() {
+                inner.intake.chat_reply(&c.tip_id, text, Vec::new()).await?;
+                return self
+                    .answer(ev.transport, &ev.sender, &[say("sms.joined")])
+                    .await;
+            }
+        }
+        // Drop the keyword: the rest is the tip.
+        let body: String = match tip_words {
+            Some(n) => text.split_whitespace().skip(n).collect::<Vec<_>>().join(" "),
+            None => text.to_owned(),
+        };
+        if body.chars().count() < words.min_chars {
+            return self
+                .answer(ev.transport, &ev.sender, &[say("sms.too_short")])
+                .await;
+        }
+        let commune = ev.to.as_deref().and_then(|to| {
+            inner
+                .sms_numbers
+                .iter()
+                .find(|n| same_number(&n.number, to))
+                .map(|n| n.commune)
+        });
+        let input = TipInput {
+            category: Category::Other.as_str().into(),
+            commune,
+            description: body,
+            ..TipInput::default()
+        };
+        let origin = ChatOrigin {
+            transport: ev.transport,
+            sender: row.sender.clone(),
+            address: ev.sender.clone(),
+            receipt_text: say("sms.receipt"),
+            inbox_id: Some(row.id),
+        };
+        match inner
+            .intake
+            .submit_from(ev.transport.channel(), input, Some(origin))
+            .await
+        {
+            Ok(_) => {
+                inner.wake_outbox.notify_one();
+                Ok(())
+            }
+            Err(IntakeError::Invalid(_)) => {
+                self.answer(ev.transport, &ev.sender, &[say("sms.too_short")])
+                    .await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Whether two phone numbers are the same, whatever the spacing or a leading `+`/`00`.
+fn same_number(a: &str, b: &str) -> bool {
+    let digits = |s: &str| {
+        let d: String = s.chars().filter(char::is_ascii_digit).collect();
+        d.strip_prefix("00").map(str::to_owned).unwrap_or(d)
+    };
+    let (a, b) = (digits(a), digits(b));
+    !a.is_empty() && a == b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_compare_by_digits() {
+        assert!(same_number("+84 912 345 678", "0084912345678"));
+        assert!(!same_number("+84912345678", "+84912345679"));
+        assert!(!same_number("", ""));
+    }
+}

@@ -1,0 +1,231 @@
+//! Chat and SMS channels in the database: the durable inbox of provider events (with the
+//! de-duplication of provider retries), the bots' sealed dialog state, and the sealed reply
+//! addresses of open tips. Every address here is a keyed pseudonym or sealed bytes.
+
+use super::{Pool, Store, StoreResult};
+
+/// An accepted provider event, sealed, waiting to be processed.
+#[derive(Debug, Clone)]
+pub struct NewInboxEvent {
+    /// Random reference the sealed event is bound to.
+    pub reference: String,
+    pub transport: &'static str,
+    /// The sender's keyed pseudonym.
+    pub sender: Vec<u8>,
+    pub received_at: i64,
+    pub event: Vec<u8>,
+    /// Keyed hash that recognises a provider's retry of this event.
+    pub dedupe_key: Vec<u8>,
+    /// A remembered key older than this no longer counts as a duplicate.
+    pub dedupe_after: i64,
+}
+
+/// An inbox event claimed for processing.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InboxRow {
+    pub id: i64,
+    #[sqlx(rename = "ref")]
+    pub reference: String,
+    pub transport: String,
+    pub sender: Vec<u8>,
+    pub received_at: i64,
+    pub attempts: i64,
+    pub event: Vec<u8>,
+}
+
+/// A bot conversation's stored state.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChatSessionRow {
+    pub version: i64,
+    pub updated_at: i64,
+    pub state: Vec<u8>,
+}
+
+/// How to reach the tipster of an open tip.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TipContactRow {
+    pub tip_id: String,
+    pub transport: String,
+    pub sender: Vec<u8>,
+    pub address: Vec<u8>,
+    pub created_at: i64,
+    pub last_inbound_at: i64,
+}
+
+const INBOX_COLUMNS: &str = "id, ref, transport, sender, received_at, attempts, event";
+
+impl Store {
+    /// Stores a batch of accepted events in one transaction; for each, whether it was new
+    /// (`false`: a retry of an event already accepted).
+    pub async fn insert_inbox(&self, events: &[&NewInboxEvent]) -> StoreResult<Vec<bool>> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let mut fresh = Vec::with_capacity(events.len());
+            for e in events {
+                // Insert the key, or take over a stale one; no row touched means a retry.
+                let seen = sqlx::query(
+                    "INSERT INTO inbound_seen (key, seen_at) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET seen_at = excluded.seen_at \
+                     WHERE inbound_seen.seen_at < $3")
+                    .bind(&e.dedupe_key).bind(e.received_at).bind(e.dedupe_after)
+                    .execute(&mut *tx).await?;
+                if seen.rows_affected() == 0 {
+                    fresh.push(false);
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO inbox (ref, transport, sender, received_at, event) VALUES ($1,$2,$3,$4,$5)")
+                    .bind(&e.reference).bind(e.transport).bind(&e.sender).bind(e.received_at)
+                    .bind(&e.event)
+                    .execute(&mut *tx).await?;
+                fresh.push(true);
+            }
+            tx.commit().await?;
+            Ok(fresh)
+        })
+    }
+
+    /// Claims up to `limit` waiting events until `lease_until`, oldest first, skipping
+    /// senders whose earlier event another worker holds (so one person's messages are
+    /// handled in order).
+    pub async fn claim_inbox(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<InboxRow>> {
+        let inner = "SELECT id FROM inbox i WHERE claimed_until < $2 \
+             AND NOT EXISTS (SELECT 1 FROM inbox j WHERE j.sender = i.sender AND j.id < i.id) \
+             ORDER BY id LIMIT $3";
+        let mut rows: Vec<InboxRow> = match &self.pool {
+            Pool::Sqlite(p) => {
+                sqlx::query_as(&format!(
+                    "UPDATE inbox SET claimed_until = $1, attempts = attempts + 1 \
+                     WHERE id IN ({inner}) RETURNING {INBOX_COLUMNS}"
+                ))
+                .bind(lease_until)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+            }
+            Pool::Postgres(p) => {
+                sqlx::query_as(&format!(
+                    "UPDATE inbox SET claimed_until = $1, attempts = attempts + 1 \
+                     WHERE id IN ({inner} FOR UPDATE SKIP LOCKED) RETURNING {INBOX_COLUMNS}"
+                ))
+                .bind(lease_until)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+            }
+        };
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
+    }
+
+    /// Removes a processed event.
+    pub async fn finish_inbox(&self, id: i64) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query("DELETE FROM inbox WHERE id = $1").bind(id).execute(p).await.map(|_| ()))
+    }
+
+    /// Puts a claimed event back, to be tried again from `retry_at`.
+    pub async fn release_inbox(&self, id: i64, retry_at: i64) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query("UPDATE inbox SET claimed_until = $1 WHERE id = $2")
+            .bind(retry_at).bind(id).execute(p).await.map(|_| ()))
+    }
+
+    /// Events waiting in the inbox.
+    pub async fn inbox_len(&self) -> StoreResult<i64> {
+        on_pool!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM inbox").fetch_one(p).await)
+    }
+
+    /// Forgets de-duplication keys older than `before`.
+    pub async fn forget_seen(&self, before: i64) -> StoreResult<u64> {
+        on_pool!(self, p => sqlx::query("DELETE FROM inbound_seen WHERE seen_at < $1")
+            .bind(before).execute(p).await.map(|r| r.rows_affected()))
+    }
+
+    // ---- dialog state ----
+
+    /// A sender's stored conversation.
+    pub async fn chat_session(&self, sender: &[u8]) -> StoreResult<Option<ChatSessionRow>> {
+        on_pool!(self, p => sqlx::query_as("SELECT version, updated_at, state FROM chat_sessions WHERE sender = $1")
+            .bind(sender).fetch_optional(p).await)
+    }
+
+    /// Saves a conversation if nobody changed it since `expected` was read (`None`: it did
+    /// not exist); `false` when someone did.
+    pub async fn save_chat_session(
+        &self,
+        sender: &[u8],
+        transport: &str,
+        expected: Option<i64>,
+        now: i64,
+        state: &[u8],
+    ) -> StoreResult<bool> {
+        let done = match expected {
+            None => on_pool!(self, p => sqlx::query(
+                "INSERT INTO chat_sessions (sender, transport, version, updated_at, state) VALUES ($1,$2,1,$3,$4) \
+                 ON CONFLICT (sender) DO NOTHING")
+                .bind(sender).bind(transport).bind(now).bind(state).execute(p).await.map(|r| r.rows_affected()))?,
+            Some(v) => on_pool!(self, p => sqlx::query(
+                "UPDATE chat_sessions SET version = version + 1, updated_at = $1, state = $2 \
+                 WHERE sender = $3 AND version = $4")
+                .bind(now).bind(state).bind(sender).bind(v).execute(p).await.map(|r| r.rows_affected()))?,
+        };
+        Ok(done == 1)
+    }
+
+    /// Forgets a conversation.
+    pub async fn delete_chat_session(&self, sender: &[u8]) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query("DELETE FROM chat_sessions WHERE sender = $1")
+            .bind(sender).execute(p).await.map(|_| ()))
+    }
+
+    /// Forgets conversations idle since before `before`.
+    pub async fn expire_chat_sessions(&self, before: i64) -> StoreResult<u64> {
+        on_pool!(self, p => sqlx::query("DELETE FROM chat_sessions WHERE updated_at < $1")
+            .bind(before).execute(p).await.map(|r| r.rows_affected()))
+    }
+
+    // ---- reply addresses of open tips ----
+
+    /// The open tips a sender reached the police about, newest first.
+    pub async fn open_tips_of_sender(&self, sender: &[u8]) -> StoreResult<Vec<TipContactRow>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT c.tip_id, c.transport, c.sender, c.address, c.created_at, c.last_inbound_at \
+             FROM tip_contacts c JOIN tips t ON t.id = c.tip_id \
+             WHERE c.sender = $1 AND (t.status <> 'closed' OR t.duplicate_of IS NOT NULL) \
+             ORDER BY c.created_at DESC")
+            .bind(sender).fetch_all(p).await)
+    }
+
+    /// How to reach a tip's tipster, while the tip is open.
+    pub async fn tip_contact(&self, tip_id: &str) -> StoreResult<Option<TipContactRow>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT tip_id, transport, sender, address, created_at, last_inbound_at FROM tip_contacts WHERE tip_id = $1")
+            .bind(tip_id).fetch_optional(p).await)
+    }
+
+    /// Notes that the tipster wrote again (some providers allow answers only for a while
+    /// after the person's last message).
+    pub async fn touch_tip_contact(&self, tip_id: &str, now: i64) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query("UPDATE tip_contacts SET last_inbound_at = $1 WHERE tip_id = $2")
+            .bind(now).bind(tip_id).execute(p).await.map(|_| ()))
+    }
+
+    /// Erases the reply address of a tip (and of the tips marked duplicates of it).
+    pub async fn erase_tip_contacts(&self, tip_id: &str) -> StoreResult<u64> {
+        on_pool!(self, p => sqlx::query(
+            "DELETE FROM tip_contacts WHERE tip_id = $1 OR tip_id IN (SELECT id FROM tips WHERE duplicate_of = $1)")
+            .bind(tip_id).execute(p).await.map(|r| r.rows_affected()))
+    }
+
+    /// Erases every reply address of a sender (they opted out or blocked the bot).
+    pub async fn erase_sender_contacts(&self, sender: &[u8]) -> StoreResult<u64> {
+        on_pool!(self, p => sqlx::query("DELETE FROM tip_contacts WHERE sender = $1")
+            .bind(sender).execute(p).await.map(|r| r.rows_affected()))
+    }
+}

@@ -1,0 +1,187 @@
+//! The durable outbox: every outgoing chat or SMS message (receipts, police follow-ups,
+//! later broadcasts) is a row here before any provider sees it, so an outage delays
+//! messages and loses none. Several processes share the rows through short leases
+//! (`FOR UPDATE SKIP LOCKED` on PostgreSQL). Recipient and text are sealed, and erased
+//! once the message is settled.
+
+use super::{Pool, Store, StoreResult};
+
+/// Follow-ups and receipts: sent ahead of bulk traffic.
+pub const PRIORITY_FOLLOW_UP: i64 = 0;
+/// Broadcasts.
+pub const PRIORITY_BULK: i64 = 1;
+
+/// A message to queue.
+#[derive(Debug, Clone)]
+pub struct NewOutboxRow {
+    pub id: String,
+    pub transport: &'static str,
+    pub priority: i64,
+    /// The tip this message answers, so the console can show its delivery.
+    pub tip_id: Option<String>,
+    /// The police message (tip_messages.id) this delivers.
+    pub message_id: Option<String>,
+    /// Sealed recipient address and text.
+    pub recipient: Vec<u8>,
+    pub body: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// A claimed message, ready to send.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: String,
+    pub transport: String,
+    pub priority: i64,
+    pub tip_id: Option<String>,
+    pub message_id: Option<String>,
+    pub recipient: Option<Vec<u8>>,
+    pub body: Option<Vec<u8>>,
+    pub attempts: i64,
+    pub created_at: i64,
+}
+
+/// Where one message of a tip stands, for the console.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub message_id: Option<String>,
+    pub transport: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+const OUTBOX_COLUMNS: &str =
+    "id, transport, priority, tip_id, message_id, recipient, body, attempts, created_at";
+
+/// Inserts queued messages inside an open transaction (a tip and its receipt commit
+/// together).
+macro_rules! insert_outbox_rows {
+    ($tx:expr, $rows:expr) => {
+        for r in $rows {
+            sqlx::query(
+                "INSERT INTO outbox (id, transport, priority, status, tip_id, message_id, recipient, body, \
+                 next_attempt_at, created_at) VALUES ($1,$2,$3,'queued',$4,$5,$6,$7,$8,$8)",
+            )
+            .bind(&r.id)
+            .bind(r.transport)
+            .bind(r.priority)
+            .bind(&r.tip_id)
+            .bind(&r.message_id)
+            .bind(&r.recipient)
+            .bind(&r.body)
+            .bind(r.created_at)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    };
+}
+pub(crate) use insert_outbox_rows;
+
+impl Store {
+    /// Queues messages in one transaction.
+    pub async fn enqueue(&self, rows: &[NewOutboxRow]) -> StoreResult<()> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            insert_outbox_rows!(tx, rows);
+            tx.commit().await
+        })
+    }
+
+    /// Claims up to `limit` due messages of the given transports until `lease_until`:
+    /// follow-ups first, then the oldest.
+    pub async fn claim_outbox(
+        &self,
+        transports: &[&str],
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        if transports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = transports
+            .iter()
+            .map(|t| format!("'{}'", t.replace('\'', "")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let inner = format!(
+            "SELECT id FROM outbox WHERE status = 'queued' AND next_attempt_at <= $2 \
+             AND claimed_until < $2 AND transport IN ({list}) \
+             ORDER BY priority, next_attempt_at LIMIT $3"
+        );
+        let mut rows: Vec<OutboxRow> = match &self.pool {
+            Pool::Sqlite(p) => {
+                sqlx::query_as(&format!(
+                    "UPDATE outbox SET claimed_until = $1, attempts = attempts + 1 \
+                     WHERE id IN ({inner}) RETURNING {OUTBOX_COLUMNS}"
+                ))
+                .bind(lease_until)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+            }
+            Pool::Postgres(p) => {
+                sqlx::query_as(&format!(
+                    "UPDATE outbox SET claimed_until = $1, attempts = attempts + 1 \
+                     WHERE id IN ({inner} FOR UPDATE SKIP LOCKED) RETURNING {OUTBOX_COLUMNS}"
+                ))
+                .bind(lease_until)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+            }
+        };
+        rows.sort_by_key(|r| (r.priority, r.created_at));
+        Ok(rows)
+    }
+
+    /// The provider accepted the message: settle it and erase recipient and text.
+    pub async fn outbox_sent(
+        &self,
+        id: &str,
+        provider_id: Option<&str>,
+        now: i64,
+    ) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE outbox SET status = 'sent', provider_id = $1, settled_at = $2, recipient = NULL, body = NULL, \
+             last_error = NULL, claimed_until = 0 WHERE id = $3")
+            .bind(provider_id).bind(now).bind(id).execute(p).await.map(|_| ()))
+    }
+
+    /// Try again from `next_at`; `error` says why the last attempt failed.
+    pub async fn outbox_retry(&self, id: &str, next_at: i64, error: &str) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $1, last_error = $2, claimed_until = 0 WHERE id = $3")
+            .bind(next_at).bind(error).bind(id).execute(p).await.map(|_| ()))
+    }
+
+    /// Gives up on a message (`failed` with the provider's reason): erase it.
+    pub async fn outbox_failed(&self, id: &str, error: &str, now: i64) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE outbox SET status = 'failed', last_error = $1, settled_at = $2, recipient = NULL, body = NULL, \
+             claimed_until = 0 WHERE id = $3")
+            .bind(error).bind(now).bind(id).execute(p).await.map(|_| ()))
+    }
+
+    /// The delivery of every message queued for a tip, oldest first.
+    pub async fn deliveries(&self, tip_id: &str) -> StoreResult<Vec<DeliveryRow>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT message_id, transport, status, attempts, last_error FROM outbox WHERE tip_id = $1 ORDER BY created_at")
+            .bind(tip_id).fetch_all(p).await)
+    }
+
+    /// Messages by status (`queued`, `sent`, `failed`), for metrics and tests.
+    pub async fn outbox_counts(&self) -> StoreResult<Vec<(String, i64)>> {
+        on_pool!(self, p => sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status")
+            .fetch_all(p).await)
+    }
+
+    /// The soonest time a queued message falls due, if any.
+    pub async fn outbox_next_due(&self) -> StoreResult<Option<i64>> {
+        on_pool!(self, p => sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'queued'")
+            .fetch_one(p).await)
+    }
+}

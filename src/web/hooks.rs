@@ -1,0 +1,126 @@
+//! Provider webhooks: Zalo OA, Telegram (webhook mode), Twilio and the Android SMS
+//! Gateway. Each checks the provider's signature on the raw bytes, parses, and hands the
+//! events to the chat service, answering only once they are durably stored: a forged or
+//! missing signature gets 401 and stores nothing, a malformed body 400, an oversized one
+//! 413, an unknown event 200 and is ignored, a database failure 503 (the provider retries).
+
+use crate::app::AppState;
+use crate::channels::{sms, telegram, zalo, HookError, Inbound};
+use crate::config::TelegramMode;
+use crate::intake::now_ms;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+
+/// Largest webhook body: provider events are small; photos are fetched separately.
+pub const MAX_HOOK_BYTES: usize = 256 * 1024;
+
+/// The webhook routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/hooks/zalo", post(zalo_hook))
+        .route("/hooks/telegram", post(telegram_hook))
+        .route("/hooks/sms/twilio", post(twilio_hook))
+        .route("/hooks/sms/android", post(android_hook))
+        .layer(DefaultBodyLimit::max(MAX_HOOK_BYTES))
+}
+
+fn refused(e: HookError, provider: &'static str) -> Response {
+    let (status, reason) = match e {
+        HookError::Unauthorized => (StatusCode::UNAUTHORIZED, "signature"),
+        HookError::Stale => (StatusCode::UNAUTHORIZED, "stale"),
+        HookError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
+    };
+    metrics::counter!("tinbao_webhook_refused_total", "provider" => provider, "reason" => reason)
+        .increment(1);
+    (status, reason).into_response()
+}
+
+/// Stores the events, then answers `ok` (the provider's expected body).
+async fn accept(state: &AppState, events: Vec<Inbound>, ok: Response) -> Response {
+    if events.is_empty() {
+        return ok;
+    }
+    match state.chat.accept(events).await {
+        Ok(_) => ok,
+        Err(e) => {
+            tracing::error!(error = %e, "could not store a provider event");
+            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+        }
+    }
+}
+
+fn json_ok() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"ok\":true}",
+    )
+        .into_response()
+}
+
+async fn zalo_hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let cfg = &state.config.zalo;
+    if !cfg.enabled {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    match zalo::verify_and_parse(cfg, &headers, &body, now_ms()) {
+        Ok(events) => accept(&state, events, json_ok()).await,
+        Err(e) => refused(e, "zalo"),
+    }
+}
+
+async fn telegram_hook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let cfg = &state.config.telegram;
+    if !cfg.enabled || cfg.mode != TelegramMode::Webhook {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    if let Err(e) = telegram::verify_webhook(&cfg.webhook_secret, &headers) {
+        return refused(e, "telegram");
+    }
+    match telegram::parse_webhook(&body) {
+        Ok(event) => accept(&state, event.into_iter().collect(), json_ok()).await,
+        Err(e) => refused(e, "telegram"),
+    }
+}
+
+async fn twilio_hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let cfg = &state.config.sms.twilio;
+    if !cfg.enabled {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    // Twilio signs the URL it was configured with: ours, as the public sees it.
+    let url = format!(
+        "{}/hooks/sms/twilio",
+        state.config.public_url.trim_end_matches('/')
+    );
+    match sms::verify_twilio(cfg, &url, &headers, &body) {
+        Ok(events) => {
+            // An empty TwiML answer: the receipt goes through the outbox, not the reply.
+            let ok = (
+                [(header::CONTENT_TYPE, "text/xml")],
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
+            )
+                .into_response();
+            accept(&state, events, ok).await
+        }
+        Err(e) => refused(e, "twilio"),
+    }
+}
+
+async fn android_hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let cfg = &state.config.sms.android;
+    if !cfg.enabled {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    match sms::verify_android(cfg, &headers, &body, now_ms()) {
+        Ok(events) => accept(&state, events, json_ok()).await,
+        Err(e) => refused(e, "android"),
+    }
+}
