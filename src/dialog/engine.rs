@@ -551,3 +551,218 @@ fn commune_step(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Commune, Province};
+
+    fn geo() -> Geo {
+        let units = crate::geo::shipped_units();
+        let mut provinces: Vec<Province> = units
+            .iter()
+            .map(|u| Province {
+                code: u.province_code,
+                name: u.province_name.clone(),
+            })
+            .collect();
+        provinces.dedup_by_key(|p| p.code);
+        let communes = units
+            .iter()
+            .map(|u| Commune {
+                code: u.commune_code,
+                province_code: u.province_code,
+                name: u.commune_name.clone(),
+            })
+            .collect();
+        Geo::new(provinces, communes)
+    }
+
+    fn text(s: &str) -> InboundKind {
+        InboundKind::Message {
+            text: s.into(),
+            photos: vec![],
+            location: None,
+        }
+    }
+
+    struct Talk {
+        bot: Bot,
+        geo: Geo,
+        state: DialogState,
+        open_tip: bool,
+    }
+
+    impl Talk {
+        fn new() -> Talk {
+            let bot = Bot::shipped().unwrap();
+            Talk {
+                state: DialogState::new(&bot.default_language),
+                bot,
+                geo: geo(),
+                open_tip: false,
+            }
+        }
+        fn say(&mut self, input: InboundKind) -> Turn {
+            let ctx = Context {
+                geo: &self.geo,
+                has_open_tip: self.open_tip,
+            };
+            step(&self.bot, &mut self.state, &input, &ctx)
+        }
+        fn text(&mut self, s: &str) -> Turn {
+            self.say(text(s))
+        }
+    }
+
+    #[test]
+    fn a_whole_tip_from_new_to_submit() {
+        let mut t = Talk::new();
+        let first = t.text("/Mới");
+        assert!(first.replies[0].contains("1. Mua bán ma túy"), "{first:?}");
+        assert!(t.text("xyz").replies[0].contains("số"));
+        t.text("4");
+        // Accents optional: "hoang van thu" finds Xã Hoàng Văn Thụ.
+        let village_q = t.text("hoang van thu");
+        assert!(village_q.replies[0].contains("thôn"), "{village_q:?}");
+        assert_eq!(t.state.draft.commune, Some(6172));
+        t.text("Thôn Nà Sla");
+        assert!(t.text("ngắn").replies[0].contains("ít nhất"));
+        t.text("Có người ngáo đá cầm dao ở chợ, đang la hét");
+        let photo = t.say(InboundKind::Message {
+            text: String::new(),
+            photos: vec![PhotoRef::TelegramFile("f1".into())],
+            location: None,
+        });
+        assert!(photo.replies[0].contains("1 ảnh"), "{photo:?}");
+        let confirm = t.text("xong");
+        assert!(confirm.replies[0].contains("Xã Hoàng Văn Thụ (Lạng Sơn)"), "{confirm:?}");
+        assert!(confirm.replies[0].contains("Ngáo đá"));
+        let done = t.text("có");
+        match done.action {
+            Some(Action::Submit(d)) => {
+                assert_eq!(d.category.as_deref(), Some("psychosis"));
+                assert_eq!(d.commune, Some(6172));
+                assert_eq!(d.village.as_deref(), Some("Thôn Nà Sla"));
+                assert_eq!(d.photos, vec![DraftPhoto::TelegramFile("f1".into())]);
+            }
+            other => panic!("expected a submit, got {other:?}"),
+        }
+        assert_eq!(t.state.mode, Mode::Idle);
+        assert_eq!(t.state.draft, Draft::default());
+    }
+
+    #[test]
+    fn several_matching_communes_are_offered_as_numbers() {
+        let mut t = Talk::new();
+        t.text("new");
+        t.text("1");
+        let choose = t.text("tan lap");
+        assert!(choose.replies[0].contains("1. "), "{choose:?}");
+        assert!(t.state.choices.len() > 1);
+        let second = t.state.choices[1];
+        t.text("2");
+        assert_eq!(t.state.draft.commune, Some(second));
+        assert!(t.text("zzqq").replies.iter().all(|r| !r.is_empty()));
+    }
+
+    #[test]
+    fn an_unknown_commune_asks_again_and_skip_leaves_it_unplaced() {
+        let mut t = Talk::new();
+        t.text("new");
+        t.text("9");
+        let again = t.text("khong co xa nay dau");
+        assert!(again.replies[0].contains("Không tìm thấy"), "{again:?}");
+        assert_eq!(t.state.mode, Mode::Tip { step: 1 });
+        t.text("bỏ qua");
+        assert_eq!(t.state.draft.commune, None);
+        assert_eq!(t.state.mode, Mode::Tip { step: 2 });
+    }
+
+    #[test]
+    fn commands_work_in_english_and_vietnamese() {
+        let mut t = Talk::new();
+        assert!(t.text("ENGLISH").replies[0].contains("English"));
+        assert_eq!(t.state.lang, "en");
+        assert!(t.text("help").replies[0].contains("NEW"));
+        t.text("check");
+        assert_eq!(t.state.mode, Mode::CheckAsk);
+        assert!(t.text("12").replies[0].contains("16 digits"));
+        let checked = t.text("1234 5678 9012 3456");
+        assert_eq!(checked.action, Some(Action::Check("1234567890123456".into())));
+        let inline = t.text("kt 1234-5678-9012-3456");
+        assert_eq!(inline.action, Some(Action::Check("1234567890123456".into())));
+        t.text("tieng viet");
+        assert_eq!(t.state.lang, "vi");
+        assert_eq!(t.text("HUỶ").action, Some(Action::Stop));
+    }
+
+    #[test]
+    fn reply_uses_the_open_tip_or_asks_for_a_receipt() {
+        let mut t = Talk::new();
+        t.text("tl");
+        assert_eq!(t.state.mode, Mode::ReplyAskReceipt);
+        t.text("1234567890123456");
+        let sent = t.text("thêm: xe máy biển 12A");
+        assert_eq!(
+            sent.action,
+            Some(Action::Reply {
+                receipt: Some("1234567890123456".into()),
+                text: "thêm: xe máy biển 12A".into(),
+                photos: vec![]
+            })
+        );
+        t.open_tip = true;
+        t.text("reply");
+        assert_eq!(t.state.mode, Mode::ReplyAskText { receipt: None });
+        // Free text with an open tip is handed to the service as an addition.
+        t.text("cancel");
+        let idle = t.text("họ lại đến rồi");
+        assert!(matches!(idle.action, Some(Action::Idle { .. })));
+    }
+
+    #[test]
+    fn cancel_and_no_start_over() {
+        let mut t = Talk::new();
+        t.text("new");
+        t.text("2");
+        assert_eq!(t.text("thoi").replies[0], t.bot.text("vi", "cancelled"));
+        assert_eq!(t.state.mode, Mode::Idle);
+        t.text("new");
+        t.text("2");
+        t.text("bo qua");
+        t.text("bo qua");
+        t.text("Nhóm thanh niên tụ tập hút ở nhà hoang cuối xóm");
+        t.text("bo qua");
+        assert!(t.text("maybe").replies[0].contains("CO"));
+        t.text("không");
+        assert_eq!(t.state.mode, Mode::Tip { step: 0 });
+        assert_eq!(t.state.draft, Draft::default());
+    }
+
+    #[test]
+    fn follow_greets_and_unfollow_stops() {
+        let mut t = Talk::new();
+        let hello = t.say(InboundKind::Follow);
+        assert_eq!(hello.replies.len(), 2);
+        assert_eq!(t.say(InboundKind::Unfollow).action, Some(Action::Stop));
+    }
+
+    #[test]
+    fn too_many_photos_are_refused() {
+        let mut t = Talk::new();
+        t.text("new");
+        t.text("1");
+        t.text("bo qua");
+        t.text("bo qua");
+        t.text("Bán ma túy ở quán nước đầu cầu");
+        let many = InboundKind::Message {
+            text: String::new(),
+            photos: (0..7).map(|i| PhotoRef::Url(format!("u{i}"))).collect(),
+            location: None,
+        };
+        let turn = t.say(many);
+        assert!(turn.replies[0].contains("5 ảnh"), "{turn:?}");
+        assert_eq!(t.state.draft.photos.len(), 5);
+    }
+}
