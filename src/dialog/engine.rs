@@ -85,7 +85,10 @@ pub enum Action {
     },
     /// Free text outside any step: an addition to this chat's open tip if it has one,
     /// otherwise a pointer to the help.
-    Idle { text: String, photos: Vec<DraftPhoto> },
+    Idle {
+        text: String,
+        photos: Vec<DraftPhoto>,
+    },
     /// Subscribe to a village's broadcasts.
     Subscribe(String),
     /// Opt out of everything and forget this person.
@@ -138,7 +141,8 @@ pub fn step(bot: &Bot, state: &mut DialogState, input: &InboundKind, ctx: &Conte
     let (text, photos, location) = match input {
         InboundKind::Follow => {
             state.greeted = true;
-            turn.replies.push(bot.text(&state.lang, "welcome").to_owned());
+            turn.replies
+                .push(bot.text(&state.lang, "welcome").to_owned());
             turn.replies.push(bot.text(&state.lang, "help").to_owned());
             return turn;
         }
@@ -265,6 +269,10 @@ fn command(bot: &Bot, state: &mut DialogState, folded: &str, ctx: &Context) -> O
         turn.action = Some(Action::Stop);
         turn.replies.push(say("stopped"));
     } else if matches(&c.help, folded) {
+        // A first "/start" also says what this is.
+        if !state.greeted {
+            turn.replies.push(say("welcome"));
+        }
         state.greeted = true;
         turn.replies.push(say("help"));
         if let Mode::Tip { step } = state.mode {
@@ -636,7 +644,10 @@ mod tests {
         });
         assert!(photo.replies[0].contains("1 ảnh"), "{photo:?}");
         let confirm = t.text("xong");
-        assert!(confirm.replies[0].contains("Xã Hoàng Văn Thụ (Lạng Sơn)"), "{confirm:?}");
+        assert!(
+            confirm.replies[0].contains("Xã Hoàng Văn Thụ (Lạng Sơn)"),
+            "{confirm:?}"
+        );
         assert!(confirm.replies[0].contains("Ngáo đá"));
         let done = t.text("có");
         match done.action {
@@ -689,9 +700,15 @@ mod tests {
         assert_eq!(t.state.mode, Mode::CheckAsk);
         assert!(t.text("12").replies[0].contains("16 digits"));
         let checked = t.text("1234 5678 9012 3456");
-        assert_eq!(checked.action, Some(Action::Check("1234567890123456".into())));
+        assert_eq!(
+            checked.action,
+            Some(Action::Check("1234567890123456".into()))
+        );
         let inline = t.text("kt 1234-5678-9012-3456");
-        assert_eq!(inline.action, Some(Action::Check("1234567890123456".into())));
+        assert_eq!(
+            inline.action,
+            Some(Action::Check("1234567890123456".into()))
+        );
         t.text("tieng viet");
         assert_eq!(t.state.lang, "vi");
         assert_eq!(t.text("HUỶ").action, Some(Action::Stop));

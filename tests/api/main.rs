@@ -6,6 +6,7 @@ mod anonymity;
 mod audit;
 mod browser;
 mod browser_flow;
+mod channels;
 mod console;
 mod console_support;
 mod fakes;
