@@ -161,7 +161,13 @@ impl Application {
             config.sms.numbers.clone(),
         );
         chat.spawn_processor();
-        crate::channels::outbox::spawn(store.clone(), keys, providers.clone(), &config, wake_outbox);
+        crate::channels::outbox::spawn(
+            store.clone(),
+            keys,
+            providers.clone(),
+            &config,
+            wake_outbox,
+        );
         crate::channels::setup::spawn_telegram_poller(&config, &providers, chat.clone(), store);
         let state = AppState {
             chat,

@@ -120,8 +120,7 @@ impl Bot {
     /// Parses and checks the bot: every step kind known, every text key present in every
     /// language.
     pub fn parse(tip: &str, text_files: &[(&str, &str)]) -> Result<Bot, BotError> {
-        let mut f: TipFile =
-            toml::from_str(tip).map_err(|e| BotError(format!("tip.toml: {e}")))?;
+        let mut f: TipFile = toml::from_str(tip).map_err(|e| BotError(format!("tip.toml: {e}")))?;
         let c = &mut f.commands;
         for list in [
             &mut c.new,
@@ -224,7 +223,9 @@ impl Bot {
     pub fn language_word(&self, folded: &str) -> Option<&str> {
         self.languages
             .iter()
-            .find(|(code, words)| self.texts.contains_key(code) && words.iter().any(|w| w == folded))
+            .find(|(code, words)| {
+                self.texts.contains_key(code) && words.iter().any(|w| w == folded)
+            })
             .map(|(code, _)| code.as_str())
     }
 
@@ -251,8 +252,11 @@ mod tests {
 
     #[test]
     fn a_missing_text_is_refused() {
-        let err = Bot::parse(TIP_FILE, &[("vi", BOT_TEXT_FILES[1].1), ("en", "name = \"x\"")])
-            .unwrap_err();
+        let err = Bot::parse(
+            TIP_FILE,
+            &[("vi", BOT_TEXT_FILES[1].1), ("en", "name = \"x\"")],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("lacks"), "{err}");
     }
 }

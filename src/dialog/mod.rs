@@ -268,7 +268,11 @@ impl Chat {
     /// Processes the events due now; returns how many were taken.
     pub async fn process_due(&self) -> Result<usize, sqlx::Error> {
         let now = now_ms();
-        let rows = self.inner.store.claim_inbox(now, now + LEASE_MS, 64).await?;
+        let rows = self
+            .inner
+            .store
+            .claim_inbox(now, now + LEASE_MS, 64)
+            .await?;
         let n = rows.len();
         let tasks = rows.into_iter().map(|row| {
             let chat = self.clone();
@@ -309,11 +313,23 @@ impl Chat {
     }
 
     /// Queues one answer (several texts of a turn go as one message, in order).
-    async fn answer(&self, transport: Transport, to: &str, texts: &[String]) -> Result<(), ChatError> {
+    async fn answer(
+        &self,
+        transport: Transport,
+        to: &str,
+        texts: &[String],
+    ) -> Result<(), ChatError> {
         if texts.is_empty() {
             return Ok(());
         }
-        let row = outbox_row(&self.inner.keys, transport, None, None, to, &texts.join("\n\n"));
+        let row = outbox_row(
+            &self.inner.keys,
+            transport,
+            None,
+            None,
+            to,
+            &texts.join("\n\n"),
+        );
         self.inner.store.enqueue(&[row]).await?;
         self.inner.wake_outbox.notify_one();
         Ok(())
@@ -332,11 +348,14 @@ impl Chat {
                     .keys
                     .open_record("dialog", &sealed_id, &s.state)
                     .map_err(|_| ChatError::Sealed)?;
-                let state: DialogState =
-                    serde_json::from_slice(&plain).unwrap_or_else(|_| DialogState::new(&inner.bot.default_language));
+                let state: DialogState = serde_json::from_slice(&plain)
+                    .unwrap_or_else(|_| DialogState::new(&inner.bot.default_language));
                 (state, Some(s.version))
             }
-            Some(s) => (DialogState::new(&inner.bot.default_language), Some(s.version)),
+            Some(s) => (
+                DialogState::new(&inner.bot.default_language),
+                Some(s.version),
+            ),
             None => (DialogState::new(&inner.bot.default_language), None),
         };
         let open = inner.store.open_tips_of_sender(sender).await?;
@@ -372,7 +391,9 @@ impl Chat {
                 text,
                 photos,
             }) => {
-                let key = self.add_to_tip(receipt.as_deref(), &open, &text, &photos).await?;
+                let key = self
+                    .add_to_tip(receipt.as_deref(), &open, &text, &photos)
+                    .await?;
                 replies.push(inner.bot.text(&lang, key).to_owned());
             }
             Some(Action::Idle { text, photos }) => {
@@ -406,7 +427,9 @@ impl Chat {
                 .save_chat_session(sender, ev.transport.as_str(), version, now, &sealed)
                 .await?
             {
-                return Err(ChatError::Intake("the conversation changed meanwhile".into()));
+                return Err(ChatError::Intake(
+                    "the conversation changed meanwhile".into(),
+                ));
             }
         }
         // Someone who unfollowed cannot be written to.
@@ -575,7 +598,9 @@ impl Chat {
         if keyword(&words.stop_keywords).is_some() && folded.split(' ').count() <= 2 {
             inner.store.erase_sender_contacts(&row.sender).await?;
             inner.store.delete_chat_session(&row.sender).await?;
-            return self.answer(ev.transport, &ev.sender, &[say("stopped")]).await;
+            return self
+                .answer(ev.transport, &ev.sender, &[say("stopped")])
+                .await;
         }
         if keyword(&words.check_keywords).is_some() {
             let digits: String = text.chars().filter(char::is_ascii_digit).collect();
@@ -599,7 +624,11 @@ impl Chat {
         }
         // Drop the keyword: the rest is the tip.
         let body: String = match tip_words {
-            Some(n) => text.split_whitespace().skip(n).collect::<Vec<_>>().join(" "),
+            Some(n) => text
+                .split_whitespace()
+                .skip(n)
+                .collect::<Vec<_>>()
+                .join(" "),
             None => text.to_owned(),
         };
         if body.chars().count() < words.min_chars {

@@ -72,11 +72,7 @@ async fn zalo_hook(State(state): State<AppState>, headers: HeaderMap, body: Byte
     }
 }
 
-async fn telegram_hook(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn telegram_hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let cfg = &state.config.telegram;
     if !cfg.enabled || cfg.mode != TelegramMode::Webhook {
         return StatusCode::NOT_FOUND.into_response();
