@@ -279,7 +279,10 @@ impl std::fmt::Debug for SmsConfig {
             .field("android.enabled", &self.android.enabled)
             .field("android.api_url", &self.android.api_url)
             .field("android.password", &redact(&self.android.password))
-            .field("android.webhook_secret", &redact(&self.android.webhook_secret))
+            .field(
+                "android.webhook_secret",
+                &redact(&self.android.webhook_secret),
+            )
             .field("strip_diacritics", &self.strip_diacritics)
             .field("numbers", &self.numbers)
             .finish()
