@@ -16,6 +16,8 @@ use std::sync::{Arc, OnceLock};
 pub struct AppState {
     pub config: Arc<Config>,
     pub intake: Intake,
+    /// The audit log's group-commit writer: every request path appends through it.
+    pub audit: crate::audit::AuditLog,
     pub limits: Arc<Limits>,
     pub metrics: PrometheusHandle,
     /// Costly console counts, briefly cached.
@@ -138,6 +140,7 @@ impl Application {
             Engine::Postgres => 4,
         };
         let writer = TipWriter::spawn(store.clone(), workers);
+        let audit = crate::audit::AuditLog::spawn(store.clone());
         let intake = Intake::new(store.clone(), writer, keys.clone(), geo, config.sla.clone());
         let bot = crate::dialog::bot::Bot::shipped()?;
         let providers = crate::channels::setup::providers(&config, &store, &keys)?;
@@ -174,6 +177,7 @@ impl Application {
             limits: Arc::new(Limits::new(&config.rate_limit)),
             config: Arc::new(config),
             intake,
+            audit,
             metrics: metrics_handle(),
             console_cache: Arc::default(),
         };

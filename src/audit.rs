@@ -8,6 +8,7 @@
 use crate::store::{AuditRecord, NewAuditEntry, RecordedHead, Store, UnreadableAuditRow};
 use ring::digest;
 use std::fmt;
+use tokio::sync::{mpsc, oneshot};
 
 /// The previous hash of the first entry.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
@@ -110,6 +111,9 @@ fn put_opt_int(ctx: &mut digest::Context, v: Option<i64>) {
 /// `account.login`…). `detail` is free text for people reading the log: it must NOT hold
 /// tipster content (descriptions, places, contacts, messages), since the log is stored in
 /// clear; callers are responsible for that.
+///
+/// The entry gets a transaction of its own; a running server appends through
+/// [`AuditLog`], which shares one transaction among concurrent entries.
 pub async fn record(
     store: &Store,
     actor_id: Option<&str>,
@@ -129,23 +133,144 @@ pub async fn record(
         detail,
     };
     let stored = store
-        .append_audit(&entry, |seq, prev_hash| {
-            EntryFields {
-                seq,
-                at: entry.at,
-                actor_id: entry.actor_id,
-                action: entry.action,
-                tip_id: entry.tip_id,
-                province_code: entry.province_code,
-                commune_code: entry.commune_code,
-                detail: entry.detail,
-                prev_hash,
-            }
-            .hash()
-            .to_vec()
-        })
+        .append_audit(&entry, |seq, prev_hash| entry_hash(&entry, seq, prev_hash))
         .await?;
     Ok(stored.seq)
+}
+
+/// The hash of `entry` at `seq` after `prev_hash`.
+fn entry_hash(entry: &NewAuditEntry<'_>, seq: i64, prev_hash: &[u8]) -> Vec<u8> {
+    EntryFields {
+        seq,
+        at: entry.at,
+        actor_id: entry.actor_id,
+        action: entry.action,
+        tip_id: entry.tip_id,
+        province_code: entry.province_code,
+        commune_code: entry.commune_code,
+        detail: entry.detail,
+        prev_hash,
+    }
+    .hash()
+    .to_vec()
+}
+
+/// Most entries the writer chains in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// An entry handed to the writer, owned so it can cross tasks.
+struct Pending {
+    at: i64,
+    actor_id: Option<String>,
+    action: String,
+    tip_id: Option<String>,
+    province_code: Option<i64>,
+    commune_code: Option<i64>,
+    detail: String,
+    done: oneshot::Sender<Result<i64, sqlx::Error>>,
+}
+
+impl Pending {
+    fn entry(&self) -> NewAuditEntry<'_> {
+        NewAuditEntry {
+            at: self.at,
+            actor_id: self.actor_id.as_deref(),
+            action: &self.action,
+            tip_id: self.tip_id.as_deref(),
+            province_code: self.province_code,
+            commune_code: self.commune_code,
+            detail: &self.detail,
+        }
+    }
+}
+
+/// The server's audit log: a group-commit writer over the chain.
+///
+/// Appends are serialized by the chain itself (each entry holds the previous one's hash),
+/// so one fsynced transaction per entry makes concurrent requests queue behind each
+/// other's disk writes. Instead, one task per process gathers the entries that arrive
+/// while a transaction is committing and chains them all in the next one
+/// ([`Store::append_audit_batch`]: same lock, head read inside the transaction), so the
+/// chain stays one across processes. [`AuditLog::record`] answers each caller only once
+/// its entry is committed.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl AuditLog {
+    /// Starts the writer task over `store` (in the current tokio runtime). It ends when
+    /// every handle is dropped, after committing what it was given.
+    pub fn spawn(store: Store) -> AuditLog {
+        let (tx, mut rx) = mpsc::channel::<Pending>(MAX_BATCH * 16);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                commit(&store, &mut batch).await;
+            }
+        });
+        AuditLog { tx }
+    }
+
+    /// Appends an entry, stamped now, and returns its seq once it is committed and
+    /// chained: the same promise and the same rules for `action` and `detail` (never
+    /// tipster content) as [`record`].
+    pub async fn record(
+        &self,
+        actor_id: Option<&str>,
+        action: &str,
+        tip_id: Option<&str>,
+        province_code: Option<i64>,
+        commune_code: Option<i64>,
+        detail: &str,
+    ) -> Result<i64, sqlx::Error> {
+        let (done, answer) = oneshot::channel();
+        let pending = Pending {
+            at: crate::intake::now_ms(),
+            actor_id: actor_id.map(str::to_owned),
+            action: action.to_owned(),
+            tip_id: tip_id.map(str::to_owned),
+            province_code,
+            commune_code,
+            detail: detail.to_owned(),
+            done,
+        };
+        self.tx
+            .send(pending)
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
+}
+
+/// Commits one gathered batch and answers every caller in it.
+async fn commit(store: &Store, batch: &mut Vec<Pending>) {
+    let entries: Vec<NewAuditEntry<'_>> = batch.iter().map(Pending::entry).collect();
+    let result = store.append_audit_batch(&entries, entry_hash).await;
+    drop(entries);
+    match result {
+        Ok(records) => {
+            for (p, r) in batch.drain(..).zip(records) {
+                let _ = p.done.send(Ok(r.seq));
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            let p = batch.pop().expect("one entry");
+            let _ = p.done.send(Err(e));
+        }
+        Err(e) => {
+            // The batch's transaction rolled back as a whole, so nothing of it is in the
+            // chain. One bad entry must not fail the others: each is tried on its own.
+            tracing::warn!(error = %e, entries = batch.len(), "audit batch failed; appending one by one");
+            for p in batch.drain(..) {
+                let r = store
+                    .append_audit_batch(std::slice::from_ref(&p.entry()), entry_hash)
+                    .await
+                    .map(|mut r| r.pop().expect("one entry appended").seq);
+                let _ = p.done.send(r);
+            }
+        }
+    }
 }
 
 /// How an entry broke the chain.

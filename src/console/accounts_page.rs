@@ -182,16 +182,17 @@ pub async fn create(
     };
     match accounts::create(store, state.intake.geo(), new).await {
         Ok((account, password)) => {
-            let _ = crate::audit::record(
-                store,
-                Some(&s.account.id),
-                "account.create",
-                None,
-                account.province_code,
-                account.commune_code,
-                &format!("{} ({})", account.username, account.role.as_str()),
-            )
-            .await;
+            let _ = state
+                .audit
+                .record(
+                    Some(&s.account.id),
+                    "account.create",
+                    None,
+                    account.province_code,
+                    account.commune_code,
+                    &format!("{} ({})", account.username, account.role.as_str()),
+                )
+                .await;
             page(
                 &state,
                 &s,
@@ -234,16 +235,17 @@ pub async fn disable(
     if let Err(e) = accounts::disable(state.intake.store(), &target.id).await {
         return pages::internal(&s, e);
     }
-    let _ = crate::audit::record(
-        state.intake.store(),
-        Some(&s.account.id),
-        "account.disable",
-        None,
-        target.province_code,
-        target.commune_code,
-        &target.username,
-    )
-    .await;
+    let _ = state
+        .audit
+        .record(
+            Some(&s.account.id),
+            "account.disable",
+            None,
+            target.province_code,
+            target.commune_code,
+            &target.username,
+        )
+        .await;
     page(
         &state,
         &s,
@@ -266,16 +268,17 @@ pub async fn reset(
     };
     match accounts::reset(state.intake.store(), &target.id).await {
         Ok(password) => {
-            let _ = crate::audit::record(
-                state.intake.store(),
-                Some(&s.account.id),
-                "account.reset",
-                None,
-                target.province_code,
-                target.commune_code,
-                &target.username,
-            )
-            .await;
+            let _ = state
+                .audit
+                .record(
+                    Some(&s.account.id),
+                    "account.reset",
+                    None,
+                    target.province_code,
+                    target.commune_code,
+                    &target.username,
+                )
+                .await;
             page(
                 &state,
                 &s,

@@ -135,8 +135,10 @@ pub async fn login(
         let _ = store
             .record_login_failure(&client_key, now, WINDOW_MS, MAX_CLIENT_FAILURES, LOCK_MS)
             .await;
-        let _ =
-            crate::audit::record(store, None, "account.login_failed", None, None, None, "").await;
+        let _ = state
+            .audit
+            .record(None, "account.login_failed", None, None, None, "")
+            .await;
         return login_form(
             &state,
             StatusCode::UNAUTHORIZED,
@@ -158,16 +160,17 @@ pub async fn login(
     if let Err(e) = store.insert_session(&session).await {
         return internal_plain(e);
     }
-    let _ = crate::audit::record(
-        store,
-        Some(&account.id),
-        "account.login",
-        None,
-        account.province_code,
-        account.commune_code,
-        stage,
-    )
-    .await;
+    let _ = state
+        .audit
+        .record(
+            Some(&account.id),
+            "account.login",
+            None,
+            account.province_code,
+            account.commune_code,
+            stage,
+        )
+        .await;
     let mut res = Redirect::to(stage_path(stage)).into_response();
     let max_age = super::ABSOLUTE_HOURS * 3600;
     res.headers_mut().append(
@@ -278,16 +281,17 @@ pub async fn change_password(
     {
         return pages::internal(&s, e);
     }
-    let _ = crate::audit::record(
-        store,
-        Some(&s.account.id),
-        "account.password",
-        None,
-        s.account.province_code,
-        s.account.commune_code,
-        "",
-    )
-    .await;
+    let _ = state
+        .audit
+        .record(
+            Some(&s.account.id),
+            "account.password",
+            None,
+            s.account.province_code,
+            s.account.commune_code,
+            "",
+        )
+        .await;
     let mut account = s.account.clone();
     account.must_change_password = false;
     let stage = if s.stage == "full" {
@@ -450,16 +454,17 @@ pub async fn totp_submit(
     if let Err(e) = store.set_session_stage(&s.token_hash, "full").await {
         return pages::internal(&s, e);
     }
-    let _ = crate::audit::record(
-        store,
-        Some(&s.account.id),
-        "account.totp",
-        None,
-        s.account.province_code,
-        s.account.commune_code,
-        &s.stage,
-    )
-    .await;
+    let _ = state
+        .audit
+        .record(
+            Some(&s.account.id),
+            "account.totp",
+            None,
+            s.account.province_code,
+            s.account.commune_code,
+            &s.stage,
+        )
+        .await;
     Redirect::to("/console").into_response()
 }
 
@@ -482,16 +487,17 @@ pub async fn logout_everywhere(
 ) -> Response {
     let store = state.intake.store();
     let _ = store.delete_sessions_of(&s.account.id).await;
-    let _ = crate::audit::record(
-        store,
-        Some(&s.account.id),
-        "account.logout_everywhere",
-        None,
-        s.account.province_code,
-        s.account.commune_code,
-        "",
-    )
-    .await;
+    let _ = state
+        .audit
+        .record(
+            Some(&s.account.id),
+            "account.logout_everywhere",
+            None,
+            s.account.province_code,
+            s.account.commune_code,
+            "",
+        )
+        .await;
     let mut res = Redirect::to("/console/login").into_response();
     res.headers_mut()
         .append(header::SET_COOKIE, cookie(&state, SESSION_COOKIE, "", 0));

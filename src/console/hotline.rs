@@ -138,16 +138,19 @@ pub async fn submit(
     };
     match state.intake.submit(Channel::Hotline, input).await {
         Ok(receipt) => {
-            let _ = crate::audit::record(
-                state.intake.store(),
-                Some(&s.account.id),
-                "tip.hotline",
-                None,
-                s.account.province_code,
-                s.account.commune_code,
-                "",
-            )
-            .await;
+            // The officer counts this call on the next queue page.
+            state.console_cache.open.clear();
+            let _ = state
+                .audit
+                .record(
+                    Some(&s.account.id),
+                    "tip.hotline",
+                    None,
+                    s.account.province_code,
+                    s.account.commune_code,
+                    "",
+                )
+                .await;
             render(
                 StatusCode::OK,
                 pages::MessagePage {

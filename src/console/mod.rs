@@ -399,11 +399,23 @@ impl<T: Clone> TtlCache<T> {
         map.insert(key, (std::time::Instant::now(), v.clone()));
         Ok(v)
     }
+
+    /// Forgets every entry, so the next read loads afresh.
+    pub fn clear(&self) {
+        self.map.lock().expect("cache lock").clear();
+    }
 }
 
 /// The console's caches, shared by every request of a process.
 pub struct Caches {
+    /// Closed tips per queue scope.
     pub closed: TtlCache<i64>,
+    /// Open tips per status per queue scope: counting them reads every open tip of a
+    /// commune (tens of thousands in a big one), more than the rest of a queue page. A
+    /// triage change made through this process clears it (see `tip::audit`); new tips and
+    /// other processes' changes show within its few seconds.
+    pub open: TtlCache<Vec<(String, i64)>>,
+    /// Open and overdue tips per commune of a province.
     pub communes: TtlCache<Vec<(i64, i64, i64)>>,
 }
 
@@ -411,6 +423,7 @@ impl Default for Caches {
     fn default() -> Self {
         Caches {
             closed: TtlCache::new(std::time::Duration::from_secs(60)),
+            open: TtlCache::new(std::time::Duration::from_secs(5)),
             communes: TtlCache::new(std::time::Duration::from_secs(15)),
         }
     }

@@ -177,7 +177,11 @@ pub async fn queue_page(
     let has_next = rows.len() as i64 > PAGE;
     rows.truncate(PAGE as usize);
     let cache = &state.console_cache;
-    let counts = match store.open_status_counts(scope).await {
+    let counts = match cache
+        .open
+        .get_or(format!("{scope:?}"), store.open_status_counts(scope))
+        .await
+    {
         Ok(mut c) => match cache
             .closed
             .get_or(format!("{scope:?}"), store.closed_count(scope))

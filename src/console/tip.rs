@@ -48,18 +48,24 @@ impl axum::extract::FromRequestParts<AppState> for ScopedTip {
     }
 }
 
-/// Writes an audit entry about a tip (never its content).
+/// Writes an audit entry about a tip (never its content). Every change to a tip goes
+/// through here, so it also drops the briefly cached open-tip counts: the officer who
+/// made the change sees it counted on the next queue page.
 async fn audit(state: &AppState, s: &ConsoleSession, row: &TipRow, action: &str, detail: &str) {
-    if let Err(e) = crate::audit::record(
-        state.intake.store(),
-        Some(&s.account.id),
-        action,
-        Some(&row.id),
-        row.province_code,
-        row.commune_code,
-        detail,
-    )
-    .await
+    if action != "tip.open" {
+        state.console_cache.open.clear();
+    }
+    if let Err(e) = state
+        .audit
+        .record(
+            Some(&s.account.id),
+            action,
+            Some(&row.id),
+            row.province_code,
+            row.commune_code,
+            detail,
+        )
+        .await
     {
         tracing::error!(error = %e, action, "audit entry could not be written");
     }
@@ -150,14 +156,27 @@ pub async fn tip_page(
         Ok(None) => return pages::denied(StatusCode::FORBIDDEN),
         Err(e) => return pages::internal(&s, e),
     };
-    audit(&state, &s, &row, "tip.open", "").await;
-    let (messages, notes, photos, trail, triage) = match tokio::try_join!(
-        async { intake.conversation(&row).await.map_err(|e| e.to_string()) },
-        async { intake.notes(&row).await.map_err(|e| e.to_string()) },
-        async { store.attachments(&id).await.map_err(|e| e.to_string()) },
-        async { store.audit_for_tip(&id).await.map_err(|e| e.to_string()) },
-        async { store.triage(&id).await.map_err(|e| e.to_string()) },
-    ) {
+    // The audit entry's commit (an fsync) overlaps the reads the page needs; the page is
+    // still rendered only once the entry is committed. The trail read here may miss this
+    // very entry, which the timeline leaves out anyway (it skips `tip.open`).
+    let reads = async {
+        tokio::try_join!(
+            async { intake.conversation(&row).await.map_err(|e| e.to_string()) },
+            async { intake.notes(&row).await.map_err(|e| e.to_string()) },
+            async { store.attachments(&id).await.map_err(|e| e.to_string()) },
+            async { store.audit_for_tip(&id).await.map_err(|e| e.to_string()) },
+            async { store.triage(&id).await.map_err(|e| e.to_string()) },
+            // The commune's accounts name the timeline's people and fill the assignee list.
+            async {
+                Ok(match row.commune_code {
+                    Some(c) => store.accounts(None, Some(c)).await.unwrap_or_default(),
+                    None => Vec::new(),
+                })
+            },
+        )
+    };
+    let ((), reads) = tokio::join!(audit(&state, &s, &row, "tip.open", ""), reads);
+    let (messages, notes, photos, trail, triage, accounts) = match reads {
         Ok(v) => v,
         Err(e) => return pages::internal(&s, e),
     };
@@ -166,13 +185,10 @@ pub async fn tip_page(
         duplicate_of: None,
         reward_eligible: false,
     });
-    let people: HashMap<String, String> = match row.commune_code {
-        Some(c) => store.accounts(None, Some(c)).await.unwrap_or_default(),
-        None => Vec::new(),
-    }
-    .into_iter()
-    .map(|a| (a.id, a.display_name))
-    .collect();
+    let people: HashMap<String, String> = accounts
+        .iter()
+        .map(|a| (a.id.clone(), a.display_name.clone()))
+        .collect();
     let name_of = |id: &Option<String>| {
         id.as_ref()
             .map(|i| {
@@ -269,15 +285,13 @@ pub async fn tip_page(
         label: t.get("console.nobody").to_owned(),
         selected: triage.assignee_id.is_none(),
     }];
-    if let Some(c) = row.commune_code {
-        for a in store.accounts(None, Some(c)).await.unwrap_or_default() {
-            if (a.role == "officer" || a.role == "chief") && !a.disabled {
-                assignees.push(Opt {
-                    selected: triage.assignee_id.as_deref() == Some(a.id.as_str()),
-                    value: a.id,
-                    label: a.display_name,
-                });
-            }
+    for a in accounts {
+        if (a.role == "officer" || a.role == "chief") && !a.disabled {
+            assignees.push(Opt {
+                selected: triage.assignee_id.as_deref() == Some(a.id.as_str()),
+                value: a.id,
+                label: a.display_name,
+            });
         }
     }
     let error = Some(q.error)

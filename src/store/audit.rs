@@ -18,6 +18,9 @@ const PG_AUDIT_LOCK: i64 = 0x7469_6e62_616f_4155;
 /// below this does not happen; the retry guards against a writer that bypassed them.
 const APPEND_ATTEMPTS: usize = 5;
 
+/// Entries per `INSERT` statement of a batch (10 binds each).
+const APPEND_CHUNK: usize = 100;
+
 const AUDIT_COLUMNS: &str =
     "seq, at, actor_id, action, tip_id, province_code, commune_code, detail, prev_hash, hash";
 
@@ -137,10 +140,36 @@ impl Store {
     where
         F: Fn(i64, &[u8]) -> Vec<u8> + Send + Sync,
     {
+        let mut stored = self
+            .append_audit_batch(std::slice::from_ref(entry), |_, seq, prev| hash(seq, prev))
+            .await?;
+        Ok(stored.pop().expect("one entry appended"))
+    }
+
+    /// Appends `entries`, in order, at the end of the chain in one transaction, and
+    /// returns their stored records: either every entry is committed, contiguous and
+    /// chained, or none is.
+    ///
+    /// `hash(entry, seq, prev_hash)` computes an entry's hash as in
+    /// [`Store::append_audit`]; the lock, the head read inside the transaction and the
+    /// head written to `meta` are the same, so batches and single appends from any number
+    /// of processes extend one chain. This is what the group-commit writer
+    /// (`crate::audit::AuditLog`) uses: one fsync for many entries.
+    pub async fn append_audit_batch<F>(
+        &self,
+        entries: &[NewAuditEntry<'_>],
+        hash: F,
+    ) -> StoreResult<Vec<AuditRecord>>
+    where
+        F: Fn(&NewAuditEntry<'_>, i64, &[u8]) -> Vec<u8> + Send + Sync,
+    {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_append_audit(entry, &hash).await {
+            match self.try_append_audit(entries, &hash).await {
                 Err(e) if attempt < APPEND_ATTEMPTS && is_unique_violation(&e) => continue,
                 other => return other,
             }
@@ -149,11 +178,11 @@ impl Store {
 
     async fn try_append_audit<F>(
         &self,
-        entry: &NewAuditEntry<'_>,
+        entries: &[NewAuditEntry<'_>],
         hash: &F,
-    ) -> StoreResult<AuditRecord>
+    ) -> StoreResult<Vec<AuditRecord>>
     where
-        F: Fn(i64, &[u8]) -> Vec<u8> + Send + Sync,
+        F: Fn(&NewAuditEntry<'_>, i64, &[u8]) -> Vec<u8> + Send + Sync,
     {
         let engine = self.engine();
         on_pool!(self, p => {
@@ -170,6 +199,8 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
+            // The head is read under the lock, inside the transaction: another process may
+            // have appended since this one last did.
             let meta: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
                 .bind(AUDIT_HEAD_META)
                 .fetch_optional(&mut *tx)
@@ -179,19 +210,39 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
             let head = next_head(meta.as_deref(), last);
-            let seq = head.seq + 1;
-            let prev_hash = if head.seq == 0 { vec![0u8; 32] } else { head.hash };
-            let new_hash = hash(seq, &prev_hash);
-            sqlx::query(
-                "INSERT INTO audit_log (seq, at, actor_id, action, tip_id, province_code, commune_code, \
-                 detail, prev_hash, hash) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
-            )
-            .bind(seq).bind(entry.at).bind(entry.actor_id).bind(entry.action).bind(entry.tip_id)
-            .bind(entry.province_code).bind(entry.commune_code).bind(entry.detail)
-            .bind(&prev_hash).bind(&new_hash)
-            .execute(&mut *tx)
-            .await?;
-            let new_head = AuditHead { seq, hash: new_hash.clone() };
+            let mut prev_hash = if head.seq == 0 { vec![0u8; 32] } else { head.hash };
+            let mut records = Vec::with_capacity(entries.len());
+            for (i, entry) in entries.iter().enumerate() {
+                let seq = head.seq + 1 + i as i64;
+                let new_hash = hash(entry, seq, &prev_hash);
+                records.push(AuditRecord {
+                    seq,
+                    at: entry.at,
+                    actor_id: entry.actor_id.map(str::to_owned),
+                    action: entry.action.to_owned(),
+                    tip_id: entry.tip_id.map(str::to_owned),
+                    province_code: entry.province_code,
+                    commune_code: entry.commune_code,
+                    detail: entry.detail.to_owned(),
+                    prev_hash: std::mem::replace(&mut prev_hash, new_hash.clone()),
+                    hash: new_hash,
+                });
+            }
+            // One statement per chunk rather than per entry; the chunk keeps the binds
+            // (10 per row) under every engine's limit.
+            for chunk in records.chunks(APPEND_CHUNK) {
+                let mut qb = QueryBuilder::new(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) "));
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(r.seq).push_bind(r.at).push_bind(r.actor_id.as_deref())
+                        .push_bind(r.action.as_str()).push_bind(r.tip_id.as_deref())
+                        .push_bind(r.province_code).push_bind(r.commune_code)
+                        .push_bind(r.detail.as_str()).push_bind(r.prev_hash.as_slice())
+                        .push_bind(r.hash.as_slice());
+                });
+                qb.build().execute(&mut *tx).await?;
+            }
+            let newest = records.last().expect("at least one entry");
+            let new_head = AuditHead { seq: newest.seq, hash: newest.hash.clone() };
             sqlx::query(
                 "INSERT INTO meta (name, value) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -201,18 +252,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            Ok(AuditRecord {
-                seq,
-                at: entry.at,
-                actor_id: entry.actor_id.map(str::to_owned),
-                action: entry.action.to_owned(),
-                tip_id: entry.tip_id.map(str::to_owned),
-                province_code: entry.province_code,
-                commune_code: entry.commune_code,
-                detail: entry.detail.to_owned(),
-                prev_hash,
-                hash: new_hash,
-            })
+            Ok(records)
         })
     }
 

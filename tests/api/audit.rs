@@ -322,3 +322,229 @@ async fn concurrent_appends_extend_one_contiguous_chain() {
         }
     }
 }
+
+/// Many tasks appending through `writers` (several group-commit writers, each on its own
+/// pool, as several server processes would be) and through single appends on `direct`.
+/// Returns every seq handed out.
+async fn append_from_many_tasks(
+    writers: &[audit::AuditLog],
+    direct: &Store,
+    tasks: i64,
+) -> Vec<i64> {
+    let mut handles = Vec::new();
+    for i in 0..tasks {
+        let writer = writers[i as usize % writers.len()].clone();
+        let direct = direct.clone();
+        handles.push(tokio::spawn(async move {
+            let tip = format!("tip-{i}");
+            let detail = format!("task {i}");
+            if i % 10 == 9 {
+                audit::record(
+                    &direct,
+                    Some("acct-1"),
+                    "tip.open",
+                    Some(&tip),
+                    Some(1),
+                    Some(70),
+                    &detail,
+                )
+                .await
+            } else {
+                writer
+                    .record(
+                        Some("acct-1"),
+                        "tip.open",
+                        Some(&tip),
+                        Some(1),
+                        Some(70),
+                        &detail,
+                    )
+                    .await
+            }
+        }));
+    }
+    let mut seqs = Vec::new();
+    for h in handles {
+        seqs.push(h.await.unwrap().unwrap());
+    }
+    seqs
+}
+
+#[tokio::test]
+async fn the_group_commit_writer_chains_concurrent_appends_into_one_valid_chain() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, store, pg) = open(engine, dir.path()).await;
+        // Two writers on two pools stand in for two server processes on one database;
+        // a third pool appends one entry per transaction, as the command line does.
+        let other = tinbao::app::open_store(&config).await.unwrap();
+        let direct = tinbao::app::open_store(&config).await.unwrap();
+        let writers = [
+            audit::AuditLog::spawn(store.clone()),
+            audit::AuditLog::spawn(other.clone()),
+        ];
+        let mut seqs = append_from_many_tasks(&writers, &direct, 300).await;
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=300).collect::<Vec<i64>>(),
+            "{engine:?}: every append got its own seq, without gaps"
+        );
+        let v = audit::verify(&store).await.unwrap();
+        assert!(v.intact(), "{engine:?}: {v}");
+        assert_eq!(v.checked, 300, "{engine:?}");
+        for i in 0..300 {
+            let got = store.audit_for_tip(&format!("tip-{i}")).await.unwrap();
+            assert_eq!(got.len(), 1, "{engine:?}: task {i} stored once");
+            assert_eq!(got[0].detail, format!("task {i}"), "{engine:?}");
+        }
+        // The recorded head follows the newest entry.
+        let last = store.audit_last().await.unwrap().unwrap();
+        match store.audit_recorded_head().await.unwrap() {
+            tinbao::store::RecordedHead::Head(h) => {
+                assert_eq!((h.seq, h.hash), (last.seq, last.hash), "{engine:?}")
+            }
+            other => panic!("{engine:?}: no recorded head: {other:?}"),
+        }
+        drop(writers);
+        for s in [other, direct, store] {
+            s.close().await;
+        }
+        if let Some(pg) = pg {
+            pg.drop_db().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_entry_in_a_batch_does_not_lose_or_corrupt_the_others() {
+    for engine in engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, store, pg) = open(engine, dir.path()).await;
+        // A trigger that refuses one kind of entry: the batch holding it fails as a whole,
+        // and the writer must still commit every other entry of that batch.
+        let triggers: &[&str] = match engine {
+            Engine::Sqlite => &["CREATE TRIGGER refuse_bad BEFORE INSERT ON audit_log \
+                 WHEN NEW.action = 'bad' BEGIN SELECT RAISE(ABORT, 'refused'); END"],
+            Engine::Postgres => &[
+                "CREATE FUNCTION refuse_bad() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN IF NEW.action = 'bad' THEN RAISE EXCEPTION 'refused'; END IF; \
+                 RETURN NEW; END $$",
+                "CREATE TRIGGER refuse_bad BEFORE INSERT ON audit_log \
+                 FOR EACH ROW EXECUTE FUNCTION refuse_bad()",
+            ],
+        };
+        for sql in triggers {
+            raw(&config, sql).await;
+        }
+        let writer = audit::AuditLog::spawn(store.clone());
+        let mut handles = Vec::new();
+        for i in 0..120i64 {
+            let writer = writer.clone();
+            handles.push(tokio::spawn(async move {
+                let action = if i % 17 == 5 { "bad" } else { "tip.open" };
+                let tip = format!("tip-{i}");
+                let r = writer
+                    .record(None, action, Some(&tip), None, Some(70), "")
+                    .await;
+                (i, action, r)
+            }));
+        }
+        let mut good = Vec::new();
+        for h in handles {
+            let (i, action, r) = h.await.unwrap();
+            match action {
+                "bad" => assert!(r.is_err(), "{engine:?}: entry {i} was refused"),
+                _ => good.push((i, r.unwrap_or_else(|e| panic!("{engine:?}: {i}: {e}")))),
+            }
+        }
+        let v = audit::verify(&store).await.unwrap();
+        assert!(v.intact(), "{engine:?}: {v}");
+        assert_eq!(v.checked as usize, good.len(), "{engine:?}");
+        let mut seqs: Vec<i64> = good.iter().map(|(_, s)| *s).collect();
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=good.len() as i64).collect::<Vec<_>>(),
+            "{engine:?}"
+        );
+        for (i, seq) in good {
+            let got = store.audit_for_tip(&format!("tip-{i}")).await.unwrap();
+            assert_eq!(got.len(), 1, "{engine:?}: entry {i} stored once");
+            assert_eq!(
+                got[0].seq, seq,
+                "{engine:?}: entry {i} where its caller was told"
+            );
+        }
+        drop(writer);
+        store.close().await;
+        if let Some(pg) = pg {
+            pg.drop_db().await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn server_processes_and_the_command_line_extend_one_chain_on_postgres() {
+    if !engines().contains(&Engine::Postgres) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (config, store, pg) = open(Engine::Postgres, dir.path()).await;
+    store
+        .ensure_admin_units(&tinbao::geo::shipped_units())
+        .await
+        .unwrap();
+    let url = config.database_url();
+    // Real other processes: each `tinbao user add` appends one entry in a transaction of
+    // its own while this process's writers append in batches.
+    let clis: Vec<_> = (0..4)
+        .map(|i| {
+            let dir = dir.path().to_path_buf();
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || {
+                run_cli(
+                    &dir,
+                    &[
+                        "user",
+                        "add",
+                        "--role",
+                        "officer",
+                        "--commune",
+                        "70",
+                        "--name",
+                        "Cán bộ",
+                        &format!("officer{i}"),
+                    ],
+                    &[("TINBAO_DATABASE_URL", &url)],
+                )
+            })
+        })
+        .collect();
+    let other = tinbao::app::open_store(&config).await.unwrap();
+    let writers = [
+        audit::AuditLog::spawn(store.clone()),
+        audit::AuditLog::spawn(other.clone()),
+    ];
+    let seqs = append_from_many_tasks(&writers, &other, 200).await;
+    for c in clis {
+        let (ok, out) = c.await.unwrap();
+        assert!(ok, "{out}");
+    }
+    assert_eq!(seqs.len(), 200);
+    let (ok, out) = run_cli(
+        dir.path(),
+        &["audit", "verify"],
+        &[("TINBAO_DATABASE_URL", &url)],
+    );
+    assert!(
+        ok && out.contains("audit chain intact: 204 entries"),
+        "{out}"
+    );
+    drop(writers);
+    other.close().await;
+    store.close().await;
+    if let Some(pg) = pg {
+        pg.drop_db().await;
+    }
+}
