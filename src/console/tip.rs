@@ -166,6 +166,7 @@ pub async fn tip_page(
             async { store.attachments(&id).await.map_err(|e| e.to_string()) },
             async { store.audit_for_tip(&id).await.map_err(|e| e.to_string()) },
             async { store.triage(&id).await.map_err(|e| e.to_string()) },
+            async { store.deliveries(&id).await.map_err(|e| e.to_string()) },
             // The commune's accounts name the timeline's people and fill the assignee list.
             async {
                 Ok(match row.commune_code {
@@ -176,7 +177,7 @@ pub async fn tip_page(
         )
     };
     let ((), reads) = tokio::join!(audit(&state, &s, &row, "tip.open", ""), reads);
-    let (messages, notes, photos, trail, triage, accounts) = match reads {
+    let (messages, notes, photos, trail, triage, deliveries, accounts) = match reads {
         Ok(v) => v,
         Err(e) => return pages::internal(&s, e),
     };
@@ -214,7 +215,26 @@ pub async fn tip_page(
                 what: if m.photos > 0 {
                     t.fill("status.photos_count", &[("n", &m.photos.to_string())])
                 } else {
-                    String::new()
+                    // Whether a police message reached the tipster's chat or phone.
+                    deliveries
+                        .iter()
+                        .filter(|d| d.message_id.as_deref() == Some(m.id.as_str()))
+                        .map(|d| {
+                            let channel = d.transport.as_str();
+                            match d.status.as_str() {
+                                "sent" => t.fill("console.delivery_sent", &[("channel", channel)]),
+                                "failed" => t.fill(
+                                    "console.delivery_failed",
+                                    &[
+                                        ("channel", channel),
+                                        ("reason", d.last_error.as_deref().unwrap_or("")),
+                                    ],
+                                ),
+                                _ => t.fill("console.delivery_queued", &[("channel", channel)]),
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 },
                 text: m.text,
                 kind: if police { "police" } else { "tipster" },

@@ -77,6 +77,9 @@ pub enum IntakeError {
 /// One message of a tip's conversation, opened.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct MessageView {
+    /// The message's id (internal: never shown to the tipster).
+    #[serde(skip)]
+    pub id: String,
     /// `police` or `tipster`.
     pub author: String,
     /// Unix milliseconds.
@@ -496,6 +499,7 @@ impl Intake {
                     .count(),
                 author: m.author,
                 created_at: m.created_at,
+                id: m.id,
             });
         }
         Ok(messages)

@@ -355,6 +355,26 @@ async fn zalo_conversation_signatures_retries_and_the_reply_window() {
             }
         })
         .await;
+        // The officer sees it on the tip's page.
+        let officer = crate::console_support::login_as(
+            &app,
+            tinbao::accounts::Role::Officer,
+            "officer",
+            None,
+            Some(70),
+        )
+        .await;
+        let page = officer
+            .client
+            .get(app.url(&format!("/console/tips/{}", tip.id)))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("Không gửi được qua zalo"), "{page}");
+        assert!(page.contains("Đã gửi qua zalo"));
         // Unfollow is an opt-out.
         assert_eq!(post_zalo(&app, zalo::unfollow(user, now())).await, 200);
         let store = app.state.intake.store().clone();
