@@ -171,6 +171,7 @@ impl Application {
             &config,
             wake_outbox,
         );
+        crate::channels::setup::spawn_telegram_webhook_registration(&config, &providers);
         crate::channels::setup::spawn_telegram_poller(&config, &providers, chat.clone(), store);
         let state = AppState {
             chat,

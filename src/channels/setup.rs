@@ -114,6 +114,27 @@ impl PhotoSource for ProviderPhotos {
     }
 }
 
+/// In webhook mode, tells Telegram where to deliver updates (`public_url` +
+/// `/hooks/telegram`, with the secret token), retrying until it answers.
+pub fn spawn_telegram_webhook_registration(config: &Config, providers: &Providers) {
+    let (Some(client), true) = (
+        providers.telegram.clone(),
+        config.telegram.enabled && config.telegram.mode == TelegramMode::Webhook,
+    ) else {
+        return;
+    };
+    let url = format!("{}/hooks/telegram", config.public_url.trim_end_matches('/'));
+    let secret = config.telegram.webhook_secret.clone();
+    tokio::spawn(async move {
+        let mut wait = Duration::from_secs(1);
+        while let Err(e) = client.set_webhook(&url, &secret).await {
+            tracing::warn!(error = %e, "cannot register the Telegram webhook; retrying");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(300));
+        }
+    });
+}
+
 /// Starts Telegram long polling when configured: one process at a time polls; the offset
 /// moves on only after the updates are durably accepted, so a crash loses none.
 pub fn spawn_telegram_poller(config: &Config, providers: &Providers, chat: Chat, store: Store) {

@@ -164,6 +164,7 @@ pub fn step(bot: &Bot, state: &mut DialogState, input: &InboundKind, ctx: &Conte
     if photos.is_empty() {
         if let Some(code) = bot.language_word(&folded) {
             state.lang = code.to_owned();
+            state.greeted = true;
             turn.replies.push(bot.text(code, "language_set").to_owned());
             if let Mode::Tip { step } = state.mode {
                 turn.replies.push(prompt(bot, state, step));

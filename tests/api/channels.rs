@@ -202,6 +202,60 @@ async fn telegram_outage_delays_messages_and_loses_none() {
     }
 }
 
+#[tokio::test]
+async fn telegram_webhook_mode_checks_the_secret_token() {
+    for engine in engines() {
+        let tg = telegram::FakeTelegram::start("123456:TEST-token_abc").await;
+        let app = spawn_app_with(engine, |c| {
+            c.telegram = tg.config();
+            c.telegram.mode = tinbao::config::TelegramMode::Webhook;
+            c.telegram.webhook_secret = "s3cret-token".into();
+        })
+        .await;
+        // The server registers its webhook with the secret.
+        eventually("the webhook is registered", || async {
+            tg.webhook().is_some_and(|(url, secret)| {
+                url.ends_with("/hooks/telegram") && secret.as_deref() == Some("s3cret-token")
+            })
+        })
+        .await;
+        let mut update = tg.message_update(99, serde_json::json!({"text": "/help"}));
+        update["update_id"] = serde_json::json!(5001);
+        let post = |secret: Option<&'static str>| {
+            let mut req = app
+                .client
+                .post(app.url("/hooks/telegram"))
+                .header("content-type", "application/json")
+                .body(update.to_string());
+            if let Some(s) = secret {
+                req = req.header("X-Telegram-Bot-Api-Secret-Token", s);
+            }
+            req.send()
+        };
+        assert_eq!(post(None).await.unwrap().status(), 401);
+        assert_eq!(post(Some("wrong")).await.unwrap().status(), 401);
+        assert_eq!(app.state.intake.store().inbox_len().await.unwrap(), 0);
+        assert_eq!(post(Some("s3cret-token")).await.unwrap().status(), 200);
+        // Telegram retries the same update: one answer.
+        assert_eq!(post(Some("s3cret-token")).await.unwrap().status(), 200);
+        let sent = tg.wait_for(1, WAIT).await;
+        assert_eq!(sent[0].0, 99);
+        let garbage = app
+            .client
+            .post(app.url("/hooks/telegram"))
+            .header("X-Telegram-Bot-Api-Secret-Token", "s3cret-token")
+            .body("not json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(garbage.status(), 400);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(tg.sent().len(), 1);
+        assert_eq!(tg.calls("getUpdates"), 0, "no polling in webhook mode");
+        app.stop().await;
+    }
+}
+
 // ---------------------------------------------------------------- Zalo
 
 async fn post_zalo(app: &TestApp, event: serde_json::Value) -> reqwest::StatusCode {
