@@ -24,6 +24,8 @@ pub struct AppState {
     pub console_cache: Arc<crate::console::Caches>,
     /// Chat and SMS conversations (webhooks hand their events here).
     pub chat: crate::dialog::Chat,
+    /// Campaign broadcasts and their subscribers.
+    pub broadcasts: crate::broadcast::Broadcasts,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).
@@ -164,6 +166,15 @@ impl Application {
             config.sms.numbers.clone(),
         );
         chat.spawn_processor();
+        let broadcasts = crate::broadcast::Broadcasts::new(
+            store.clone(),
+            keys.clone(),
+            &config.broadcast,
+            &config.public_url,
+            wake_outbox.clone(),
+        );
+        broadcasts.spawn_runner();
+        chat.attach_broadcasts(broadcasts.clone());
         crate::channels::outbox::spawn(
             store.clone(),
             keys,
@@ -175,6 +186,7 @@ impl Application {
         crate::channels::setup::spawn_telegram_poller(&config, &providers, chat.clone(), store);
         let state = AppState {
             chat,
+            broadcasts,
             limits: Arc::new(Limits::new(&config.rate_limit)),
             config: Arc::new(config),
             intake,

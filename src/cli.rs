@@ -34,6 +34,16 @@ enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Campaign broadcasts.
+    #[command(subcommand)]
+    Broadcast(BroadcastCommand),
+}
+
+#[derive(Subcommand)]
+enum BroadcastCommand {
+    /// Live counts of a broadcast (as its console page shows them), and its results
+    /// per village and channel once finished.
+    Status { id: String },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +139,7 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(config, cmd).await,
         Command::Villages(cmd) => villages(config, cmd).await,
         Command::User(cmd) => user(config, cmd).await,
+        Command::Broadcast(BroadcastCommand::Status { id }) => broadcast_status(config, &id).await,
         Command::Audit(AuditCommand::Verify) => {
             if crate::audit::verify_command(&config).await? {
                 Ok(())
@@ -137,6 +148,53 @@ pub async fn run() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn broadcast_status(config: Config, id: &str) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let Some(b) = store.broadcast(id).await? else {
+        bail!("no broadcast {id}");
+    };
+    let counts = store.broadcast_counts(id).await?;
+    let p = crate::broadcast::progress_of(&b, &counts, crate::intake::now_ms());
+    let local = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms + crate::broadcast::VN_OFFSET_MS)
+            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default()
+    };
+    println!("broadcast {} \"{}\": {}", b.id, b.title, b.status);
+    println!(
+        "total {}  queued {}  sent {}  delivered {}  failed {}  opted out {}  cancelled {}  ({}% done{})",
+        p.total,
+        p.queued,
+        p.sent,
+        p.delivered,
+        p.failed,
+        p.opted_out,
+        p.cancelled,
+        p.percent(),
+        if p.fanned_out { "" } else { ", still queueing recipients" }
+    );
+    if let Some(eta) = p.eta {
+        println!("estimated finish {} (Asia/Ho_Chi_Minh)", local(eta));
+    }
+    for (t, c) in &p.by_transport {
+        println!(
+            "  {t:<9} queued {}  sent {}  delivered {}  failed {}  opted out {}  cancelled {}",
+            c[0], c[1], c[2], c[3], c[4], c[5]
+        );
+    }
+    let results = store.broadcast_results(id).await?;
+    if !results.is_empty() {
+        println!("results kept for the report (village, channel, outcome, count):");
+        for r in results {
+            println!(
+                "  {:<8} {:<9} {:<10} {}",
+                r.village_id, r.transport, r.status, r.count
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

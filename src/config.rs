@@ -48,6 +48,39 @@ pub struct Config {
     pub sms: SmsConfig,
     /// The durable outbox of outgoing chat and SMS messages.
     pub outbox: OutboxConfig,
+    /// Campaign broadcasts: quiet hours, email to subscribers, fan-out.
+    pub broadcast: BroadcastConfig,
+}
+
+/// Campaign broadcasts of village heads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BroadcastConfig {
+    /// No bulk SMS from this local time (Asia/Ho_Chi_Minh, `HH:MM`)…
+    pub quiet_start: String,
+    /// …until this one; `21:00`–`07:00` by default. Equal times turn quiet hours off.
+    pub quiet_end: String,
+    /// Emails to subscribers per second through `smtp` (0: no limit).
+    pub email_rate_per_second: u32,
+    /// Subscribers written to the outbox per transaction when a broadcast fans out.
+    pub fanout_chunk: i64,
+    /// The SMS number residents text `DK <village>` to, shown on posters.
+    pub sms_number: String,
+    /// The Telegram bot's user name (without `@`), for the poster's link.
+    pub telegram_bot: String,
+}
+
+impl Default for BroadcastConfig {
+    fn default() -> Self {
+        BroadcastConfig {
+            quiet_start: "21:00".into(),
+            quiet_end: "07:00".into(),
+            email_rate_per_second: 10,
+            fanout_chunk: 20_000,
+            sms_number: String::new(),
+            telegram_bot: String::new(),
+        }
+    }
 }
 
 /// The Telegram bot (Bot API through teloxide, over rustls).
@@ -368,6 +401,7 @@ impl Default for Config {
             zalo: ZaloConfig::default(),
             sms: SmsConfig::default(),
             outbox: OutboxConfig::default(),
+            broadcast: BroadcastConfig::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod alerts;
 pub mod app;
 pub mod audit;
+pub mod broadcast;
 pub mod channels;
 pub mod cli;
 pub mod config;

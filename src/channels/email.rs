@@ -133,4 +133,78 @@ impl Mailer {
         }
         Ok(delivered)
     }
+
+    /// Sends one plain-text message to one address, for the outbox: a campaign broadcast
+    /// (with `List-Unsubscribe` and one-click `List-Unsubscribe-Post`, RFC 8058) or a
+    /// subscription's confirmation link. A permanent SMTP refusal (5xx) or an address
+    /// that does not parse is [`super::SendOutcome::Rejected`]; anything else retryable.
+    pub async fn send_one(
+        &self,
+        to: &str,
+        subject: &str,
+        text_body: &str,
+        unsubscribe: Option<&str>,
+    ) -> super::SendOutcome {
+        use super::SendOutcome;
+        let Ok(mailbox) = to.parse::<Mailbox>() else {
+            return SendOutcome::Rejected("email: the address does not parse".into());
+        };
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(mailbox)
+            .subject(subject)
+            .header(ContentType::TEXT_PLAIN);
+        if let Some(url) = unsubscribe {
+            builder = builder
+                .header(ListUnsubscribe(format!("<{url}>")))
+                .header(ListUnsubscribePost);
+        }
+        let message = match builder.body(text_body.to_owned()) {
+            Ok(m) => m,
+            Err(e) => {
+                return SendOutcome::Rejected(format!("email: cannot build the message: {e}"))
+            }
+        };
+        match self.transport.send(message).await {
+            Ok(_) => SendOutcome::Accepted { provider_id: None },
+            Err(e) if e.is_permanent() => SendOutcome::Rejected(format!("email: {}", kind(&e))),
+            Err(e) => SendOutcome::Transient(format!("email: {}", kind(&e))),
+        }
+    }
+}
+
+/// The `List-Unsubscribe` header (RFC 2369).
+#[derive(Clone)]
+struct ListUnsubscribe(String);
+
+impl lettre::message::header::Header for ListUnsubscribe {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribe(s.to_owned()))
+    }
+
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+/// The `List-Unsubscribe-Post` header (RFC 8058): one click unsubscribes.
+#[derive(Clone)]
+struct ListUnsubscribePost;
+
+impl lettre::message::header::Header for ListUnsubscribePost {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribePost)
+    }
+
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".into())
+    }
 }

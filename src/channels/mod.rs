@@ -23,6 +23,8 @@ pub enum Transport {
     Zalo,
     Twilio,
     Android,
+    /// Email, for broadcast subscribers only (no tip arrives by email).
+    Email,
 }
 
 impl Transport {
@@ -32,6 +34,7 @@ impl Transport {
         Transport::Zalo,
         Transport::Twilio,
         Transport::Android,
+        Transport::Email,
     ];
 
     /// The stable name kept in the database.
@@ -41,6 +44,7 @@ impl Transport {
             Transport::Zalo => "zalo",
             Transport::Twilio => "twilio",
             Transport::Android => "android",
+            Transport::Email => "email",
         }
     }
 
@@ -49,12 +53,14 @@ impl Transport {
         Transport::ALL.iter().copied().find(|t| t.as_str() == s)
     }
 
-    /// The tip channel a transport belongs to (both SMS gateways are "sms").
+    /// The tip channel a transport belongs to (both SMS gateways are "sms"). Email
+    /// carries no tips; were one to arrive, it would count as the web.
     pub fn channel(self) -> Channel {
         match self {
             Transport::Telegram => Channel::Telegram,
             Transport::Zalo => Channel::Zalo,
             Transport::Twilio | Transport::Android => Channel::Sms,
+            Transport::Email => Channel::Web,
         }
     }
 

@@ -82,16 +82,23 @@ pub fn providers(config: &Config, store: &Store, keys: &Arc<KeyRing>) -> anyhow:
     Ok(Providers {
         telegram,
         zalo,
-        twilio: config
-            .sms
-            .twilio
-            .enabled
-            .then(|| TwilioClient::new(&config.sms.twilio)),
+        twilio: config.sms.twilio.enabled.then(|| {
+            TwilioClient::new(&config.sms.twilio).with_status_callback(&format!(
+                "{}/hooks/sms/twilio",
+                config.public_url.trim_end_matches('/')
+            ))
+        }),
         android: config
             .sms
             .android
             .enabled
             .then(|| AndroidClient::new(&config.sms.android)),
+        // Broadcast subscribers may choose email when there is a mail server.
+        email: if config.smtp.enabled {
+            Some(super::email::Mailer::new(&config.smtp)?)
+        } else {
+            None
+        },
         sms_strip_diacritics: config.sms.strip_diacritics,
     })
 }

@@ -277,6 +277,41 @@ fn parse_android(body: &[u8]) -> Result<Vec<Inbound>, HookError> {
     }])
 }
 
+/// The message a verified delivery report says reached the handset, if the body is one:
+/// Twilio's status callback with `MessageStatus=delivered` (its `MessageSid`), or the
+/// Android gateway's `sms:delivered` event (its `payload.messageId`, the id we gave the
+/// message). Other statuses and events are `None`.
+pub fn delivered_message(transport: Transport, body: &[u8]) -> Option<String> {
+    let id = match transport {
+        Transport::Twilio => {
+            let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+            let get = |name: &str| {
+                params
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            };
+            if get("MessageStatus").as_deref() != Some("delivered") || get("Body").is_some() {
+                return None;
+            }
+            get("MessageSid")?
+        }
+        Transport::Android => {
+            let event: Value = serde_json::from_slice(body).ok()?;
+            if event.get("event").and_then(Value::as_str) != Some("sms:delivered") {
+                return None;
+            }
+            event
+                .get("payload")?
+                .get("messageId")?
+                .as_str()?
+                .to_string()
+        }
+        _ => return None,
+    };
+    (!id.is_empty() && id.len() <= 64).then_some(id)
+}
+
 /// A header's value as trimmed, non-empty visible ASCII.
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -336,6 +371,8 @@ pub struct TwilioClient {
     account_sid: Arc<str>,
     auth_token: Arc<str>,
     from: Arc<str>,
+    /// Where Twilio reports each message's delivery (our webhook), when set.
+    status_callback: Option<Arc<str>>,
 }
 
 // By hand, so the auth token never reaches a log.
@@ -362,7 +399,14 @@ impl TwilioClient {
             account_sid: cfg.account_sid.as_str().into(),
             auth_token: cfg.auth_token.as_str().into(),
             from: cfg.from.as_str().into(),
+            status_callback: None,
         }
+    }
+
+    /// Asks Twilio to report each message's delivery to `url` (the Twilio webhook).
+    pub fn with_status_callback(mut self, url: &str) -> TwilioClient {
+        self.status_callback = Some(url.into());
+        self
     }
 
     /// Sends one SMS. 200/201 is [`SendOutcome::Accepted`] with the message SID; 429 is
@@ -375,7 +419,13 @@ impl TwilioClient {
             .http
             .post(&*self.messages_url)
             .basic_auth(&*self.account_sid, Some(&*self.auth_token))
-            .form(&[("To", to), ("From", &*self.from), ("Body", text)])
+            .form(&{
+                let mut form = vec![("To", to), ("From", &*self.from), ("Body", text)];
+                if let Some(url) = &self.status_callback {
+                    form.push(("StatusCallback", url.as_ref()));
+                }
+                form
+            })
             .send()
             .await;
         let response = match response {
@@ -454,10 +504,20 @@ impl AndroidClient {
     /// only. The gateway has no opt-out of its own, so it never returns
     /// [`SendOutcome::OptedOut`].
     pub async fn send(&self, to: &str, text: &str) -> SendOutcome {
-        let body = serde_json::json!({
+        self.send_with_id(to, text, None).await
+    }
+
+    /// As [`AndroidClient::send`], with our own message `id`: the gateway keeps one
+    /// message per id, so sending again after a crash (when we cannot know whether the
+    /// first attempt was taken) does not text the person twice.
+    pub async fn send_with_id(&self, to: &str, text: &str, id: Option<&str>) -> SendOutcome {
+        let mut body = serde_json::json!({
             "textMessage": { "text": text },
             "phoneNumbers": [to],
         });
+        if let Some(id) = id {
+            body["id"] = Value::String(id.to_owned());
+        }
         let response = self
             .http
             .post(&*self.messages_url)
@@ -1292,5 +1352,34 @@ mod tests {
             let prepared = prepare_text(&text, true);
             let _ = segments(&prepared);
         }
+    }
+
+    #[test]
+    fn delivery_reports_name_the_delivered_message_only() {
+        let twilio = |body: &str| delivered_message(Transport::Twilio, body.as_bytes());
+        assert_eq!(
+            twilio("MessageSid=SM1&MessageStatus=delivered&AccountSid=AC1").as_deref(),
+            Some("SM1")
+        );
+        assert_eq!(twilio("MessageSid=SM1&MessageStatus=sent"), None);
+        assert_eq!(twilio("MessageStatus=delivered"), None);
+        // An incoming message is never a report, whatever it says.
+        assert_eq!(
+            twilio("MessageSid=SM1&MessageStatus=delivered&Body=hi"),
+            None
+        );
+        let android = |body: &str| delivered_message(Transport::Android, body.as_bytes());
+        assert_eq!(
+            android(r#"{"event":"sms:delivered","id":"e","payload":{"messageId":"m1","phoneNumber":"+1"}}"#)
+                .as_deref(),
+            Some("m1")
+        );
+        assert_eq!(
+            android(r#"{"event":"sms:failed","payload":{"messageId":"m1"}}"#),
+            None
+        );
+        assert_eq!(android(r#"{"event":"sms:delivered","payload":{}}"#), None);
+        assert_eq!(android("not json"), None);
+        assert_eq!(delivered_message(Transport::Zalo, b"{}"), None);
     }
 }

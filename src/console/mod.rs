@@ -5,6 +5,7 @@
 mod accounts_page;
 mod audit_page;
 pub mod auth;
+mod broadcasts;
 mod hotline;
 mod pages;
 mod queue;
@@ -44,6 +45,10 @@ pub struct RouteSpec {
 
 /// Police roles that work the queue of a commune.
 pub const COMMUNE_POLICE: &[Role] = &[Role::Officer, Role::Chief];
+/// Who writes campaign broadcasts: village heads and commune chiefs.
+pub const BROADCASTERS: &[Role] = &[Role::VillageHead, Role::Chief];
+/// Who works with a commune's broadcasts: their writers and the officers who approve.
+pub const CAMPAIGN: &[Role] = &[Role::Officer, Role::Chief, Role::VillageHead];
 /// Every role that may read tips.
 pub const TIP_READERS: &[Role] = &[Role::Officer, Role::Chief, Role::Province, Role::Admin];
 
@@ -99,9 +104,63 @@ fn routes() -> Routes {
         .add(M::GET, "/console/events", Roles(TIP_READERS), queue::events)
         .add(
             M::GET,
-            "/console/village",
-            Roles(&[Role::VillageHead]),
-            pages::village_home,
+            "/console/broadcasts",
+            Roles(CAMPAIGN),
+            broadcasts::list,
+        )
+        .add(
+            M::GET,
+            "/console/broadcasts/new",
+            Roles(BROADCASTERS),
+            broadcasts::compose,
+        )
+        .add(
+            M::POST,
+            "/console/broadcasts/new",
+            Roles(BROADCASTERS),
+            broadcasts::submit,
+        )
+        .add(
+            M::GET,
+            "/console/broadcasts/{broadcast}",
+            Roles(CAMPAIGN),
+            broadcasts::detail,
+        )
+        .add(
+            M::GET,
+            "/console/broadcasts/{broadcast}/progress",
+            Roles(CAMPAIGN),
+            broadcasts::progress,
+        )
+        .add(
+            M::POST,
+            "/console/broadcasts/{broadcast}/approve",
+            Roles(COMMUNE_POLICE),
+            broadcasts::approve,
+        )
+        .add(
+            M::POST,
+            "/console/broadcasts/{broadcast}/cancel",
+            Roles(CAMPAIGN),
+            broadcasts::cancel,
+        )
+        .add(
+            M::POST,
+            "/console/templates/{template}/delete",
+            Roles(BROADCASTERS),
+            broadcasts::delete_template,
+        )
+        .add(
+            M::POST,
+            "/console/broadcast-settings",
+            Roles(&[Role::Chief]),
+            broadcasts::settings,
+        )
+        .add(
+            M::GET,
+            "/console/villages/{village}/poster",
+            Roles(CAMPAIGN),
+            broadcasts::poster,
         )
         .add(
             M::GET,
@@ -260,7 +319,8 @@ async fn load_session(state: &AppState, headers: &axum::http::HeaderMap) -> Opti
     let token = cookie_value(headers, SESSION_COOKIE)?;
     let hash = token_hash(token);
     let store = state.intake.store();
-    let row = store.session(&hash).await.ok()??;
+    // The session and its account in one round trip: this runs before every console page.
+    let (row, account) = store.session_with_account(&hash).await.ok()??;
     let now = now_ms();
     if row.last_seen_at < now - IDLE_MINUTES * 60_000
         || row.created_at < now - ABSOLUTE_HOURS * 3_600_000
@@ -268,7 +328,7 @@ async fn load_session(state: &AppState, headers: &axum::http::HeaderMap) -> Opti
         let _ = store.delete_session(&hash).await;
         return None;
     }
-    let account = Account::from_row(&store.account(&row.account_id).await.ok()??)?;
+    let account = Account::from_row(&account)?;
     if account.disabled {
         let _ = store.delete_session(&hash).await;
         return None;

@@ -2,13 +2,10 @@
 
 use super::{ConsoleSession, COMMUNE_POLICE};
 use crate::accounts::Role;
-use crate::app::AppState;
 use crate::i18n::{locales, Texts, DEFAULT_LANG};
 use askama::Template;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use axum::Extension;
 
 /// The logged-in account as the header shows it.
 pub struct MeView {
@@ -17,6 +14,7 @@ pub struct MeView {
     pub reads_tips: bool,
     pub commune_police: bool,
     pub manages: bool,
+    pub campaigns: bool,
 }
 
 /// The console speaks Vietnamese (the police's language).
@@ -35,6 +33,7 @@ pub fn me(s: &ConsoleSession) -> Option<MeView> {
         reads_tips: s.account.role.reads_tips(),
         commune_police: COMMUNE_POLICE.contains(&s.account.role),
         manages: matches!(s.account.role, Role::Chief | Role::Admin),
+        campaigns: super::CAMPAIGN.contains(&s.account.role),
     })
 }
 
@@ -110,33 +109,5 @@ pub fn internal(s: &ConsoleSession, err: impl std::fmt::Display) -> Response {
             texts().get("error.internal"),
             texts().get("console.operation")
         ),
-    )
-}
-
-/// The village head's home: no tip, ever.
-pub async fn village_home(
-    State(state): State<AppState>,
-    Extension(s): Extension<ConsoleSession>,
-) -> Response {
-    let t = texts();
-    let mut text = t.get("console.village_home_intro").to_owned();
-    if let Some(c) = s
-        .account
-        .commune_code
-        .and_then(|c| state.intake.geo().commune(c))
-    {
-        text = format!("{} — {}", c.name, text);
-    }
-    render(
-        StatusCode::OK,
-        MessagePage {
-            t,
-            me: me(&s),
-            csrf: s.csrf.clone(),
-            heading: Some(t.get("console.village_home").to_owned()),
-            class: "note",
-            message: text,
-            extra: None,
-        },
     )
 }

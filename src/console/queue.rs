@@ -24,7 +24,7 @@ use std::convert::Infallible;
 /// Where an account lands after logging in.
 pub async fn home(Extension(s): Extension<ConsoleSession>) -> Response {
     match s.account.role {
-        Role::VillageHead => Redirect::to("/console/village").into_response(),
+        Role::VillageHead => Redirect::to("/console/broadcasts").into_response(),
         _ => Redirect::to("/console/queue").into_response(),
     }
 }

@@ -151,9 +151,9 @@ pub async fn tip_page(
     let intake = &state.intake;
     let store = intake.store();
     let t = texts();
-    let opened = match intake.open_tip(&id).await {
-        Ok(Some(o)) => o,
-        Ok(None) => return pages::denied(StatusCode::FORBIDDEN),
+    // The row read by `ScopedTip` is the one opened: the tip is read once per request.
+    let opened = match intake.open_row(row.clone()) {
+        Ok(o) => o,
         Err(e) => return pages::internal(&s, e),
     };
     // The audit entry's commit (an fsync) overlaps the reads the page needs; the page is
@@ -161,31 +161,42 @@ pub async fn tip_page(
     // very entry, which the timeline leaves out anyway (it skips `tip.open`).
     let reads = async {
         tokio::try_join!(
-            async { intake.conversation(&row).await.map_err(|e| e.to_string()) },
-            async { intake.notes(&row).await.map_err(|e| e.to_string()) },
-            async { store.attachments(&id).await.map_err(|e| e.to_string()) },
-            async { store.audit_for_tip(&id).await.map_err(|e| e.to_string()) },
-            async { store.triage(&id).await.map_err(|e| e.to_string()) },
-            async { store.deliveries(&id).await.map_err(|e| e.to_string()) },
+            async { store.messages(&id).await },
+            async { store.notes(&id).await },
+            async { store.attachments(&id).await },
+            async { store.audit_for_tip_except(&id, "tip.open").await },
+            async { store.deliveries(&id).await },
             // The commune's accounts name the timeline's people and fill the assignee list.
             async {
-                Ok(match row.commune_code {
+                Ok::<_, sqlx::Error>(match row.commune_code {
                     Some(c) => store.accounts(None, Some(c)).await.unwrap_or_default(),
+                    None => Vec::new(),
+                })
+            },
+            async {
+                Ok::<_, sqlx::Error>(match row.village_id {
+                    Some(_) => store
+                        .villages(row.commune_code.unwrap_or_default())
+                        .await
+                        .unwrap_or_default(),
                     None => Vec::new(),
                 })
             },
         )
     };
     let ((), reads) = tokio::join!(audit(&state, &s, &row, "tip.open", ""), reads);
-    let (messages, notes, photos, trail, triage, deliveries, accounts) = match reads {
+    let (messages, notes, attachments, trail, deliveries, accounts, villages) = match reads {
         Ok(v) => v,
         Err(e) => return pages::internal(&s, e),
     };
-    let triage = triage.unwrap_or(crate::store::TriageRow {
-        assignee_id: None,
-        duplicate_of: None,
-        reward_eligible: false,
-    });
+    let opened_texts = intake
+        .open_conversation(&row, messages, &attachments)
+        .and_then(|m| Ok((m, intake.open_notes(&row, notes)?)));
+    let (messages, notes) = match opened_texts {
+        Ok(v) => v,
+        Err(e) => return pages::internal(&s, e),
+    };
+    let photos = attachments;
     let people: HashMap<String, String> = accounts
         .iter()
         .map(|a| (a.id.clone(), a.display_name.clone()))
@@ -223,7 +234,7 @@ pub async fn tip_page(
                             let channel = d.transport.as_str();
                             match d.status.as_str() {
                                 "sent" => t.fill("console.delivery_sent", &[("channel", channel)]),
-                                "failed" => t.fill(
+                                "failed" | "opted_out" | "cancelled" => t.fill(
                                     "console.delivery_failed",
                                     &[
                                         ("channel", channel),
@@ -277,10 +288,7 @@ pub async fn tip_page(
         (None, None) => String::new(),
     };
     let village = match (row.village_id, &opened.village_text) {
-        (Some(v), _) => store
-            .villages(row.commune_code.unwrap_or_default())
-            .await
-            .unwrap_or_default()
+        (Some(v), _) => villages
             .into_iter()
             .find(|x| x.id == v)
             .map(|x| x.name)
@@ -303,12 +311,12 @@ pub async fn tip_page(
     let mut assignees = vec![Opt {
         value: String::new(),
         label: t.get("console.nobody").to_owned(),
-        selected: triage.assignee_id.is_none(),
+        selected: row.assignee_id.is_none(),
     }];
     for a in accounts {
         if (a.role == "officer" || a.role == "chief") && !a.disabled {
             assignees.push(Opt {
-                selected: triage.assignee_id.as_deref() == Some(a.id.as_str()),
+                selected: row.assignee_id.as_deref() == Some(a.id.as_str()),
                 value: a.id,
                 label: a.display_name,
             });
@@ -348,8 +356,8 @@ pub async fn tip_page(
             contact: opened.contact.unwrap_or_default(),
             photos: photos.into_iter().map(|p| p.id).collect(),
             events: events.into_iter().map(|(_, e)| e).collect(),
-            duplicate_of: triage.duplicate_of.unwrap_or_default(),
-            reward: triage.reward_eligible,
+            duplicate_of: row.duplicate_of.clone().unwrap_or_default(),
+            reward: row.reward_eligible,
             can_triage,
             can_reward: role == Role::Chief,
             statuses: opt(

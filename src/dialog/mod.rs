@@ -137,6 +137,8 @@ struct Inner {
     wake_outbox: Arc<Notify>,
     photos: Option<Arc<dyn PhotoSource>>,
     sms_numbers: Vec<SmsNumber>,
+    /// Village subscriptions (set once the broadcast service exists).
+    broadcasts: std::sync::OnceLock<crate::broadcast::Broadcasts>,
 }
 
 impl Chat {
@@ -164,8 +166,54 @@ impl Chat {
                 wake_outbox,
                 photos,
                 sms_numbers,
+                broadcasts: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Lets residents subscribe to villages' broadcasts and opt out through the bots.
+    pub fn attach_broadcasts(&self, broadcasts: crate::broadcast::Broadcasts) {
+        let _ = self.inner.broadcasts.set(broadcasts);
+    }
+
+    /// Subscribes the sender to the village `query` names; the answer's texts.
+    async fn subscribe(
+        &self,
+        ev: &StoredEvent,
+        lang: &str,
+        query: &str,
+    ) -> Result<Vec<String>, ChatError> {
+        let bot = &self.inner.bot;
+        let say = |key: &str| bot.text(lang, key).to_owned();
+        let Some(b) = self.inner.broadcasts.get() else {
+            return Ok(vec![say("subscribe.unavailable")]);
+        };
+        let found = b.find_villages(self.inner.intake.geo(), query).await?;
+        match found.as_slice() {
+            [] => Ok(vec![say("subscribe.not_found")]),
+            [(v, commune)] => {
+                b.subscribe(ev.transport, &ev.sender, v.id, lang)
+                    .await
+                    .map_err(|e| ChatError::Intake(e.to_string()))?;
+                Ok(vec![say("subscribe.done")
+                    .replace("{village}", &v.name)
+                    .replace("{commune}", commune)])
+            }
+            several => {
+                let list = several
+                    .iter()
+                    .map(|(v, c)| format!("DK {} – {}, {}", v.id, v.name, c))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                Ok(vec![format!("{}\n{list}", say("subscribe.choose"))])
+            }
+        }
+    }
+
+    /// Ends the sender's village subscriptions (STOP, HUY, a block, an unfollow).
+    async fn opt_out(&self, sender: &[u8]) -> Result<(), ChatError> {
+        self.inner.store.opt_out_sender(sender, now_ms()).await?;
+        Ok(())
     }
 
     /// The bot's data.
@@ -365,7 +413,18 @@ impl Chat {
             has_open_tip: !open.is_empty(),
         };
         let kind = ev.kind();
-        let turn = engine::step(&inner.bot, &mut state, &kind, &ctx);
+        // A poster's link or code ("/start dk12", "DK 12") subscribes at once.
+        let direct = match &ev.kind {
+            StoredKind::Message { text, .. } => direct_subscription(text),
+            _ => None,
+        };
+        let turn = match direct {
+            Some(query) => engine::Turn {
+                action: Some(Action::Subscribe(query)),
+                ..engine::Turn::default()
+            },
+            None => engine::step(&inner.bot, &mut state, &kind, &ctx),
+        };
         let mut replies = turn.replies;
         let lang = state.lang.clone();
         let mut forget = false;
@@ -404,11 +463,12 @@ impl Chat {
                     replies.push(inner.bot.text(&lang, key).to_owned());
                 }
             }
-            Some(Action::Subscribe(_)) => {
-                replies.push(inner.bot.text(&lang, "subscribe.later").to_owned());
+            Some(Action::Subscribe(query)) => {
+                replies.extend(self.subscribe(ev, &lang, &query).await?);
             }
             Some(Action::Stop) => {
                 inner.store.erase_sender_contacts(sender).await?;
+                self.opt_out(sender).await?;
                 forget = true;
             }
         }
@@ -597,6 +657,7 @@ impl Chat {
         let say = |key: &str| bot.text(&lang, key).to_owned();
         if keyword(&words.stop_keywords).is_some() && folded.split(' ').count() <= 2 {
             inner.store.erase_sender_contacts(&row.sender).await?;
+            self.opt_out(&row.sender).await?;
             inner.store.delete_chat_session(&row.sender).await?;
             return self
                 .answer(ev.transport, &ev.sender, &[say("stopped")])
@@ -608,9 +669,11 @@ impl Chat {
             return self.answer(ev.transport, &ev.sender, &replies).await;
         }
         if keyword(&words.subscribe_keywords).is_some() {
-            return self
-                .answer(ev.transport, &ev.sender, &[say("subscribe.later")])
-                .await;
+            let replies = match direct_subscription(text) {
+                Some(query) => self.subscribe(ev, &lang, &query).await?,
+                None => vec![say("subscribe.ask")],
+            };
+            return self.answer(ev.transport, &ev.sender, &replies).await;
         }
         let tip_words = keyword(&words.tip_keywords);
         let open = inner.store.open_tips_of_sender(&row.sender).await?;
@@ -682,6 +745,38 @@ fn same_number(a: &str, b: &str) -> bool {
     };
     let (a, b) = (digits(a), digits(b));
     !a.is_empty() && a == b
+}
+
+/// A subscription in one message: "DK 12", "dk12", "đăng ký Thôn 3, Hoàng Văn Thụ",
+/// "/start dk12" (a poster's Telegram link). The village part, when there is one.
+pub fn direct_subscription(text: &str) -> Option<String> {
+    let t = text.trim().trim_start_matches('/');
+    let lower = t.to_lowercase();
+    let rest = lower
+        .strip_prefix("start ")
+        .map(|r| &t[t.len() - r.len()..])
+        .unwrap_or(t);
+    let folded_rest = fold(rest);
+    for word in ["dang ky", "subscribe", "dk"] {
+        if let Some(after) = folded_rest.strip_prefix(word) {
+            // The words themselves have no accents once folded; cut the same number of
+            // words (or letters, for "dk12") off the original to keep its accents.
+            let query = if after.starts_with(' ') || after.is_empty() {
+                let n = word.split(' ').count();
+                rest.split_whitespace()
+                    .skip(n)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else if after.chars().all(|c| c.is_ascii_digit()) {
+                after.to_owned()
+            } else {
+                return None;
+            };
+            let query = query.trim().to_owned();
+            return (!query.is_empty()).then_some(query);
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -9,8 +9,9 @@ use crate::config::SlaConfig;
 use crate::crypto::{KeyRing, OpenError, Receipt, TipKey, WrappedKey};
 use crate::geo::Geo;
 use crate::store::{
-    is_unique_violation, ChatTipExtras, NewAttachment, NewMessageRecord, NewOutboxRow,
-    NewTipContact, NewTipRecord, Store, TipRow, TipWriter, PRIORITY_FOLLOW_UP,
+    is_unique_violation, AttachmentMeta, ChatTipExtras, MessageRow, NewAttachment,
+    NewMessageRecord, NewOutboxRow, NewTipContact, NewTipRecord, NoteRow, Store, TipRow, TipWriter,
+    PRIORITY_FOLLOW_UP,
 };
 use crate::tips::{Category, Channel, Priority, PublicStatus, Status};
 use photo::{CleanPhoto, PhotoLimits};
@@ -486,9 +487,20 @@ impl Intake {
 
     /// A tip's conversation with the tipster, opened, oldest first.
     pub async fn conversation(&self, row: &TipRow) -> Result<Vec<MessageView>, IntakeError> {
-        let key = self.tip_key(row)?;
         let rows = self.store.messages(&row.id).await?;
         let attachments = self.store.attachments(&row.id).await?;
+        self.open_conversation(row, rows, &attachments)
+    }
+
+    /// Opens a tip's conversation from its message rows and the metadata of its
+    /// attachments, already read (oldest first), for a caller that reads them itself.
+    pub fn open_conversation(
+        &self,
+        row: &TipRow,
+        rows: Vec<MessageRow>,
+        attachments: &[AttachmentMeta],
+    ) -> Result<Vec<MessageView>, IntakeError> {
+        let key = self.tip_key(row)?;
         let mut messages = Vec::with_capacity(rows.len());
         for m in rows {
             messages.push(MessageView {
@@ -523,9 +535,19 @@ impl Intake {
 
     /// A tip's internal notes, opened: (author id, time, text).
     pub async fn notes(&self, row: &TipRow) -> Result<Vec<(String, i64, String)>, IntakeError> {
+        let notes = self.store.notes(&row.id).await?;
+        self.open_notes(row, notes)
+    }
+
+    /// Opens a tip's note rows, already read: (author id, time, text).
+    pub fn open_notes(
+        &self,
+        row: &TipRow,
+        notes: Vec<NoteRow>,
+    ) -> Result<Vec<(String, i64, String)>, IntakeError> {
         let key = self.tip_key(row)?;
-        let mut out = Vec::new();
-        for n in self.store.notes(&row.id).await? {
+        let mut out = Vec::with_capacity(notes.len());
+        for n in notes {
             out.push((
                 n.author_id,
                 n.created_at,
@@ -708,18 +730,24 @@ impl Intake {
         let Some(row) = self.store.tip(tip_id).await? else {
             return Ok(None);
         };
+        self.open_row(row).map(Some)
+    }
+
+    /// Opens every sealed field of a tip row already read (the console reads it once per
+    /// request). Callers in the console must audit the read.
+    pub fn open_row(&self, row: TipRow) -> Result<OpenedTip, IntakeError> {
         let key = self.tip_key(&row)?;
         let open = |field: &str, v: &Option<Vec<u8>>| -> Result<Option<String>, OpenError> {
             v.as_ref().map(|b| key.open_str(field, b)).transpose()
         };
-        Ok(Some(OpenedTip {
+        Ok(OpenedTip {
             description: key.open_str("description", &row.description)?,
             place_details: open("place_details", &row.place_details)?,
             village_text: open("village_text", &row.village_text)?,
             occurred_at: open("occurred_at", &row.occurred_at)?,
             contact: open("contact", &row.contact)?,
             row,
-        }))
+        })
     }
 
     /// Opens one photo of a tip (for an authorised police session).

@@ -131,6 +131,44 @@ impl Store {
             .bind(token_hash).fetch_optional(p).await)
     }
 
+    /// A session by the hash of its token, with its account, in one query; `None` when
+    /// either is missing.
+    pub async fn session_with_account(
+        &self,
+        token_hash: &[u8],
+    ) -> StoreResult<Option<(SessionRow, AccountRow)>> {
+        use sqlx::{FromRow, Row};
+        // The account's columns keep their names (so `AccountRow` decodes them); the
+        // session's, which clash with them, are renamed.
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let account: Vec<String> = ACCOUNT_COLUMNS
+                .split(',')
+                .map(|c| format!("a.{}", c.trim()))
+                .collect();
+            format!(
+                "SELECT s.account_id AS s_account_id, s.stage AS s_stage, s.csrf AS s_csrf, \
+                 s.created_at AS s_created_at, s.last_seen_at AS s_last_seen_at, {} \
+                 FROM sessions s JOIN accounts a ON a.id = s.account_id WHERE s.token_hash = $1",
+                account.join(", ")
+            )
+        });
+        let sql = SQL.as_str();
+        on_pool!(self, p => {
+            let Some(row) = sqlx::query(sql).bind(token_hash).fetch_optional(p).await? else {
+                return Ok(None);
+            };
+            let session = SessionRow {
+                token_hash: token_hash.to_vec(),
+                account_id: row.try_get("s_account_id")?,
+                stage: row.try_get("s_stage")?,
+                csrf: row.try_get("s_csrf")?,
+                created_at: row.try_get("s_created_at")?,
+                last_seen_at: row.try_get("s_last_seen_at")?,
+            };
+            Ok(Some((session, AccountRow::from_row(&row)?)))
+        })
+    }
+
     /// Marks a session as used now.
     pub async fn touch_session(&self, token_hash: &[u8], now: i64) -> StoreResult<()> {
         on_pool!(self, p => sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2")

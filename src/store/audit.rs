@@ -191,24 +191,25 @@ impl Store {
                 // transaction that reads first could not upgrade once another connection
                 // had written (SQLITE_BUSY without waiting).
                 Engine::Sqlite => p.begin_with("BEGIN IMMEDIATE").await?,
-                Engine::Postgres => p.begin().await?,
+                // The lock is taken with the BEGIN, in the same round trip.
+                Engine::Postgres => {
+                    p.begin_with(format!("BEGIN; SELECT pg_advisory_xact_lock({PG_AUDIT_LOCK})"))
+                        .await?
+                }
             };
-            if engine == Engine::Postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(PG_AUDIT_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-            }
             // The head is read under the lock, inside the transaction: another process may
-            // have appended since this one last did.
-            let meta: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE name = $1")
+            // have appended since this one last did. Recorded head and newest entry come
+            // back in one row.
+            let (meta, last_seq, last_hash): (Option<Vec<u8>>, Option<i64>, Option<Vec<u8>>) =
+                sqlx::query_as(
+                    "SELECT (SELECT value FROM meta WHERE name = $1), \
+                     (SELECT seq FROM audit_log ORDER BY seq DESC LIMIT 1), \
+                     (SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1)",
+                )
                 .bind(AUDIT_HEAD_META)
-                .fetch_optional(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
-            let last: Option<(i64, Vec<u8>)> =
-                sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let last = last_seq.zip(last_hash);
             let head = next_head(meta.as_deref(), last);
             let mut prev_hash = if head.seq == 0 { vec![0u8; 32] } else { head.hash };
             let mut records = Vec::with_capacity(entries.len());
@@ -228,10 +229,16 @@ impl Store {
                     hash: new_hash,
                 });
             }
+            let newest = records.last().expect("at least one entry");
+            let new_head = AuditHead { seq: newest.seq, hash: newest.hash.clone() }.to_meta();
             // One statement per chunk rather than per entry; the chunk keeps the binds
-            // (10 per row) under every engine's limit.
-            for chunk in records.chunks(APPEND_CHUNK) {
-                let mut qb = QueryBuilder::new(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) "));
+            // (10 per row) under every engine's limit. On PostgreSQL the last chunk also
+            // writes the new head (a data-modifying WITH), one round trip fewer.
+            let chunks = records.len().div_ceil(APPEND_CHUNK);
+            for (i, chunk) in records.chunks(APPEND_CHUNK).enumerate() {
+                let with_head = engine == Engine::Postgres && i + 1 == chunks;
+                let mut qb = QueryBuilder::new(if with_head { "WITH appended AS (" } else { "" });
+                qb.push(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) "));
                 qb.push_values(chunk, |mut b, r| {
                     b.push_bind(r.seq).push_bind(r.at).push_bind(r.actor_id.as_deref())
                         .push_bind(r.action.as_str()).push_bind(r.tip_id.as_deref())
@@ -239,18 +246,25 @@ impl Store {
                         .push_bind(r.detail.as_str()).push_bind(r.prev_hash.as_slice())
                         .push_bind(r.hash.as_slice());
                 });
+                if with_head {
+                    qb.push(") INSERT INTO meta (name, value) VALUES (")
+                        .push_bind(AUDIT_HEAD_META)
+                        .push(", ")
+                        .push_bind(new_head.as_slice())
+                        .push(") ON CONFLICT (name) DO UPDATE SET value = excluded.value");
+                }
                 qb.build().execute(&mut *tx).await?;
             }
-            let newest = records.last().expect("at least one entry");
-            let new_head = AuditHead { seq: newest.seq, hash: newest.hash.clone() };
-            sqlx::query(
-                "INSERT INTO meta (name, value) VALUES ($1, $2) \
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            )
-            .bind(AUDIT_HEAD_META)
-            .bind(new_head.to_meta())
-            .execute(&mut *tx)
-            .await?;
+            if engine == Engine::Sqlite {
+                sqlx::query(
+                    "INSERT INTO meta (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                )
+                .bind(AUDIT_HEAD_META)
+                .bind(new_head.as_slice())
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await?;
             Ok(records)
         })
@@ -285,6 +299,19 @@ impl Store {
     pub async fn audit_for_tip(&self, tip_id: &str) -> StoreResult<Vec<AuditRecord>> {
         let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE tip_id = $1 ORDER BY seq");
         on_pool!(self, p => sqlx::query_as(&sql).bind(tip_id).fetch_all(p).await)
+    }
+
+    /// Every entry about one tip but those of one action (the console's timeline leaves
+    /// out `tip.open`, which a busy tip gathers by the hundred), in seq order.
+    pub async fn audit_for_tip_except(
+        &self,
+        tip_id: &str,
+        action: &str,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE tip_id = $1 AND action <> $2 ORDER BY seq"
+        );
+        on_pool!(self, p => sqlx::query_as(&sql).bind(tip_id).bind(action).fetch_all(p).await)
     }
 
     /// Up to `limit` entries in a scope, newest first: those of `commune_code` when given,

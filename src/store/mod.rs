@@ -9,7 +9,7 @@ pub use chat::{ChatSessionRow, InboxRow, NewInboxEvent, TipContactRow};
 pub use outbox::{DeliveryRow, NewOutboxRow, OutboxRow, PRIORITY_BULK, PRIORITY_FOLLOW_UP};
 
 pub use records::*;
-pub use writer::{InboxWriter, TipWriter};
+pub use writer::{InboxWriter, SettleWriter, TipWriter};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -50,13 +50,28 @@ macro_rules! on_pool {
 }
 
 mod audit;
+mod broadcast;
 mod chat;
 mod outbox;
 pub use audit::{
     AuditHead, AuditRecord, NewAuditEntry, RecordedHead, UnreadableAuditRow, AUDIT_HEAD_META,
 };
+pub use broadcast::{
+    BroadcastRow, CountRow, FanoutStep, NewBroadcast, NewSubscriber, ResultRow, Settle,
+    SubscriberRow, TemplateRow,
+};
 
 pub mod alerts;
+
+/// A list of names as SQL string literals (`'a','b'`) for an `IN (…)`; quotes are
+/// dropped, and the names are ours (transports, ids), never a person's input.
+fn quoted_list(items: &[&str]) -> String {
+    items
+        .iter()
+        .map(|t| format!("'{}'", t.replace('\'', "")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// Whether an error is a unique-constraint violation.
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {

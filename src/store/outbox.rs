@@ -39,6 +39,9 @@ pub struct OutboxRow {
     pub body: Option<Vec<u8>>,
     pub attempts: i64,
     pub created_at: i64,
+    /// A broadcast message: its broadcast and subscriber (text and address are theirs).
+    pub broadcast_id: Option<String>,
+    pub subscriber_id: Option<i64>,
 }
 
 /// Where one message of a tip stands, for the console.
@@ -52,7 +55,8 @@ pub struct DeliveryRow {
 }
 
 const OUTBOX_COLUMNS: &str =
-    "id, transport, priority, tip_id, message_id, recipient, body, attempts, created_at";
+    "id, transport, priority, tip_id, message_id, recipient, body, attempts, \
+     created_at, broadcast_id, subscriber_id";
 
 /// Inserts queued messages inside an open transaction (a tip and its receipt commit
 /// together).
@@ -89,25 +93,23 @@ impl Store {
     }
 
     /// Claims up to `limit` due messages of the given transports until `lease_until`:
-    /// follow-ups first, then the oldest.
+    /// follow-ups first, then the oldest; none of a priority above `max_priority` (bulk
+    /// SMS waits out the quiet hours).
     pub async fn claim_outbox(
         &self,
         transports: &[&str],
         now: i64,
         lease_until: i64,
         limit: i64,
+        max_priority: i64,
     ) -> StoreResult<Vec<OutboxRow>> {
         if transports.is_empty() {
             return Ok(Vec::new());
         }
-        let list = transports
-            .iter()
-            .map(|t| format!("'{}'", t.replace('\'', "")))
-            .collect::<Vec<_>>()
-            .join(",");
+        let list = super::quoted_list(transports);
         let inner = format!(
             "SELECT id FROM outbox WHERE status = 'queued' AND next_attempt_at <= $2 \
-             AND claimed_until < $2 AND transport IN ({list}) \
+             AND claimed_until < $2 AND transport IN ({list}) AND priority <= {max_priority} \
              ORDER BY priority, next_attempt_at LIMIT $3"
         );
         let mut rows: Vec<OutboxRow> = match &self.pool {
@@ -136,34 +138,6 @@ impl Store {
         };
         rows.sort_by_key(|r| (r.priority, r.created_at));
         Ok(rows)
-    }
-
-    /// The provider accepted the message: settle it and erase recipient and text.
-    pub async fn outbox_sent(
-        &self,
-        id: &str,
-        provider_id: Option<&str>,
-        now: i64,
-    ) -> StoreResult<()> {
-        on_pool!(self, p => sqlx::query(
-            "UPDATE outbox SET status = 'sent', provider_id = $1, settled_at = $2, recipient = NULL, body = NULL, \
-             last_error = NULL, claimed_until = 0 WHERE id = $3")
-            .bind(provider_id).bind(now).bind(id).execute(p).await.map(|_| ()))
-    }
-
-    /// Try again from `next_at`; `error` says why the last attempt failed.
-    pub async fn outbox_retry(&self, id: &str, next_at: i64, error: &str) -> StoreResult<()> {
-        on_pool!(self, p => sqlx::query(
-            "UPDATE outbox SET next_attempt_at = $1, last_error = $2, claimed_until = 0 WHERE id = $3")
-            .bind(next_at).bind(error).bind(id).execute(p).await.map(|_| ()))
-    }
-
-    /// Gives up on a message (`failed` with the provider's reason): erase it.
-    pub async fn outbox_failed(&self, id: &str, error: &str, now: i64) -> StoreResult<()> {
-        on_pool!(self, p => sqlx::query(
-            "UPDATE outbox SET status = 'failed', last_error = $1, settled_at = $2, recipient = NULL, body = NULL, \
-             claimed_until = 0 WHERE id = $3")
-            .bind(error).bind(now).bind(id).execute(p).await.map(|_| ()))
     }
 
     /// The delivery of every message queued for a tip, oldest first.

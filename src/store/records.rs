@@ -101,7 +101,8 @@ pub struct NewTipContact {
 /// The columns of [`TipRow`], in order.
 pub const TIP_COLUMNS: &str = "id, channel, category, priority, status, outcome, happening_now, \
     province_code, commune_code, village_id, created_at, updated_at, due_at, key_id, wrapped_key, \
-    description, place_details, village_text, occurred_at, contact, reward_eligible";
+    description, place_details, village_text, occurred_at, contact, reward_eligible, assignee_id, \
+    duplicate_of";
 
 /// A stored tip: queue metadata in clear, the rest sealed.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -127,6 +128,10 @@ pub struct TipRow {
     pub occurred_at: Option<Vec<u8>>,
     pub contact: Option<Vec<u8>>,
     pub reward_eligible: bool,
+    /// The officer the tip is assigned to.
+    pub assignee_id: Option<String>,
+    /// The tip this one duplicates.
+    pub duplicate_of: Option<String>,
 }
 
 /// A stored message.

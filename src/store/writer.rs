@@ -132,3 +132,26 @@ impl InboxWriter {
         self.0.submit(event).await
     }
 }
+
+/// Settles sent (or failed) outbox messages in batches: at thousands of messages a second
+/// one transaction per message would be the bottleneck on SQLite.
+#[derive(Clone)]
+pub struct SettleWriter(GroupCommit<super::Settle, ()>);
+
+impl SettleWriter {
+    /// Starts the batching tasks.
+    pub fn spawn(store: Store, workers: usize) -> SettleWriter {
+        SettleWriter(GroupCommit::spawn(store, workers, |s, settles| {
+            Box::pin(async move {
+                s.settle_outbox(settles)
+                    .await
+                    .map(|()| vec![(); settles.len()])
+            })
+        }))
+    }
+
+    /// Writes one settlement; returns once it is durable.
+    pub async fn settle(&self, settle: super::Settle) -> StoreResult<()> {
+        self.0.submit(settle).await
+    }
+}

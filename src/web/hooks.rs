@@ -5,7 +5,7 @@
 //! 413, an unknown event 200 and is ignored, a database failure 503 (the provider retries).
 
 use crate::app::AppState;
-use crate::channels::{sms, telegram, zalo, HookError, Inbound};
+use crate::channels::{sms, telegram, zalo, HookError, Inbound, Transport};
 use crate::config::TelegramMode;
 use crate::intake::now_ms;
 use axum::body::Bytes;
@@ -48,6 +48,22 @@ async fn accept(state: &AppState, events: Vec<Inbound>, ok: Response) -> Respons
         Ok(_) => ok,
         Err(e) => {
             tracing::error!(error = %e, "could not store a provider event");
+            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+        }
+    }
+}
+
+/// Records a provider's delivery report, then answers `ok`.
+async fn delivered(state: &AppState, provider_id: &str, ok: Response) -> Response {
+    match state
+        .intake
+        .store()
+        .outbox_delivered(provider_id, now_ms())
+        .await
+    {
+        Ok(_) => ok,
+        Err(e) => {
+            tracing::error!(error = %e, "could not store a delivery report");
             (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
         }
     }
@@ -104,6 +120,9 @@ async fn twilio_hook(State(state): State<AppState>, headers: HeaderMap, body: By
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
             )
                 .into_response();
+            if let Some(sid) = sms::delivered_message(Transport::Twilio, &body) {
+                return delivered(&state, &sid, ok).await;
+            }
             accept(&state, events, ok).await
         }
         Err(e) => refused(e, "twilio"),
@@ -116,7 +135,10 @@ async fn android_hook(State(state): State<AppState>, headers: HeaderMap, body: B
         return StatusCode::NOT_FOUND.into_response();
     }
     match sms::verify_android(cfg, &headers, &body, now_ms()) {
-        Ok(events) => accept(&state, events, json_ok()).await,
+        Ok(events) => match sms::delivered_message(Transport::Android, &body) {
+            Some(id) => delivered(&state, &id, json_ok()).await,
+            None => accept(&state, events, json_ok()).await,
+        },
         Err(e) => refused(e, "android"),
     }
 }

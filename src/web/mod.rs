@@ -5,6 +5,7 @@ pub mod api;
 pub mod hooks;
 pub mod limits;
 mod pages;
+pub mod subscribe;
 
 use crate::app::AppState;
 use crate::i18n::{locales, Texts};
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::router())
         .merge(api::router())
         .merge(hooks::router())
+        .merge(subscribe::router())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/static/{name}", get(static_file))

@@ -33,7 +33,7 @@ pub struct LangLink {
     pub current: bool,
 }
 
-fn lang_links(lang: Lang) -> Vec<LangLink> {
+pub(crate) fn lang_links(lang: Lang) -> Vec<LangLink> {
     locales()
         .all()
         .iter()
@@ -176,7 +176,7 @@ struct ErrorPage {
     message: String,
 }
 
-fn render(status: StatusCode, page: impl Template) -> Response {
+pub(crate) fn render(status: StatusCode, page: impl Template) -> Response {
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {

@@ -13,24 +13,24 @@ fn python() -> String {
 }
 
 /// A real SMTP server on a loopback port, killed on drop.
-struct SmtpSink {
+pub(crate) struct SmtpSink {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     maildir: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 /// One message as it arrived.
 #[derive(Debug, serde::Deserialize)]
-struct Mail {
+pub(crate) struct Mail {
     /// The envelope recipients, as the server saw them.
-    rcpt: String,
-    subject: String,
+    pub(crate) rcpt: String,
+    pub(crate) subject: String,
     /// The decoded text body.
-    body: String,
+    pub(crate) body: String,
     /// The message as stored (headers and encoded body).
-    raw: String,
-    content_type: String,
+    pub(crate) raw: String,
+    pub(crate) content_type: String,
 }
 
 /// Reads every message in a maildir as JSON, decoded by Python's `email` package.
@@ -87,12 +87,12 @@ impl SmtpSink {
         sink
     }
 
-    async fn start() -> SmtpSink {
+    pub(crate) async fn start() -> SmtpSink {
         SmtpSink::start_on(free_port()).await
     }
 
     /// Every message received so far.
-    fn messages(&self) -> Vec<Mail> {
+    pub(crate) fn messages(&self) -> Vec<Mail> {
         if !self.maildir.join("new").exists() {
             return Vec::new();
         }
@@ -110,7 +110,7 @@ impl SmtpSink {
     }
 
     /// Waits (at most 20 s) until at least `n` messages arrived; returns them all.
-    async fn wait_for(&self, n: usize) -> Vec<Mail> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Mail> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mails = self.messages();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tinbao::crypto::Receipt;
 use tinbao::store::TipRow;
 
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// The 16 digits of the receipt inside a message.
 fn receipt_in(text: &str) -> Option<Receipt> {
@@ -37,7 +37,7 @@ async fn tip_of(app: &TestApp, receipt: &Receipt) -> TipRow {
 }
 
 /// Waits until `check` holds, polling.
-async fn eventually<F, Fut>(what: &str, mut check: F)
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -182,11 +182,11 @@ async fn telegram_outage_delays_messages_and_loses_none() {
         let sent = tg.wait_for(1, WAIT * 3).await;
         assert!(sent[0].1.contains("MOI"));
         assert_eq!(tg.calls("sendMessage"), 3, "two failures, then accepted");
-        // The bot blocked by the user is an opt-out: the message fails for good.
+        // The bot blocked by the user is an opt-out: the message is not sent, for good.
         tg.fail_next_method("sendMessage", 1, telegram::Failure::Blocked);
         tg.push_text(77, "/help");
         let store = app.state.intake.store().clone();
-        eventually("the blocked message is marked failed", || {
+        eventually("the blocked message is marked opted out", || {
             let store = store.clone();
             async move {
                 store
@@ -194,10 +194,33 @@ async fn telegram_outage_delays_messages_and_loses_none() {
                     .await
                     .unwrap()
                     .iter()
-                    .any(|(s, n)| s == "failed" && *n == 1)
+                    .any(|(s, n)| s == "opted_out" && *n == 1)
             }
         })
         .await;
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn only_one_server_polls_telegram_when_several_share_postgresql() {
+    for engine in engines() {
+        if engine != crate::helpers::Engine::Postgres {
+            continue;
+        }
+        let tg = telegram::FakeTelegram::start("123456:TEST-token_abc").await;
+        let app = spawn_app_with(engine, |c| c.telegram = tg.config()).await;
+        let second = app.second_instance().await;
+        let third = app.second_instance().await;
+        for i in 0..5 {
+            tg.push_text(500 + i, "/help");
+        }
+        let sent = tg.wait_for(5, WAIT).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(tg.sent().len(), 5, "each message answered once: {sent:?}");
+        assert_eq!(tg.max_concurrent_pollers(), 1, "one poller at a time");
+        third.stop_keep_db().await;
+        second.stop_keep_db().await;
         app.stop().await;
     }
 }
@@ -258,7 +281,7 @@ async fn telegram_webhook_mode_checks_the_secret_token() {
 
 // ---------------------------------------------------------------- Zalo
 
-async fn post_zalo(app: &TestApp, event: serde_json::Value) -> reqwest::StatusCode {
+pub(crate) async fn post_zalo(app: &TestApp, event: serde_json::Value) -> reqwest::StatusCode {
     let (body, sig) = zalo::signed_event(zalo::APP_ID, zalo::OA_SECRET_KEY, event);
     app.client
         .post(app.url("/hooks/zalo"))
@@ -454,11 +477,16 @@ fn zalo_signature(body: &[u8], timestamp: &str) -> String {
 
 // ---------------------------------------------------------------- SMS
 
-const SID: &str = "AC00000000000000000000000000000001";
-const TOKEN: &str = "twilio-secret";
+pub(crate) const SID: &str = "AC00000000000000000000000000000001";
+pub(crate) const TOKEN: &str = "twilio-secret";
 const TIP_NUMBER: &str = "+84900000070";
 
-async fn post_twilio(app: &TestApp, sid: &str, from: &str, body: &str) -> reqwest::StatusCode {
+pub(crate) async fn post_twilio(
+    app: &TestApp,
+    sid: &str,
+    from: &str,
+    body: &str,
+) -> reqwest::StatusCode {
     let params = twilio::incoming_sms(SID, sid, from, TIP_NUMBER, body);
     let url = format!("{}/hooks/sms/twilio", app.config.public_url);
     let sig = twilio::sign(TOKEN, &url, &params);

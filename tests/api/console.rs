@@ -21,6 +21,7 @@ fn allowed(method: &str, path: &str) -> Option<&'static [&'static str]> {
     const READERS: &[&str] = &["officer", "chief", "province", "admin"];
     const POLICE: &[&str] = &["officer", "chief"];
     const MANAGERS: &[&str] = &["chief", "admin"];
+    const CAMPAIGN: &[&str] = &["officer", "chief", "village_head"];
     Some(match (method, path) {
         ("GET", "/console/login") | ("POST", "/console/login") => ALL,
         ("GET", "/console/password") | ("POST", "/console/password") => ALL,
@@ -30,7 +31,17 @@ fn allowed(method: &str, path: &str) -> Option<&'static [&'static str]> {
         ("GET", "/console/queue") | ("GET", "/console/events") => {
             &["officer", "chief", "province", "admin", "other_officer"]
         }
-        ("GET", "/console/village") => &["village_head"],
+        ("GET", "/console/broadcasts") => &["officer", "chief", "village_head", "other_officer"],
+        ("GET", "/console/broadcasts/new") | ("POST", "/console/broadcasts/new") => {
+            &["chief", "village_head"]
+        }
+        ("GET", "/console/broadcasts/{broadcast}")
+        | ("GET", "/console/broadcasts/{broadcast}/progress")
+        | ("POST", "/console/broadcasts/{broadcast}/cancel")
+        | ("GET", "/console/villages/{village}/poster") => CAMPAIGN,
+        ("POST", "/console/broadcasts/{broadcast}/approve") => POLICE,
+        ("POST", "/console/templates/{template}/delete") => &["chief", "village_head"],
+        ("POST", "/console/broadcast-settings") => &["chief"],
         ("GET", "/console/tips/{id}") | ("GET", "/console/tips/{id}/photos/{photo}") => READERS,
         ("POST", "/console/tips/{id}/note") => READERS,
         ("POST", "/console/tips/{id}/status")
@@ -68,6 +79,13 @@ fn form_for(path: &str, csrf: &str, other_tip: &str) -> Vec<(String, String)> {
             ("commune", "70"),
         ],
         "/console/password" => &[("password", "x"), ("password_again", "y")],
+        "/console/broadcasts/new" => &[
+            ("action", "preview"),
+            ("title", "Tháng hành động"),
+            ("text_vi", "Họp thôn 19h"),
+            ("channel", "zalo"),
+        ],
+        "/console/broadcast-settings" => &[("approval", "on")],
         "/console/totp" => &[("code", "000000")],
         _ => &[],
     };
@@ -112,6 +130,51 @@ async fn every_console_route_allows_or_denies_every_role_as_the_table_says() {
         for (name, role, province, commune) in kinds {
             users.push((name, login_as(&app, role, name, province, commune).await));
         }
+        // A broadcast the village head wrote to its village, and a template of commune 70.
+        let head = users.iter().find(|u| u.0 == "village_head").unwrap();
+        let head = tinbao::accounts::Account::from_row(
+            &app.state
+                .intake
+                .store()
+                .account(&head.1.id)
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        let village = head.village_id.unwrap();
+        let broadcast = app
+            .state
+            .broadcasts
+            .create(
+                &head,
+                &tinbao::broadcast::Draft {
+                    title: "Tháng hành động".into(),
+                    texts: [("vi".to_string(), "Họp thôn 19h".to_string())].into(),
+                    transports: vec![tinbao::channels::Transport::Zalo],
+                    villages: vec![village],
+                    send_at: None,
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        app.state
+            .intake
+            .store()
+            .insert_template(&tinbao::store::TemplateRow {
+                id: "tpl1".into(),
+                commune_code: 70,
+                name: "26/6".into(),
+                title: "Ngày 26/6".into(),
+                texts: r#"{"vi":"Họp thôn"}"#.into(),
+                transports: "zalo".into(),
+                created_by: head.id.clone(),
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+
         let mut spare = 0;
         let specs = route_specs();
         for spec in &specs {
@@ -125,7 +188,10 @@ async fn every_console_route_allows_or_denies_every_role_as_the_table_says() {
                 .path
                 .replace("{id}", &tip)
                 .replace("{photo}", &photo)
-                .replace("{account}", &target);
+                .replace("{account}", &target)
+                .replace("{broadcast}", &broadcast)
+                .replace("{template}", "tpl1")
+                .replace("{village}", &village.to_string());
             for (name, main_user) in users.iter() {
                 // Ending sessions: use a spare account of the same kind, keep the main one.
                 let (client, csrf) = if spec.path.contains("logout") {
@@ -200,8 +266,12 @@ async fn every_console_route_allows_or_denies_every_role_as_the_table_says() {
                         .unwrap()
                 };
                 let status = res.status();
-                let expect_allowed =
-                    who.contains(name) && !(*name == "other_officer" && spec.path.contains("{id}"));
+                // Another commune's officer is refused every tip, broadcast and village of
+                // commune 70 (its role would allow the route).
+                let scoped = ["{id}", "{broadcast}", "{village}"]
+                    .iter()
+                    .any(|p| spec.path.contains(p));
+                let expect_allowed = who.contains(name) && !(*name == "other_officer" && scoped);
                 if expect_allowed {
                     assert!(
                         status != StatusCode::FORBIDDEN && !status.is_server_error(),

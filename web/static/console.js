@@ -20,3 +20,79 @@
   };
   new EventSource("/console/events").addEventListener("tip", refresh);
 })();
+
+// Campaign messages: live characters/SMS counter while typing, live progress while a
+// broadcast sends, a confirmation before cancelling, and the poster's print button.
+// Without this file the server's preview and a reload show the same.
+(function () {
+  "use strict";
+  var GSM = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?" +
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+  var EXT = "^{}\\[~]|€\f";
+  var count = function (text) {
+    text = text.normalize ? text.normalize("NFC") : text;
+    var units = [], gsm = true, i, c;
+    for (i = 0; i < text.length; i++) {
+      c = text.charAt(i);
+      if (GSM.indexOf(c) >= 0) units.push(1);
+      else if (EXT.indexOf(c) >= 0) units.push(2);
+      else { gsm = false; break; }
+    }
+    if (!gsm) {
+      units = [];
+      for (i = 0; i < text.length; i++) units.push(1);
+    }
+    var single = gsm ? 160 : 70, part = gsm ? 153 : 67, total = 0;
+    units.forEach(function (u) { total += u; });
+    var parts = 1, used = 0;
+    if (total > single) {
+      units.forEach(function (u) { if (used + u > part) { parts++; used = 0; } used += u; });
+    }
+    return { chars: Array.from ? Array.from(text).length : text.length, segments: parts };
+  };
+  Array.prototype.forEach.call(document.querySelectorAll("textarea[data-counter]"), function (area) {
+    var out = document.getElementById(area.getAttribute("data-counter"));
+    if (!out) return;
+    var tpl = out.getAttribute("data-template");
+    var update = function () {
+      var r = count(area.value);
+      out.textContent = tpl.replace("{chars}", r.chars).replace("{segments}", r.segments);
+    };
+    area.addEventListener("input", update);
+  });
+
+  var panel = document.getElementById("progress");
+  if (panel && panel.getAttribute("data-live") && window.fetch) {
+    var poll = function () {
+      fetch(panel.getAttribute("data-url"), { credentials: "same-origin" })
+        .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
+        .then(function (d) {
+          var p = d.progress;
+          ["queued", "sent", "delivered", "failed", "opted_out", "cancelled"].forEach(function (k) {
+            var el = document.getElementById("pg-" + k);
+            if (el) el.textContent = p[k];
+          });
+          var bar = document.getElementById("pg-bar");
+          if (bar) { bar.value = d.percent; bar.textContent = d.percent + "%"; }
+          var eta = document.getElementById("pg-eta");
+          if (eta) eta.textContent = d.eta || "—";
+          var st = document.getElementById("b-status");
+          if (st) st.textContent = d.status_text;
+          if (["pending", "scheduled", "sending"].indexOf(d.status) >= 0) setTimeout(poll, 2000);
+          else location.reload();
+        })
+        .catch(function () { setTimeout(poll, 5000); });
+    };
+    setTimeout(poll, 2000);
+  }
+
+  var cancel = document.getElementById("cancel-form");
+  if (cancel) {
+    cancel.addEventListener("submit", function (e) {
+      if (!window.confirm(cancel.getAttribute("data-confirm"))) e.preventDefault();
+    });
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("[data-print]"), function (b) {
+    b.addEventListener("click", function () { window.print(); });
+  });
+})();

@@ -40,6 +40,8 @@ struct Inner {
     failures: Mutex<VecDeque<Failure>>,
     requests: AtomicUsize,
     legacy_requests: AtomicUsize,
+    /// Message ids given by the client, and the message each names.
+    ids: Mutex<std::collections::HashMap<String, String>>,
     notify: Notify,
 }
 
@@ -99,6 +101,11 @@ impl FakeAndroid {
     pub fn fail_next(&self, n: usize, kind: Failure) {
         let mut failures = self.inner.failures.lock().unwrap();
         failures.extend(std::iter::repeat_n(kind, n));
+    }
+
+    /// The message ids clients gave, one per accepted message.
+    pub fn message_ids(&self) -> Vec<String> {
+        self.inner.ids.lock().unwrap().keys().cloned().collect()
     }
 
     /// Messages accepted so far, as (phone number, text), one per recipient, in order.
@@ -207,10 +214,28 @@ async fn send_message(
     if numbers.is_empty() {
         return gateway_error(StatusCode::BAD_REQUEST, "phoneNumbers is required");
     }
+    // The documented idempotency: a message id the gateway already has is the same
+    // message, not a new one.
+    let given = request
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let id = {
         let mut sent = inner.sent.lock().unwrap();
-        sent.extend(numbers.iter().map(|n| (n.clone(), text.clone())));
-        format!("fake{:017}", sent.len())
+        let mut ids = inner.ids.lock().unwrap();
+        match given.as_ref().and_then(|g| ids.get(g)) {
+            Some(existing) => existing.clone(),
+            None => {
+                sent.extend(numbers.iter().map(|n| (n.clone(), text.clone())));
+                let id = given
+                    .clone()
+                    .unwrap_or_else(|| format!("fake{:017}", sent.len()));
+                if let Some(g) = given {
+                    ids.insert(g, id.clone());
+                }
+                id
+            }
+        }
     };
     inner.notify.notify_waiters();
     let recipients: Vec<Value> = numbers
@@ -260,6 +285,24 @@ pub fn sms_received(event_id: &str, phone_number: &str, message: &str) -> String
             "receivedAt": "2026-06-22T15:46:11.000+07:00",
         },
         "webhookId": "tinbao-sms-received",
+    })
+    .to_string()
+}
+
+/// An `sms:delivered` webhook body, as the gateway posts when the handset confirms a
+/// message (`message_id` is the id the message was sent with).
+pub fn sms_delivered(event_id: &str, message_id: &str, phone_number: &str) -> String {
+    serde_json::json!({
+        "deviceId": "ffffffffceb0b1db0000018e937c815b",
+        "event": "sms:delivered",
+        "id": event_id,
+        "payload": {
+            "messageId": message_id,
+            "phoneNumber": phone_number,
+            "simNumber": 1,
+            "deliveredAt": "2026-06-26T19:00:05.000+07:00",
+        },
+        "webhookId": "tinbao-sms-delivered",
     })
     .to_string()
 }

@@ -49,6 +49,8 @@ struct Queue {
     blobs: HashMap<String, Vec<u8>>,
     next_file: u64,
     sent: Vec<(i64, String)>,
+    /// When each message was taken.
+    sent_at: Vec<std::time::Instant>,
     next_message_id: i64,
     failures: HashMap<String, VecDeque<Failure>>,
     calls: HashMap<String, usize>,
@@ -245,6 +247,20 @@ impl FakeTelegram {
     /// getUpdates calls waiting right now.
     pub fn current_pollers(&self) -> usize {
         self.inner.lock().pollers
+    }
+
+    /// The most messages taken within any one second so far.
+    pub fn max_per_second(&self) -> usize {
+        let times = self.inner.lock().sent_at.clone();
+        let mut best = 0;
+        let mut start = 0;
+        for end in 0..times.len() {
+            while times[end].duration_since(times[start]) >= Duration::from_secs(1) {
+                start += 1;
+            }
+            best = best.max(end - start + 1);
+        }
+        best
     }
 
     /// Messages sent so far, as (chat id, text), in order.
@@ -551,6 +567,7 @@ fn send_message(inner: &Inner, p: &Map<String, Value>) -> Response {
         let mut q = inner.lock();
         q.next_message_id += 1;
         q.sent.push((chat_id, text.clone()));
+        q.sent_at.push(std::time::Instant::now());
         q.next_message_id
     };
     inner.sent.notify_waiters();

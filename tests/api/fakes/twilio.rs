@@ -35,6 +35,8 @@ struct Inner {
     account_sid: String,
     auth_token: String,
     sent: Mutex<Vec<(String, String)>>,
+    /// (message SID, StatusCallback URL) of every accepted message that asked for one.
+    callbacks: Mutex<Vec<(String, String)>>,
     failures: Mutex<VecDeque<Failure>>,
     requests: AtomicUsize,
     notify: Notify,
@@ -98,6 +100,12 @@ impl FakeTwilio {
     pub fn fail_next(&self, n: usize, kind: Failure) {
         let mut failures = self.inner.failures.lock().unwrap();
         failures.extend(std::iter::repeat_n(kind, n));
+    }
+
+    /// (message SID, StatusCallback URL) of the accepted messages that asked for a
+    /// delivery report.
+    pub fn status_callbacks(&self) -> Vec<(String, String)> {
+        self.inner.callbacks.lock().unwrap().clone()
     }
 
     /// Messages accepted so far, as (To, Body), in order.
@@ -217,6 +225,13 @@ async fn create_message(
         sent.push((to.clone(), text.clone()));
         format!("SM{:032x}", sent.len())
     };
+    if let Some(url) = get("StatusCallback") {
+        inner
+            .callbacks
+            .lock()
+            .unwrap()
+            .push((message_sid.clone(), url));
+    }
     inner.notify.notify_waiters();
     let body = serde_json::json!({
         "account_sid": inner.account_sid,

@@ -1,0 +1,626 @@
+//! Campaign broadcasts in the database: subscribers (sealed addresses found by keyed
+//! pseudonym), broadcasts and their approval, the fan-out of a broadcast into the outbox
+//! in resumable chunks, live counts, kept results, templates, per-commune settings, and the
+//! send pacing every process shares.
+
+use super::{Pool, Store, StoreResult};
+
+/// A subscription as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SubscriberRow {
+    pub id: i64,
+    pub village_id: i64,
+    pub commune_code: i64,
+    pub transport: String,
+    pub sender: Vec<u8>,
+    pub address: Option<Vec<u8>>,
+    pub language: String,
+    pub status: String,
+}
+
+/// A subscription to store (the address already sealed).
+#[derive(Debug, Clone)]
+pub struct NewSubscriber {
+    pub village_id: i64,
+    pub commune_code: i64,
+    pub transport: String,
+    pub sender: Vec<u8>,
+    pub address: Vec<u8>,
+    pub language: String,
+    /// `active`, or `pending` until an email address is confirmed.
+    pub status: &'static str,
+    pub now: i64,
+}
+
+/// A broadcast as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BroadcastRow {
+    pub id: String,
+    pub commune_code: i64,
+    pub author_id: String,
+    pub title: String,
+    /// JSON object: language → text.
+    pub texts: String,
+    /// Comma-separated transports.
+    pub transports: String,
+    /// Comma-separated village ids.
+    pub villages: String,
+    pub status: String,
+    pub send_at: i64,
+    pub created_at: i64,
+    pub approved_by: Option<String>,
+    pub approved_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub fanout_village: i64,
+    pub fanout_cursor: i64,
+    pub fanout_done: i64,
+    pub queued: i64,
+    pub finished_at: Option<i64>,
+    pub cancelled_by: Option<String>,
+    pub cancelled_at: Option<i64>,
+}
+
+const BROADCAST_COLUMNS: &str = "id, commune_code, author_id, title, texts, transports, villages, status, \
+    send_at, created_at, approved_by, approved_at, started_at, fanout_village, fanout_cursor, fanout_done, \
+    queued, finished_at, cancelled_by, cancelled_at";
+
+/// A broadcast to store.
+#[derive(Debug, Clone)]
+pub struct NewBroadcast {
+    pub id: String,
+    pub commune_code: i64,
+    pub author_id: String,
+    pub title: String,
+    pub texts: String,
+    pub transports: String,
+    pub villages: String,
+    /// `pending` (waiting for approval) or `scheduled`.
+    pub status: &'static str,
+    pub send_at: i64,
+    pub approved_by: Option<String>,
+    pub created_at: i64,
+}
+
+/// A saved template.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TemplateRow {
+    pub id: String,
+    pub commune_code: i64,
+    pub name: String,
+    pub title: String,
+    pub texts: String,
+    pub transports: String,
+    pub created_by: String,
+    pub created_at: i64,
+}
+
+/// One line of a broadcast's counts: transport, outbox status, how many.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CountRow {
+    pub transport: String,
+    pub status: String,
+    pub count: i64,
+}
+
+/// One line of a finished broadcast's kept results.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ResultRow {
+    pub village_id: i64,
+    pub transport: String,
+    pub status: String,
+    pub count: i64,
+}
+
+/// Where a fan-out stands after a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanoutStep {
+    /// Outbox rows written by this chunk.
+    pub inserted: u64,
+    /// Every subscriber has been visited.
+    pub done: bool,
+}
+
+/// The settlement of one outbox message, written in batches.
+#[derive(Debug, Clone)]
+pub enum Settle {
+    Sent {
+        id: String,
+        provider_id: Option<String>,
+        at: i64,
+    },
+    Retry {
+        id: String,
+        next_at: i64,
+        error: String,
+    },
+    /// `failed`, `opted_out` or `cancelled`, with a reason.
+    Closed {
+        id: String,
+        status: &'static str,
+        error: String,
+        at: i64,
+    },
+}
+
+fn parse_ids(csv: &str) -> Vec<i64> {
+    csv.split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
+}
+
+use super::quoted_list;
+
+const SUBSCRIBER_COLUMNS: &str =
+    "id, village_id, commune_code, transport, sender, address, language, status";
+
+/// Keeps a broadcast's counts per village, transport and outcome (`delivered` apart).
+const KEEP_RESULTS: &str = "INSERT INTO broadcast_results (broadcast_id, village_id, transport, status, count) \
+     SELECT $1, s.village_id, o.transport, \
+     CASE WHEN o.delivered_at IS NOT NULL THEN 'delivered' ELSE o.status END, COUNT(*) \
+     FROM outbox o JOIN subscribers s ON s.id = o.subscriber_id WHERE o.broadcast_id = $1 \
+     GROUP BY s.village_id, o.transport, CASE WHEN o.delivered_at IS NOT NULL THEN 'delivered' ELSE o.status END \
+     ON CONFLICT DO NOTHING";
+
+impl Store {
+    /// One village.
+    pub async fn village(&self, id: i64) -> StoreResult<Option<super::Village>> {
+        on_pool!(self, p => sqlx::query_as("SELECT id, commune_code, name FROM villages WHERE id = $1")
+            .bind(id).fetch_optional(p).await)
+    }
+
+    // ----- subscribers ---------------------------------------------------------------
+
+    /// Adds a subscription, or renews one (new address, language; an opted-out or pending
+    /// subscription takes the new status). Returns its id and status.
+    pub async fn upsert_subscriber(&self, s: &NewSubscriber) -> StoreResult<(i64, String)> {
+        on_pool!(self, p => sqlx::query_as(
+            "INSERT INTO subscribers (village_id, commune_code, transport, sender, address, language, status, created_at, updated_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$8) \
+             ON CONFLICT (village_id, transport, sender) DO UPDATE SET address = excluded.address, \
+             language = excluded.language, updated_at = excluded.updated_at, \
+             status = CASE WHEN subscribers.status = 'active' THEN 'active' ELSE excluded.status END \
+             RETURNING id, status")
+            .bind(s.village_id).bind(s.commune_code).bind(&s.transport).bind(&s.sender)
+            .bind(&s.address).bind(&s.language).bind(s.status).bind(s.now)
+            .fetch_one(p).await)
+    }
+
+    /// Stores many new subscriptions at once (imports, benchmarks); duplicates are
+    /// skipped. Returns how many were new.
+    pub async fn insert_subscribers(&self, subs: &[NewSubscriber]) -> StoreResult<u64> {
+        let mut n = 0;
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for chunk in subs.chunks(1000) {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO subscribers (village_id, commune_code, transport, sender, address, language, status, \
+                     created_at, updated_at) ",
+                );
+                q.push_values(chunk, |mut b, s| {
+                    b.push_bind(s.village_id)
+                        .push_bind(s.commune_code)
+                        .push_bind(&s.transport)
+                        .push_bind(&s.sender)
+                        .push_bind(&s.address)
+                        .push_bind(&s.language)
+                        .push_bind(s.status)
+                        .push_bind(s.now)
+                        .push_bind(s.now);
+                });
+                q.push(" ON CONFLICT DO NOTHING");
+                n += q.build().execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+        });
+        Ok(n)
+    }
+
+    /// One subscription.
+    pub async fn subscriber(&self, id: i64) -> StoreResult<Option<SubscriberRow>> {
+        on_pool!(self, p => sqlx::query_as(
+            &format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE id = $1"))
+            .bind(id).fetch_optional(p).await)
+    }
+
+    /// Subscriptions by id (the dispatcher reads a claimed batch's recipients at once).
+    pub async fn subscribers_by_ids(&self, ids: &[i64]) -> StoreResult<Vec<SubscriberRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        on_pool!(self, p => sqlx::query_as(&format!(
+            "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE id IN ({list})"))
+            .fetch_all(p).await)
+    }
+
+    /// The subscriptions of one person on one transport (by pseudonym).
+    pub async fn subscriptions_of(&self, sender: &[u8]) -> StoreResult<Vec<SubscriberRow>> {
+        on_pool!(self, p => sqlx::query_as(
+            &format!("SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE sender = $1 AND status <> 'opted_out' ORDER BY id"))
+            .bind(sender).fetch_all(p).await)
+    }
+
+    /// A pending (email) subscription becomes active. `false` when it was not pending.
+    pub async fn confirm_subscriber(&self, id: i64, now: i64) -> StoreResult<bool> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE subscribers SET status = 'active', updated_at = $1 WHERE id = $2 AND status = 'pending'")
+            .bind(now).bind(id).execute(p).await.map(|r| r.rows_affected() == 1))
+    }
+
+    /// Opts one subscription out and erases its address. `false` when it already was.
+    pub async fn opt_out_subscriber(&self, id: i64, now: i64) -> StoreResult<bool> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE subscribers SET status = 'opted_out', address = NULL, updated_at = $1 WHERE id = $2 AND status <> 'opted_out'")
+            .bind(now).bind(id).execute(p).await.map(|r| r.rows_affected() == 1))
+    }
+
+    /// Opts every subscription of a person out (STOP, a block, an unfollow) and erases
+    /// the addresses. Returns how many there were.
+    pub async fn opt_out_sender(&self, sender: &[u8], now: i64) -> StoreResult<u64> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE subscribers SET status = 'opted_out', address = NULL, updated_at = $1 WHERE sender = $2 AND status <> 'opted_out'")
+            .bind(now).bind(sender).execute(p).await.map(|r| r.rows_affected()))
+    }
+
+    /// Active subscribers per village and transport.
+    pub async fn subscriber_counts(
+        &self,
+        villages: &[i64],
+    ) -> StoreResult<Vec<(i64, String, i64)>> {
+        if villages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = villages
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        on_pool!(self, p => sqlx::query_as(&format!(
+            "SELECT village_id, transport, COUNT(*) FROM subscribers WHERE village_id IN ({list}) AND status = 'active' \
+             GROUP BY village_id, transport ORDER BY village_id, transport"))
+            .fetch_all(p).await)
+    }
+
+    // ----- broadcasts ----------------------------------------------------------------
+
+    /// Stores a new broadcast.
+    pub async fn insert_broadcast(&self, b: &NewBroadcast) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query(
+            "INSERT INTO broadcasts (id, commune_code, author_id, title, texts, transports, villages, status, send_at, \
+             created_at, approved_by, approved_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11, \
+             CASE WHEN $11 IS NULL THEN NULL ELSE $10 END)")
+            .bind(&b.id).bind(b.commune_code).bind(&b.author_id).bind(&b.title).bind(&b.texts)
+            .bind(&b.transports).bind(&b.villages).bind(b.status).bind(b.send_at).bind(b.created_at)
+            .bind(&b.approved_by)
+            .execute(p).await.map(|_| ()))
+    }
+
+    /// One broadcast.
+    pub async fn broadcast(&self, id: &str) -> StoreResult<Option<BroadcastRow>> {
+        on_pool!(self, p => sqlx::query_as(&format!("SELECT {BROADCAST_COLUMNS} FROM broadcasts WHERE id = $1"))
+            .bind(id).fetch_optional(p).await)
+    }
+
+    /// The newest broadcasts of a commune.
+    pub async fn broadcasts_of_commune(
+        &self,
+        commune: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<BroadcastRow>> {
+        on_pool!(self, p => sqlx::query_as(&format!(
+            "SELECT {BROADCAST_COLUMNS} FROM broadcasts WHERE commune_code = $1 ORDER BY created_at DESC LIMIT $2"))
+            .bind(commune).bind(limit).fetch_all(p).await)
+    }
+
+    /// Approves a waiting broadcast, never by its author. `false` when it was not waiting
+    /// or the approver wrote it.
+    pub async fn approve_broadcast(&self, id: &str, by: &str, now: i64) -> StoreResult<bool> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE broadcasts SET status = 'scheduled', approved_by = $1, approved_at = $2 \
+             WHERE id = $3 AND status = 'pending' AND author_id <> $1")
+            .bind(by).bind(now).bind(id).execute(p).await.map(|r| r.rows_affected() == 1))
+    }
+
+    /// Cancels a broadcast that has not finished: what is still queued is cancelled, what
+    /// was sent stays counted. `false` when it had already finished.
+    pub async fn cancel_broadcast(&self, id: &str, by: &str, now: i64) -> StoreResult<bool> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE broadcasts SET status = 'cancelled', cancelled_by = $1, cancelled_at = $2, finished_at = $2 \
+                 WHERE id = $3 AND status IN ('pending', 'scheduled', 'sending')")
+                .bind(by).bind(now).bind(id).execute(&mut *tx).await?.rows_affected() == 1;
+            if changed {
+                sqlx::query(
+                    "UPDATE outbox SET status = 'cancelled', settled_at = $1, last_error = 'broadcast cancelled', \
+                     claimed_until = 0 WHERE broadcast_id = $2 AND status = 'queued'")
+                    .bind(now).bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(changed)
+        })
+    }
+
+    /// Broadcasts that need the runner: scheduled and due, or sending with a fan-out no
+    /// process is working on, or fanned out and waiting to be finished.
+    pub async fn broadcasts_to_run(&self, now: i64) -> StoreResult<Vec<BroadcastRow>> {
+        on_pool!(self, p => sqlx::query_as(&format!(
+            "SELECT {BROADCAST_COLUMNS} FROM broadcasts WHERE (status = 'scheduled' AND send_at <= $1) \
+             OR (status = 'sending' AND (fanout_done = 1 OR fanout_until < $1)) ORDER BY send_at LIMIT 100"))
+            .bind(now).fetch_all(p).await)
+    }
+
+    /// A due broadcast starts sending. `false` when another process started it.
+    pub async fn start_broadcast(&self, id: &str, now: i64) -> StoreResult<bool> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE broadcasts SET status = 'sending', started_at = $1 WHERE id = $2 AND status = 'scheduled'")
+            .bind(now).bind(id).execute(p).await.map(|r| r.rows_affected() == 1))
+    }
+
+    /// Takes the fan-out of a sending broadcast until `until` (one process at a time; a
+    /// process that dies lets it go when the lease runs out). The row as it stands.
+    pub async fn lease_fanout(
+        &self,
+        id: &str,
+        now: i64,
+        until: i64,
+    ) -> StoreResult<Option<BroadcastRow>> {
+        on_pool!(self, p => sqlx::query_as(&format!(
+            "UPDATE broadcasts SET fanout_until = $1 WHERE id = $2 AND status = 'sending' AND fanout_done = 0 \
+             AND fanout_until < $3 RETURNING {BROADCAST_COLUMNS}"))
+            .bind(until).bind(id).bind(now).fetch_optional(p).await)
+    }
+
+    /// Fans one chunk of a broadcast's audience into the outbox: up to `limit` active
+    /// subscribers of the village the cursor is in, after the cursor, on the broadcast's
+    /// transports. A person subscribed to several of the villages gets one message: the
+    /// outbox id is derived from the broadcast and the person's pseudonym. The cursor moves
+    /// in the same transaction, so a crash repeats nothing and skips no one; the lease
+    /// is extended to `until`.
+    pub async fn fanout_chunk(
+        &self,
+        b: &BroadcastRow,
+        limit: i64,
+        now: i64,
+        until: i64,
+    ) -> StoreResult<(BroadcastRow, FanoutStep)> {
+        let villages = parse_ids(&b.villages);
+        let transports: Vec<&str> = b.transports.split(',').filter(|t| !t.is_empty()).collect();
+        let list = quoted_list(&transports);
+        let idx = usize::try_from(b.fanout_village).unwrap_or(usize::MAX);
+        // Past the last village (a crash after the last chunk): nothing left but to say so.
+        let village = villages.get(idx).copied();
+        let id_expr = match self.pool {
+            Pool::Sqlite(_) => "'b:' || $1 || ':' || s.transport || ':' || lower(hex(substr(s.sender, 1, 12)))",
+            Pool::Postgres(_) => {
+                "'b:' || $1 || ':' || s.transport || ':' || encode(substring(s.sender from 1 for 12), 'hex')"
+            }
+        };
+        // The chunk's last subscriber id, to move the cursor even when every row of the
+        // chunk was a duplicate.
+        let window =
+            "SELECT id FROM subscribers WHERE village_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+        let insert = format!(
+            "INSERT INTO outbox (id, transport, priority, status, broadcast_id, subscriber_id, next_attempt_at, created_at) \
+             SELECT {id_expr}, s.transport, {bulk}, 'queued', $1, s.id, $2, $2 FROM subscribers s \
+             WHERE s.village_id = $3 AND s.id > $4 AND s.id <= $5 AND s.status = 'active' AND s.transport IN ({list}) \
+             ON CONFLICT (id) DO NOTHING",
+            bulk = super::PRIORITY_BULK
+        );
+        let (row, step) = on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let ids: Vec<i64> = match village {
+                Some(v) => sqlx::query_scalar(window)
+                    .bind(v).bind(b.fanout_cursor).bind(limit)
+                    .fetch_all(&mut *tx).await?,
+                None => Vec::new(),
+            };
+            let (inserted, next_village, next_cursor) = match ids.last() {
+                Some(&last) => {
+                    let n = sqlx::query(&insert)
+                        .bind(&b.id).bind(now).bind(village).bind(b.fanout_cursor).bind(last)
+                        .execute(&mut *tx).await?.rows_affected();
+                    if (ids.len() as i64) < limit {
+                        (n, b.fanout_village + 1, 0)
+                    } else {
+                        (n, b.fanout_village, last)
+                    }
+                }
+                None => (0, b.fanout_village + 1, 0),
+            };
+            let done = usize::try_from(next_village).unwrap_or(usize::MAX) >= villages.len();
+            let row: BroadcastRow = sqlx::query_as(&format!(
+                "UPDATE broadcasts SET fanout_village = $1, fanout_cursor = $2, queued = queued + $3, \
+                 fanout_done = $4, fanout_until = $5 WHERE id = $6 RETURNING {BROADCAST_COLUMNS}"))
+                .bind(next_village).bind(next_cursor).bind(inserted as i64).bind(i64::from(done))
+                .bind(until).bind(&b.id)
+                .fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            (row, FanoutStep { inserted, done })
+        });
+        Ok((row, step))
+    }
+
+    /// Finishes a fanned-out broadcast once nothing of it is queued: its counts per
+    /// village, transport and outcome are kept for the monthly report. `false` while
+    /// messages are still waiting.
+    pub async fn finish_broadcast(&self, id: &str, now: i64) -> StoreResult<bool> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            let waiting: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM outbox WHERE broadcast_id = $1 AND status = 'queued' LIMIT 1")
+                .bind(id).fetch_optional(&mut *tx).await?;
+            if waiting.is_some() {
+                return Ok(false);
+            }
+            let changed = sqlx::query(
+                "UPDATE broadcasts SET status = 'done', finished_at = $1 WHERE id = $2 AND status = 'sending' AND fanout_done = 1")
+                .bind(now).bind(id).execute(&mut *tx).await?.rows_affected() == 1;
+            if changed {
+                sqlx::query(KEEP_RESULTS).bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(changed)
+        })
+    }
+
+    /// Writes the results of a cancelled broadcast (what was sent before the cancel),
+    /// once nothing of it is claimed any more.
+    pub async fn keep_cancelled_results(&self, id: &str) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query(KEEP_RESULTS).bind(id).execute(p).await.map(|_| ()))
+    }
+
+    /// Live counts of a broadcast's messages by transport and outbox status (`delivered`
+    /// counted apart: a delivered message is also `sent`).
+    pub async fn broadcast_counts(&self, id: &str) -> StoreResult<Vec<CountRow>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT transport, status, COUNT(*) AS count FROM outbox WHERE broadcast_id = $1 GROUP BY transport, status \
+             UNION ALL SELECT transport, 'delivered' AS status, COUNT(*) AS count FROM outbox \
+             WHERE broadcast_id = $1 AND status = 'sent' AND delivered_at IS NOT NULL GROUP BY transport \
+             ORDER BY 1, 2")
+            .bind(id).fetch_all(p).await)
+    }
+
+    /// The kept results of a finished broadcast.
+    pub async fn broadcast_results(&self, id: &str) -> StoreResult<Vec<ResultRow>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT village_id, transport, status, count FROM broadcast_results WHERE broadcast_id = $1 \
+             ORDER BY village_id, transport, status")
+            .bind(id).fetch_all(p).await)
+    }
+
+    /// Status and texts of broadcasts (the dispatcher checks a batch against them).
+    pub async fn broadcast_texts(
+        &self,
+        ids: &[&str],
+    ) -> StoreResult<Vec<(String, String, String, String)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = quoted_list(ids);
+        on_pool!(self, p => sqlx::query_as(&format!(
+            "SELECT id, status, title, texts FROM broadcasts WHERE id IN ({list})"))
+            .fetch_all(p).await)
+    }
+
+    // ----- templates and settings ------------------------------------------------------
+
+    /// Saves a template.
+    pub async fn insert_template(&self, t: &TemplateRow) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query(
+            "INSERT INTO broadcast_templates (id, commune_code, name, title, texts, transports, created_by, created_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8)")
+            .bind(&t.id).bind(t.commune_code).bind(&t.name).bind(&t.title).bind(&t.texts)
+            .bind(&t.transports).bind(&t.created_by).bind(t.created_at)
+            .execute(p).await.map(|_| ()))
+    }
+
+    /// A commune's templates by name.
+    pub async fn templates(&self, commune: i64) -> StoreResult<Vec<TemplateRow>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT id, commune_code, name, title, texts, transports, created_by, created_at FROM broadcast_templates \
+             WHERE commune_code = $1 ORDER BY name")
+            .bind(commune).fetch_all(p).await)
+    }
+
+    /// Deletes a template of a commune. `false` when there was none.
+    pub async fn delete_template(&self, commune: i64, id: &str) -> StoreResult<bool> {
+        on_pool!(self, p => sqlx::query("DELETE FROM broadcast_templates WHERE id = $1 AND commune_code = $2")
+            .bind(id).bind(commune).execute(p).await.map(|r| r.rows_affected() == 1))
+    }
+
+    /// Whether a commune's broadcasts need approval (yes unless turned off).
+    pub async fn broadcast_approval(&self, commune: i64) -> StoreResult<bool> {
+        let v: Option<i64> = on_pool!(self, p => sqlx::query_scalar(
+            "SELECT broadcast_approval FROM commune_settings WHERE commune_code = $1")
+            .bind(commune).fetch_optional(p).await)?;
+        Ok(v.is_none_or(|v| v != 0))
+    }
+
+    /// Turns a commune's approval of broadcasts on or off.
+    pub async fn set_broadcast_approval(
+        &self,
+        commune: i64,
+        on: bool,
+        now: i64,
+    ) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query(
+            "INSERT INTO commune_settings (commune_code, broadcast_approval, updated_at) VALUES ($1,$2,$3) \
+             ON CONFLICT (commune_code) DO UPDATE SET broadcast_approval = excluded.broadcast_approval, \
+             updated_at = excluded.updated_at")
+            .bind(commune).bind(i64::from(on)).bind(now).execute(p).await.map(|_| ()))
+    }
+
+    // ----- sending -----------------------------------------------------------------------
+
+    /// Reserves `n` consecutive send slots of `interval_us` on a transport, shared by every
+    /// process: returns the first slot's time (microseconds).
+    pub async fn reserve_send_slots(
+        &self,
+        transport: &str,
+        n: i64,
+        interval_us: i64,
+        now_us: i64,
+    ) -> StoreResult<i64> {
+        let span = n.saturating_mul(interval_us);
+        let end: i64 = on_pool!(self, p => sqlx::query_scalar(
+            "INSERT INTO send_pacing (transport, next_at) VALUES ($1, $2 + $3) \
+             ON CONFLICT (transport) DO UPDATE SET next_at = \
+             CASE WHEN send_pacing.next_at > $2 THEN send_pacing.next_at ELSE $2 END + $3 RETURNING next_at")
+            .bind(transport).bind(now_us).bind(span).fetch_one(p).await)?;
+        Ok(end - span)
+    }
+
+    /// Writes a batch of settlements in one transaction. Recipient and text are erased
+    /// from every settled row.
+    pub async fn settle_outbox(&self, settles: &[&Settle]) -> StoreResult<()> {
+        on_pool!(self, p => {
+            let mut tx = p.begin().await?;
+            for s in settles {
+                match s {
+                    Settle::Sent { id, provider_id, at } => sqlx::query(
+                        "UPDATE outbox SET status = 'sent', provider_id = $1, settled_at = $2, recipient = NULL, \
+                         body = NULL, last_error = NULL, claimed_until = 0 WHERE id = $3")
+                        .bind(provider_id).bind(at).bind(id).execute(&mut *tx).await?,
+                    Settle::Retry { id, next_at, error } => sqlx::query(
+                        "UPDATE outbox SET next_attempt_at = $1, last_error = $2, claimed_until = 0 WHERE id = $3")
+                        .bind(next_at).bind(error).bind(id).execute(&mut *tx).await?,
+                    Settle::Closed { id, status, error, at } => sqlx::query(
+                        "UPDATE outbox SET status = $1, last_error = $2, settled_at = $3, recipient = NULL, body = NULL, \
+                         claimed_until = 0 WHERE id = $4")
+                        .bind(*status).bind(error).bind(at).bind(id).execute(&mut *tx).await?,
+                };
+            }
+            tx.commit().await
+        })
+    }
+
+    /// A provider reported a message delivered to the handset.
+    pub async fn outbox_delivered(&self, provider_id: &str, now: i64) -> StoreResult<bool> {
+        on_pool!(self, p => sqlx::query(
+            "UPDATE outbox SET delivered_at = $1 WHERE provider_id = $2 AND status = 'sent' AND delivered_at IS NULL")
+            .bind(now).bind(provider_id).execute(p).await.map(|r| r.rows_affected() > 0))
+    }
+
+    /// Where a broadcast message and its subscriber stand now (re-read just before a
+    /// paced send, so an opt-out or a cancellation meanwhile counts).
+    pub async fn broadcast_message_live(
+        &self,
+        outbox_id: &str,
+    ) -> StoreResult<Option<(String, Option<String>)>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT o.status, s.status FROM outbox o LEFT JOIN subscribers s ON s.id = o.subscriber_id WHERE o.id = $1")
+            .bind(outbox_id).fetch_optional(p).await)
+    }
+
+    /// Keeps claimed messages leased to this process while they wait for their send.
+    pub async fn extend_outbox_lease(&self, ids: &[&str], until: i64) -> StoreResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = quoted_list(ids);
+        on_pool!(self, p => sqlx::query(&format!(
+            "UPDATE outbox SET claimed_until = $1 WHERE status = 'queued' AND id IN ({list})"))
+            .bind(until).execute(p).await.map(|_| ()))
+    }
+}
