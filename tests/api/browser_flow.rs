@@ -428,3 +428,123 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
     phone.close().await.unwrap();
     app.stop().await;
 }
+
+/// A village head on a small phone: the broadcasts page, the compose form whose counter
+/// follows the typing, the preview, and the broadcast waiting for approval; nothing is
+/// wider than the screen.
+#[tokio::test]
+async fn a_village_head_writes_a_broadcast_on_a_phone() {
+    use crate::console_support::login_as;
+    use tinbao::accounts::Role;
+    use tinbao::channels::Transport;
+    if available().is_none() {
+        return;
+    }
+    let app = spawn_app(Engine::Sqlite).await;
+    let head = login_as(&app, Role::VillageHead, "truongthon", None, Some(70)).await;
+    let row = app
+        .state
+        .intake
+        .store()
+        .account(&head.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let village = row.village_id.unwrap();
+    for phone in ["+84903000001", "+84903000002"] {
+        app.state
+            .broadcasts
+            .subscribe(Transport::Android, phone, village, "vi")
+            .await
+            .unwrap();
+    }
+
+    let b = Browser::start(360, 640, true)
+        .await
+        .expect("chromium starts");
+    let c = &b.client;
+    let fits = |c: &fantoccini::Client| {
+        let c = c.clone();
+        async move {
+            c.execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                vec![],
+            )
+            .await
+            .unwrap()
+                == serde_json::Value::Bool(true)
+        }
+    };
+    console_login(c, &app.base, "truongthon", &head.password).await;
+    let counts = c
+        .wait()
+        .for_element(Locator::Css(&format!("#village-{village}")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(counts.contains('2'), "two subscribers: {counts}");
+    assert!(fits(c).await, "the list fits a 360 px screen");
+    b.screenshot("console-broadcasts-360").await.unwrap();
+    c.wait()
+        .for_element(Locator::Id("new-broadcast"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("f-title"))
+        .await
+        .unwrap()
+        .send_keys("Ngày 26/6")
+        .await
+        .unwrap();
+    let text = "Mời bà con họp thôn lúc 19h tại nhà văn hóa để nghe phổ biến về ma túy.";
+    c.wait()
+        .for_element(Locator::Id("f-text-vi"))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+    // The counter follows the typing (UCS-2: 70 characters fit one SMS).
+    let counter = c
+        .find(Locator::Id("count-vi"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let chars = text.chars().count();
+    let segments = if chars <= 70 { 1 } else { chars.div_ceil(67) };
+    assert_eq!(counter, format!("{chars} ký tự · {segments} tin SMS"));
+    c.find(Locator::Id("preview-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let total = c
+        .wait()
+        .for_element(Locator::Id("preview-total"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(total, "2");
+    assert!(fits(c).await, "the preview fits a 360 px screen");
+    b.screenshot("console-broadcast-preview-360").await.unwrap();
+    c.find(Locator::Id("send-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Id("waiting")).await.unwrap();
+    assert!(fits(c).await, "the broadcast page fits a 360 px screen");
+    b.screenshot("console-broadcast-360").await.unwrap();
+    app.stop().await;
+}
