@@ -182,6 +182,7 @@ pub async fn create(
     };
     match accounts::create(store, state.intake.geo(), new).await {
         Ok((account, password)) => {
+            state.console_cache.people.clear();
             let _ = state
                 .audit
                 .record(
@@ -235,6 +236,7 @@ pub async fn disable(
     if let Err(e) = accounts::disable(state.intake.store(), &target.id).await {
         return pages::internal(&s, e);
     }
+    state.console_cache.people.clear();
     let _ = state
         .audit
         .record(
@@ -268,6 +270,7 @@ pub async fn reset(
     };
     match accounts::reset(state.intake.store(), &target.id).await {
         Ok(password) => {
+            state.console_cache.people.clear();
             let _ = state
                 .audit
                 .record(

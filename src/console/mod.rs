@@ -477,6 +477,9 @@ pub struct Caches {
     pub open: TtlCache<Vec<(String, i64)>>,
     /// Open and overdue tips per commune of a province.
     pub communes: TtlCache<Vec<(i64, i64, i64)>>,
+    /// A commune's accounts (the tip page's names and assignee list): an account change
+    /// made through this process clears it; other processes' show within its half minute.
+    pub people: TtlCache<Vec<crate::store::AccountRow>>,
 }
 
 impl Default for Caches {
@@ -485,6 +488,7 @@ impl Default for Caches {
             closed: TtlCache::new(std::time::Duration::from_secs(60)),
             open: TtlCache::new(std::time::Duration::from_secs(5)),
             communes: TtlCache::new(std::time::Duration::from_secs(15)),
+            people: TtlCache::new(std::time::Duration::from_secs(30)),
         }
     }
 }

@@ -169,23 +169,25 @@ pub async fn tip_page(
             // The commune's accounts name the timeline's people and fill the assignee list.
             async {
                 Ok::<_, sqlx::Error>(match row.commune_code {
-                    Some(c) => store.accounts(None, Some(c)).await.unwrap_or_default(),
-                    None => Vec::new(),
-                })
-            },
-            async {
-                Ok::<_, sqlx::Error>(match row.village_id {
-                    Some(_) => store
-                        .villages(row.commune_code.unwrap_or_default())
+                    Some(c) => state
+                        .console_cache
+                        .people
+                        .get_or(c.to_string(), store.accounts(None, Some(c)))
                         .await
                         .unwrap_or_default(),
                     None => Vec::new(),
                 })
             },
+            async {
+                Ok::<_, sqlx::Error>(match row.village_id {
+                    Some(v) => store.village(v).await.unwrap_or_default(),
+                    None => None,
+                })
+            },
         )
     };
     let ((), reads) = tokio::join!(audit(&state, &s, &row, "tip.open", ""), reads);
-    let (messages, notes, attachments, trail, deliveries, accounts, villages) = match reads {
+    let (messages, notes, attachments, trail, deliveries, accounts, village) = match reads {
         Ok(v) => v,
         Err(e) => return pages::internal(&s, e),
     };
@@ -288,11 +290,7 @@ pub async fn tip_page(
         (None, None) => String::new(),
     };
     let village = match (row.village_id, &opened.village_text) {
-        (Some(v), _) => villages
-            .into_iter()
-            .find(|x| x.id == v)
-            .map(|x| x.name)
-            .unwrap_or_default(),
+        (Some(_), _) => village.map(|x| x.name).unwrap_or_default(),
         (None, Some(text)) => text.clone(),
         (None, None) => String::new(),
     };

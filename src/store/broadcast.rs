@@ -3,6 +3,7 @@
 //! in resumable chunks, live counts, kept results, templates, per-commune settings, and the
 //! send pacing every process shares.
 
+use super::BeginWrite;
 use super::{Pool, Store, StoreResult};
 
 /// A subscription as stored.
@@ -190,7 +191,7 @@ impl Store {
     pub async fn insert_subscribers(&self, subs: &[NewSubscriber]) -> StoreResult<u64> {
         let mut n = 0;
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for chunk in subs.chunks(1000) {
                 let mut q = sqlx::QueryBuilder::new(
                     "INSERT INTO subscribers (village_id, commune_code, transport, sender, address, language, status, \
@@ -325,7 +326,7 @@ impl Store {
     /// was sent stays counted. `false` when it had already finished.
     pub async fn cancel_broadcast(&self, id: &str, by: &str, now: i64) -> StoreResult<bool> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let changed = sqlx::query(
                 "UPDATE broadcasts SET status = 'cancelled', cancelled_by = $1, cancelled_at = $2, finished_at = $2 \
                  WHERE id = $3 AND status IN ('pending', 'scheduled', 'sending')")
@@ -390,11 +391,28 @@ impl Store {
         let idx = usize::try_from(b.fanout_village).unwrap_or(usize::MAX);
         // Past the last village (a crash after the last chunk): nothing left but to say so.
         let village = villages.get(idx).copied();
+        // A message's id follows its subscriber's: the same on a resumed chunk (so a row
+        // is never queued twice), and ascending, so a million rows go into the outbox's
+        // key in order rather than at random places.
         let id_expr = match self.pool {
-            Pool::Sqlite(_) => "'b:' || $1 || ':' || s.transport || ':' || lower(hex(substr(s.sender, 1, 12)))",
-            Pool::Postgres(_) => {
-                "'b:' || $1 || ':' || s.transport || ':' || encode(substring(s.sender from 1 for 12), 'hex')"
-            }
+            Pool::Sqlite(_) => "'b:' || $1 || ':' || printf('%012d', s.id)",
+            Pool::Postgres(_) => "'b:' || $1 || ':' || lpad(s.id::text, 12, '0')",
+        };
+        // Someone subscribed in two of the villages (same channel, same address) gets the
+        // message once: from the first village of the broadcast.
+        let earlier = villages.get(..idx.min(villages.len())).unwrap_or_default();
+        let once = if earlier.is_empty() {
+            String::new()
+        } else {
+            let list = earlier
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            format!(
+                " AND NOT EXISTS (SELECT 1 FROM subscribers d WHERE d.sender = s.sender AND \
+                 d.transport = s.transport AND d.status = 'active' AND d.village_id IN ({list}))"
+            )
         };
         // The chunk's last subscriber id, to move the cursor even when every row of the
         // chunk was a duplicate.
@@ -403,12 +421,12 @@ impl Store {
         let insert = format!(
             "INSERT INTO outbox (id, transport, priority, status, broadcast_id, subscriber_id, next_attempt_at, created_at) \
              SELECT {id_expr}, s.transport, {bulk}, 'queued', $1, s.id, $2, $2 FROM subscribers s \
-             WHERE s.village_id = $3 AND s.id > $4 AND s.id <= $5 AND s.status = 'active' AND s.transport IN ({list}) \
+             WHERE s.village_id = $3 AND s.id > $4 AND s.id <= $5 AND s.status = 'active' AND s.transport IN ({list}){once} \
              ON CONFLICT (id) DO NOTHING",
             bulk = super::PRIORITY_BULK
         );
         let (row, step) = on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let ids: Vec<i64> = match village {
                 Some(v) => sqlx::query_scalar(window)
                     .bind(v).bind(b.fanout_cursor).bind(limit)
@@ -446,7 +464,7 @@ impl Store {
     /// messages are still waiting.
     pub async fn finish_broadcast(&self, id: &str, now: i64) -> StoreResult<bool> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let waiting: Option<i64> = sqlx::query_scalar(
                 "SELECT 1 FROM outbox WHERE broadcast_id = $1 AND status = 'queued' LIMIT 1")
                 .bind(id).fetch_optional(&mut *tx).await?;
@@ -575,7 +593,7 @@ impl Store {
     /// from every settled row.
     pub async fn settle_outbox(&self, settles: &[&Settle]) -> StoreResult<()> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for s in settles {
                 match s {
                     Settle::Sent { id, provider_id, at } => sqlx::query(

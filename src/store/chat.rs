@@ -2,6 +2,7 @@
 //! de-duplication of provider retries), the bots' sealed dialog state, and the sealed reply
 //! addresses of open tips. Every address here is a keyed pseudonym or sealed bytes.
 
+use super::BeginWrite;
 use super::{Pool, Store, StoreResult};
 
 /// An accepted provider event, sealed, waiting to be processed.
@@ -59,7 +60,7 @@ impl Store {
     /// (`false`: a retry of an event already accepted).
     pub async fn insert_inbox(&self, events: &[&NewInboxEvent]) -> StoreResult<Vec<bool>> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let mut fresh = Vec::with_capacity(events.len());
             for e in events {
                 // Insert the key, or take over a stale one; no row touched means a retry.

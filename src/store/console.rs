@@ -1,5 +1,6 @@
 //! The police queue and triage changes.
 
+use super::BeginWrite;
 use super::{Pool, Store, StoreResult};
 use crate::tips::Status;
 use sqlx::QueryBuilder;
@@ -174,7 +175,7 @@ impl Store {
         now: i64,
     ) -> StoreResult<()> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("UPDATE tips SET status = $1, outcome = $2, updated_at = $3 WHERE id = $4")
                 .bind(status).bind(outcome).bind(now).bind(id).execute(&mut *tx).await?;
             // A closed tip's reply addresses (its own and its duplicates') are erased.

@@ -49,6 +49,38 @@ macro_rules! on_pool {
     };
 }
 
+/// Starts a transaction that writes. On SQLite it takes the write lock at once (`BEGIN
+/// IMMEDIATE`): a deferred transaction that reads first and writes after fails at once
+/// with SQLITE_BUSY when another connection committed in between, whatever the busy
+/// handler; an immediate one waits for its turn instead.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+           + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+           + Send {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+           + Send {
+        self.begin()
+    }
+}
+
 mod audit;
 mod broadcast;
 mod chat;
@@ -192,7 +224,7 @@ impl Store {
         }
         provinces.dedup_by_key(|u| u.province_code);
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let mut qb = QueryBuilder::new("INSERT INTO provinces (code, name, kind) ");
             qb.push_values(&provinces, |mut b, u| {
                 b.push_bind(u.province_code).push_bind(&u.province_name).push_bind(&u.province_kind);
@@ -287,7 +319,7 @@ impl Store {
     /// Stores re-wrapped data keys in one transaction.
     pub async fn store_rewrapped(&self, rows: &[WrappedKeyRow]) -> StoreResult<()> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for r in rows {
                 sqlx::query("UPDATE tips SET key_id = $1, wrapped_key = $2 WHERE id = $3")
                     .bind(&r.key_id).bind(&r.wrapped_key).bind(&r.id).execute(&mut *tx).await?;
@@ -307,7 +339,7 @@ impl Store {
     /// Inserts tips in one transaction (the tip writer's batch).
     pub async fn insert_tips(&self, tips: &[&NewTipRecord]) -> StoreResult<()> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             for t in tips {
                 sqlx::query(
                     "INSERT INTO tips (id, receipt_mac, channel, category, priority, status, happening_now, \
@@ -375,7 +407,7 @@ impl Store {
     /// Adds a message (and its photos) to a tip's conversation, in one transaction.
     pub async fn add_message(&self, m: &NewMessageRecord) -> StoreResult<()> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             sqlx::query("INSERT INTO tip_messages (id, tip_id, author, created_at, body) VALUES ($1,$2,$3,$4,$5)")
                 .bind(&m.id).bind(&m.tip_id).bind(m.author).bind(m.created_at).bind(&m.body)
                 .execute(&mut *tx).await?;

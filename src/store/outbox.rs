@@ -4,6 +4,7 @@
 //! (`FOR UPDATE SKIP LOCKED` on PostgreSQL). Recipient and text are sealed, and erased
 //! once the message is settled.
 
+use super::BeginWrite;
 use super::{Pool, Store, StoreResult};
 
 /// Follow-ups and receipts: sent ahead of bulk traffic.
@@ -86,7 +87,7 @@ impl Store {
     /// Queues messages in one transaction.
     pub async fn enqueue(&self, rows: &[NewOutboxRow]) -> StoreResult<()> {
         on_pool!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             insert_outbox_rows!(tx, rows);
             tx.commit().await
         })
