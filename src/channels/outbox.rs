@@ -148,11 +148,12 @@ struct BroadcastInfo {
     texts: BTreeMap<String, String>,
 }
 
-/// The spacing of send slots for a rate: a little wider than 1/rate, so that the time
-/// a request takes to travel never puts one more message in any one-second window.
+/// The spacing of send slots for a rate: 3 % wider than 1/rate, so that a message and the
+/// one `rate` places after it are 1.03 s apart: 30 ms of slack for the time requests take
+/// to travel before one more message would fall in a one-second window.
 fn slot_interval_us(per_second: u32) -> i64 {
     let r = i64::from(per_second.max(1));
-    1_000_000 / r + 1_000_000 / (r * 25) + 1_000
+    1_000_000 * 103 / (100 * r)
 }
 
 /// Starts the dispatcher over the configured providers; `signal` wakes it when something

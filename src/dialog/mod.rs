@@ -350,13 +350,15 @@ impl Chat {
             .open_record("inbox", &row.reference, &row.event)
             .map_err(|_| ChatError::Sealed)?;
         let ev: StoredEvent = serde_json::from_slice(&plain).map_err(|_| ChatError::Sealed)?;
-        if ev.transport.is_sms() {
-            self.sms(&ev, &row).await?;
+        let consumed = if ev.transport.is_sms() {
+            self.sms(&ev, &row).await?
         } else {
-            self.dialog(&ev, &row).await?;
-        }
+            self.dialog(&ev, &row).await?
+        };
         // A tip submitted from this event already removed it, in the tip's transaction.
-        inner.store.finish_inbox(row.id).await?;
+        if !consumed {
+            inner.store.finish_inbox(row.id).await?;
+        }
         Ok(())
     }
 
@@ -383,7 +385,7 @@ impl Chat {
         Ok(())
     }
 
-    async fn dialog(&self, ev: &StoredEvent, row: &InboxRow) -> Result<(), ChatError> {
+    async fn dialog(&self, ev: &StoredEvent, row: &InboxRow) -> Result<bool, ChatError> {
         let inner = &self.inner;
         let now = now_ms();
         let sender = &row.sender;
@@ -428,11 +430,12 @@ impl Chat {
         let mut replies = turn.replies;
         let lang = state.lang.clone();
         let mut forget = false;
+        let mut consumed = false;
         match turn.action {
             None => {}
             Some(Action::Submit(draft)) => {
                 match self.submit(ev, row, &lang, draft.clone()).await? {
-                    Ok(()) => {}
+                    Ok(()) => consumed = true,
                     Err(key) => {
                         // The draft comes back (without photos that failed) for another try.
                         state.draft = draft;
@@ -496,7 +499,7 @@ impl Chat {
         if !matches!(ev.kind, StoredKind::Unfollow) {
             self.answer(ev.transport, &ev.sender, &replies).await?;
         }
-        Ok(())
+        Ok(consumed)
     }
 
     /// Sends a drafted tip; `Ok(Err(text key))` when the person must fix something.
@@ -639,12 +642,12 @@ impl Chat {
     }
 
     /// SMS: a whole tip in one message, follow-ups by number, STOP/HUY.
-    async fn sms(&self, ev: &StoredEvent, row: &InboxRow) -> Result<(), ChatError> {
+    async fn sms(&self, ev: &StoredEvent, row: &InboxRow) -> Result<bool, ChatError> {
         let inner = &self.inner;
         let bot = &inner.bot;
         let lang = bot.default_language.clone();
         let StoredKind::Message { text, .. } = &ev.kind else {
-            return Ok(());
+            return Ok(false);
         };
         let text = text.trim();
         let folded = fold(text);
@@ -661,19 +664,26 @@ impl Chat {
             inner.store.delete_chat_session(&row.sender).await?;
             return self
                 .answer(ev.transport, &ev.sender, &[say("stopped")])
-                .await;
+                .await
+                .map(|()| false);
         }
         if keyword(&words.check_keywords).is_some() {
             let digits: String = text.chars().filter(char::is_ascii_digit).collect();
             let replies = self.check(&lang, &digits).await?;
-            return self.answer(ev.transport, &ev.sender, &replies).await;
+            return self
+                .answer(ev.transport, &ev.sender, &replies)
+                .await
+                .map(|()| false);
         }
         if keyword(&words.subscribe_keywords).is_some() {
             let replies = match direct_subscription(text) {
                 Some(query) => self.subscribe(ev, &lang, &query).await?,
                 None => vec![say("subscribe.ask")],
             };
-            return self.answer(ev.transport, &ev.sender, &replies).await;
+            return self
+                .answer(ev.transport, &ev.sender, &replies)
+                .await
+                .map(|()| false);
         }
         let tip_words = keyword(&words.tip_keywords);
         let open = inner.store.open_tips_of_sender(&row.sender).await?;
@@ -682,7 +692,8 @@ impl Chat {
                 inner.intake.chat_reply(&c.tip_id, text, Vec::new()).await?;
                 return self
                     .answer(ev.transport, &ev.sender, &[say("sms.joined")])
-                    .await;
+                    .await
+                    .map(|()| false);
             }
         }
         // Drop the keyword: the rest is the tip.
@@ -697,7 +708,8 @@ impl Chat {
         if body.chars().count() < words.min_chars {
             return self
                 .answer(ev.transport, &ev.sender, &[say("sms.too_short")])
-                .await;
+                .await
+                .map(|()| false);
         }
         let commune = ev.to.as_deref().and_then(|to| {
             inner
@@ -726,12 +738,12 @@ impl Chat {
         {
             Ok(_) => {
                 inner.wake_outbox.notify_one();
-                Ok(())
+                Ok(true)
             }
-            Err(IntakeError::Invalid(_)) => {
-                self.answer(ev.transport, &ev.sender, &[say("sms.too_short")])
-                    .await
-            }
+            Err(IntakeError::Invalid(_)) => self
+                .answer(ev.transport, &ev.sender, &[say("sms.too_short")])
+                .await
+                .map(|()| false),
             Err(e) => Err(e.into()),
         }
     }
