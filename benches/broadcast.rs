@@ -137,8 +137,19 @@ async fn broadcast(store: &Store, id: &str, village: i64) -> Result<()> {
     Ok(())
 }
 
-async fn wait_settled(store: &Store, id: &str, total: i64) -> Result<Duration> {
+/// Waits until the gateway has taken `expected` messages (watched in memory, so that the
+/// wait costs the database nothing), then until every message of the broadcast is settled.
+async fn wait_settled(
+    store: &Store,
+    id: &str,
+    total: i64,
+    gateway: &AtomicU64,
+    expected: u64,
+) -> Result<Duration> {
     let start = Instant::now();
+    while gateway.load(Ordering::Relaxed) < expected && start.elapsed() < Duration::from_secs(900) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     loop {
         let counts = store.broadcast_counts(id).await?;
         let queued: i64 = counts
@@ -231,9 +242,10 @@ impl Bench {
         self.store
             .start_broadcast(id, tinbao::intake::now_ms())
             .await?;
+        let expected = self.fake.count.load(Ordering::Relaxed) + n as u64;
         let t = Instant::now();
         self.b.fan_out(id).await?;
-        wait_settled(&self.store, id, n as i64).await?;
+        wait_settled(&self.store, id, n as i64, &self.fake.count, expected).await?;
         Ok(t.elapsed())
     }
 }
