@@ -279,6 +279,7 @@ impl Chat {
         let chat = self.clone();
         tokio::spawn(async move {
             loop {
+                chat.yield_to_intake().await;
                 let n = match chat.process_due().await {
                     Ok(n) => n,
                     Err(e) => {
@@ -311,6 +312,21 @@ impl Chat {
                 }
             }
         });
+    }
+
+    /// On SQLite, one connection writes at a time: while many webhooks wait for their
+    /// events to be stored (a flood), processing waits, up to a quarter of a second a
+    /// round, so that accepting events durably comes first; the backlog is processed
+    /// once the flood ebbs. A trickle (a few waiting) does not hold processing back.
+    async fn yield_to_intake(&self) {
+        const FLOOD: usize = 16;
+        if self.inner.store.engine() != crate::store::Engine::Sqlite {
+            return;
+        }
+        let start = tokio::time::Instant::now();
+        while self.inner.inbox.pending() >= FLOOD && start.elapsed() < Duration::from_millis(250) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Processes the events due now; returns how many were taken.

@@ -4,6 +4,7 @@
 
 use super::{NewInboxEvent, NewTipRecord, Store, StoreResult};
 use futures_util::future::BoxFuture;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -20,12 +21,15 @@ struct Job<T, R> {
 /// A handle to a group-commit queue. Cheap to clone.
 pub struct GroupCommit<T, R> {
     tx: mpsc::Sender<Job<T, R>>,
+    /// Items submitted and not yet answered.
+    pending: Arc<AtomicUsize>,
 }
 
 impl<T, R> Clone for GroupCommit<T, R> {
     fn clone(&self) -> Self {
         GroupCommit {
             tx: self.tx.clone(),
+            pending: self.pending.clone(),
         }
     }
 }
@@ -49,17 +53,33 @@ impl<T: Send + Sync + 'static, R: Send + 'static> GroupCommit<T, R> {
                 }
             });
         }
-        GroupCommit { tx }
+        GroupCommit {
+            tx,
+            pending: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     /// Commits one item; returns once it is durable (or failed).
     async fn submit(&self, item: T) -> StoreResult<R> {
+        struct Counted<'a>(&'a AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let _counted = Counted(&self.pending);
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Job { item, done })
             .await
             .map_err(|_| sqlx::Error::PoolClosed)?;
         wait.await.map_err(|_| sqlx::Error::PoolClosed)?
+    }
+
+    /// Items submitted and not yet committed.
+    fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
     }
 }
 
@@ -130,6 +150,11 @@ impl InboxWriter {
     /// Stores one event; `false` when it is a retry of an event already accepted.
     pub async fn insert(&self, event: NewInboxEvent) -> StoreResult<bool> {
         self.0.submit(event).await
+    }
+
+    /// Events handed in and not yet on disk: webhooks waiting for their answer.
+    pub fn pending(&self) -> usize {
+        self.0.pending()
     }
 }
 
