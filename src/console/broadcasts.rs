@@ -105,10 +105,7 @@ pub async fn list(
     Extension(s): Extension<ConsoleSession>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    match list_page(&state, &s, q).await {
-        Ok(r) => r,
-        Err(e) => pages::internal(&s, e),
-    }
+    pages::or_internal(&s, list_page(&state, &s, q).await)
 }
 
 async fn list_page(
@@ -479,10 +476,10 @@ pub async fn compose(
             Err(e) => return pages::internal(&s, e),
         }
     }
-    match compose_page(&state, &s, f, errors, None, None, status).await {
-        Ok(r) => r,
-        Err(e) => pages::internal(&s, e),
-    }
+    pages::or_internal(
+        &s,
+        compose_page(&state, &s, f, errors, None, None, status).await,
+    )
 }
 
 async fn template_of(
@@ -510,10 +507,7 @@ pub async fn submit(
     body: Bytes,
 ) -> Response {
     let f = ComposeForm::parse(&body);
-    match submit_inner(&state, &s, f).await {
-        Ok(r) => r,
-        Err(e) => pages::internal(&s, e),
-    }
+    pages::or_internal(&s, submit_inner(&state, &s, f).await)
 }
 
 async fn submit_inner(

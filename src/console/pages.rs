@@ -96,6 +96,14 @@ pub fn denied(status: StatusCode) -> Response {
     )
 }
 
+/// The page, or the server-error page for a failure (see [`internal`]).
+pub fn or_internal<E: std::fmt::Display>(
+    s: &ConsoleSession,
+    page: Result<Response, E>,
+) -> Response {
+    page.unwrap_or_else(|e| internal(s, e))
+}
+
 /// A server error: logged with an operation id the user can quote, never the detail.
 pub fn internal(s: &ConsoleSession, err: impl std::fmt::Display) -> Response {
     let op = uuid::Uuid::new_v4().simple().to_string();

@@ -429,6 +429,39 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
     app.stop().await;
 }
 
+/// Waits for the element with this id and clicks it.
+async fn click_id(c: &fantoccini::Client, id: &str) {
+    c.wait()
+        .for_element(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits for the element with this id and types into it.
+async fn type_id(c: &fantoccini::Client, id: &str, text: &str) {
+    c.wait()
+        .for_element(Locator::Id(id))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+/// The text of the element with this id, once it is there.
+async fn text_of(c: &fantoccini::Client, id: &str) -> String {
+    c.wait()
+        .for_element(Locator::Id(id))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A village head on a small phone: the broadcasts page, the compose form whose counter
 /// follows the typing, the preview, and the broadcast waiting for approval; nothing is
 /// wider than the screen.
@@ -487,62 +520,21 @@ async fn a_village_head_writes_a_broadcast_on_a_phone() {
     assert!(counts.contains('2'), "two subscribers: {counts}");
     assert!(fits(c).await, "the list fits a 360 px screen");
     b.screenshot("console-broadcasts-360").await.unwrap();
-    c.wait()
-        .for_element(Locator::Id("new-broadcast"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .for_element(Locator::Id("f-title"))
-        .await
-        .unwrap()
-        .send_keys("Ngày 26/6")
-        .await
-        .unwrap();
+    click_id(c, "new-broadcast").await;
+    type_id(c, "f-title", "Ngày 26/6").await;
     let text = "Mời bà con họp thôn lúc 19h tại nhà văn hóa để nghe phổ biến về ma túy.";
-    c.wait()
-        .for_element(Locator::Id("f-text-vi"))
-        .await
-        .unwrap()
-        .send_keys(text)
-        .await
-        .unwrap();
+    type_id(c, "f-text-vi", text).await;
     // The counter follows the typing (UCS-2: 70 characters fit one SMS).
-    let counter = c
-        .find(Locator::Id("count-vi"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let counter = text_of(c, "count-vi").await;
     let chars = text.chars().count();
     let segments = if chars <= 70 { 1 } else { chars.div_ceil(67) };
     assert_eq!(counter, format!("{chars} ký tự · {segments} tin SMS"));
-    c.find(Locator::Id("preview-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let total = c
-        .wait()
-        .for_element(Locator::Id("preview-total"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    click_id(c, "preview-button").await;
+    let total = text_of(c, "preview-total").await;
     assert_eq!(total, "2");
     assert!(fits(c).await, "the preview fits a 360 px screen");
     b.screenshot("console-broadcast-preview-360").await.unwrap();
-    c.find(Locator::Id("send-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_id(c, "send-button").await;
     c.wait().for_element(Locator::Id("waiting")).await.unwrap();
     assert!(fits(c).await, "the broadcast page fits a 360 px screen");
     b.screenshot("console-broadcast-360").await.unwrap();
