@@ -149,12 +149,13 @@ struct BroadcastInfo {
     texts: BTreeMap<String, String>,
 }
 
-/// The spacing of send slots for a rate: 3 % wider than 1/rate, so that a message and the
-/// one `rate` places after it are 1.03 s apart: 30 ms of slack for the time requests take
-/// to travel before one more message would fall in a one-second window.
+/// The spacing of send slots for a rate: `rate` messages take 1.06 s, not 1 s, so that
+/// a message and the one `rate` places after it are 60 ms further apart than a second:
+/// slack for the time requests take to travel (a provider counts arrivals) before one
+/// more message would fall in a one-second window. It costs 6 % of the rate.
 fn slot_interval_us(per_second: u32) -> i64 {
     let r = i64::from(per_second.max(1));
-    1_000_000 * 103 / (100 * r)
+    1_060_000 / r
 }
 
 /// Starts the dispatcher over the configured providers; `signal` wakes it when something

@@ -632,11 +632,34 @@ impl Store {
         })
     }
 
-    /// A provider reported a message delivered to the handset.
+    /// A provider reported a message delivered to the handset. When its broadcast has
+    /// finished, its kept results move the message from `sent` to `delivered` too.
     pub async fn outbox_delivered(&self, provider_id: &str, now: i64) -> StoreResult<bool> {
-        on_pool!(self, p => sqlx::query(
-            "UPDATE outbox SET delivered_at = $1 WHERE provider_id = $2 AND status = 'sent' AND delivered_at IS NULL")
-            .bind(now).bind(provider_id).execute(p).await.map(|r| r.rows_affected() > 0))
+        on_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            let rows: Vec<(Option<String>, Option<i64>)> = sqlx::query_as(
+                "UPDATE outbox SET delivered_at = $1 WHERE provider_id = $2 AND status = 'sent' \
+                 AND delivered_at IS NULL RETURNING broadcast_id, subscriber_id")
+                .bind(now).bind(provider_id).fetch_all(&mut *tx).await?;
+            for (broadcast, subscriber) in &rows {
+                let (Some(b), Some(sub)) = (broadcast, subscriber) else { continue };
+                let moved = sqlx::query(
+                    "UPDATE broadcast_results SET count = count - 1 WHERE broadcast_id = $1 AND status = 'sent' \
+                     AND count > 0 AND (village_id, transport) IN (SELECT village_id, transport FROM subscribers WHERE id = $2)")
+                    .bind(b).bind(sub).execute(&mut *tx).await?.rows_affected();
+                if moved > 0 {
+                    sqlx::query(
+                        "INSERT INTO broadcast_results (broadcast_id, village_id, transport, status, count) \
+                         SELECT $1, village_id, transport, 'delivered', 1 FROM subscribers WHERE id = $2 \
+                         ON CONFLICT (broadcast_id, village_id, transport, status) DO UPDATE SET count = broadcast_results.count + 1")
+                        .bind(b).bind(sub).execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM broadcast_results WHERE broadcast_id = $1 AND count = 0")
+                        .bind(b).execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(!rows.is_empty())
+        })
     }
 
     /// Where a broadcast message and its subscriber stand now (re-read just before a

@@ -831,6 +831,17 @@ async fn the_console_writes_previews_approves_and_follows_a_broadcast() {
         assert_eq!(progress["progress"]["delivered"], 2);
         let html = get(&head, &page).await.unwrap().text().await.unwrap();
         assert_eq!(element_text(&html, "pg-delivered").as_deref(), Some("2"));
+        // The results kept for the report follow the reports too.
+        let kept: Vec<(String, i64)> = app
+            .state
+            .broadcasts
+            .results(&id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.status, r.count))
+            .collect();
+        assert_eq!(kept, vec![("delivered".into(), 2), ("sent".into(), 1)]);
         assert!(html.contains("id=\"results\""), "results kept");
         // The poster: the subscription address as a QR code and the SMS keyword.
         let poster = get(&head, &format!("/console/villages/{village}/poster"))
