@@ -39,13 +39,7 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         .await
         .unwrap();
     // Without script the province button lists the communes, keeping what was typed.
-    c.wait()
-        .for_element(Locator::Id("pick-province"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(c, "#pick-province").await;
     let kept = c
         .wait()
         .for_element(Locator::Css("textarea[name=description]"))
@@ -73,13 +67,7 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         .await
         .unwrap();
     b.screenshot("form-360-filled").await.unwrap();
-    c.wait()
-        .for_element(Locator::Id("submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(c, "#submit").await;
 
     let receipt = c
         .wait()
@@ -100,13 +88,7 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         .send_keys(receipt.trim())
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("#status-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(c, "#status-form button").await;
     let Ok(found) = c.wait().for_element(Locator::Id("tip-status")).await else {
         panic!("no status: {}", c.source().await.unwrap());
     };
@@ -128,16 +110,18 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         .send_keys("Thêm: có xe máy biển 29")
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("#reply-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let page = c.source().await.unwrap();
-    assert!(page.contains("chúng tôi đang xác minh"));
-    assert!(page.contains("Thêm: có xe máy biển 29"));
+    submit(c, "#reply-form button").await;
+    // The click returns before the answer page has loaded: wait for it.
+    let mut page = String::new();
+    for _ in 0..100 {
+        page = c.source().await.unwrap();
+        if page.contains("Thêm: có xe máy biển 29") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(page.contains("chúng tôi đang xác minh"), "{page}");
+    assert!(page.contains("Thêm: có xe máy biển 29"), "{page}");
     b.screenshot("reply-360").await.unwrap();
     b.close().await.unwrap();
     let opened = app.state.intake.open_tip(&ids[0]).await.unwrap().unwrap();
@@ -212,13 +196,7 @@ async fn console_login(c: &fantoccini::Client, base: &str, username: &str, passw
         .send_keys(password)
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("#login-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(c, "#login-form button").await;
 }
 
 #[tokio::test]
@@ -254,13 +232,7 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
         .send_keys("mật khẩu mới rất dài")
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("#password-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(c, "#password-form button").await;
     let secret_text = c
         .wait()
         .for_element(Locator::Id("totp-secret"))
@@ -279,13 +251,7 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
         .send_keys(&code)
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("#totp-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(c, "#totp-form button").await;
 
     // The queue, then the tip.
     c.wait().for_element(Locator::Id("queue")).await.unwrap();
@@ -329,13 +295,7 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
         .click()
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("#status-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(c, "#status-form button").await;
     c.wait()
         .for_element(Locator::Css("#message-form textarea"))
         .await
@@ -343,13 +303,7 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
         .send_keys("Cảm ơn bạn. Công an phường đang xác minh.")
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("#message-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(c, "#message-form button").await;
     let status = c
         .wait()
         .for_element(Locator::Id("tip-status"))
@@ -375,13 +329,7 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
         .send_keys(&next_totp_code(&secret))
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("#totp-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(c, "#totp-form button").await;
     c.wait().for_element(Locator::Id("queue")).await.unwrap();
     phone.screenshot("console-queue-360").await.unwrap();
     c.wait()
@@ -406,13 +354,7 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
         .send_keys(&receipt)
         .await
         .unwrap();
-    c.wait()
-        .for_element(Locator::Css("#status-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit(c, "#status-form button").await;
     let status = c
         .wait()
         .for_element(Locator::Id("tip-status"))
@@ -429,15 +371,24 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
     app.stop().await;
 }
 
-/// Waits for the element with this id and clicks it.
-async fn click_id(c: &fantoccini::Client, id: &str) {
+/// Clicks the button that sends a form, then waits until the browser has replaced the
+/// page with the answer (a click returns before the next page has loaded).
+async fn submit(c: &fantoccini::Client, button: &str) {
+    let old = c.find(Locator::Css("html")).await.unwrap();
     c.wait()
-        .for_element(Locator::Id(id))
+        .for_element(Locator::Css(button))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
+    for _ in 0..200 {
+        if old.tag_name().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{button}: no new page after 10 s");
 }
 
 /// Waits for the element with this id and types into it.
@@ -520,7 +471,7 @@ async fn a_village_head_writes_a_broadcast_on_a_phone() {
     assert!(counts.contains('2'), "two subscribers: {counts}");
     assert!(fits(c).await, "the list fits a 360 px screen");
     b.screenshot("console-broadcasts-360").await.unwrap();
-    click_id(c, "new-broadcast").await;
+    submit(c, "#new-broadcast").await;
     type_id(c, "f-title", "Ngày 26/6").await;
     let text = "Mời bà con họp thôn lúc 19h tại nhà văn hóa để nghe phổ biến về ma túy.";
     type_id(c, "f-text-vi", text).await;
@@ -529,12 +480,12 @@ async fn a_village_head_writes_a_broadcast_on_a_phone() {
     let chars = text.chars().count();
     let segments = if chars <= 70 { 1 } else { chars.div_ceil(67) };
     assert_eq!(counter, format!("{chars} ký tự · {segments} tin SMS"));
-    click_id(c, "preview-button").await;
+    submit(c, "#preview-button").await;
     let total = text_of(c, "preview-total").await;
     assert_eq!(total, "2");
     assert!(fits(c).await, "the preview fits a 360 px screen");
     b.screenshot("console-broadcast-preview-360").await.unwrap();
-    click_id(c, "send-button").await;
+    submit(c, "#send-button").await;
     c.wait().for_element(Locator::Id("waiting")).await.unwrap();
     assert!(fits(c).await, "the broadcast page fits a 360 px screen");
     b.screenshot("console-broadcast-360").await.unwrap();
