@@ -75,6 +75,25 @@ struct TemplateItem {
     title: String,
 }
 
+/// The saved templates of the account's commune.
+async fn template_items(state: &AppState, a: &Account) -> Result<Vec<TemplateItem>, sqlx::Error> {
+    let Some(c) = a.commune_code else {
+        return Ok(Vec::new());
+    };
+    Ok(state
+        .intake
+        .store()
+        .templates(c)
+        .await?
+        .into_iter()
+        .map(|t| TemplateItem {
+            id: t.id,
+            name: t.name,
+            title: t.title,
+        })
+        .collect())
+}
+
 #[derive(Template)]
 #[template(path = "console_broadcasts.html")]
 struct ListPage {
@@ -166,18 +185,10 @@ async fn list_page(
         })
         .collect();
     let composes = matches!(a.role, Role::VillageHead | Role::Chief);
-    let templates = match (composes, a.commune_code) {
-        (true, Some(c)) => store
-            .templates(c)
-            .await?
-            .into_iter()
-            .map(|t| TemplateItem {
-                id: t.id,
-                name: t.name,
-                title: t.title,
-            })
-            .collect(),
-        _ => Vec::new(),
+    let templates = if composes {
+        template_items(state, a).await?
+    } else {
+        Vec::new()
     };
     let approval = match a.commune_code {
         Some(c) => store.broadcast_approval(c).await?,
@@ -390,21 +401,7 @@ async fn compose_page(
             }
         })
         .collect();
-    let templates = match a.commune_code {
-        Some(c) => state
-            .intake
-            .store()
-            .templates(c)
-            .await?
-            .into_iter()
-            .map(|t| TemplateItem {
-                id: t.id,
-                name: t.name,
-                title: t.title,
-            })
-            .collect(),
-        None => Vec::new(),
-    };
+    let templates = template_items(state, a).await?;
     Ok(render(
         status,
         ComposePage {
@@ -870,7 +867,8 @@ pub async fn approve(
     Extension(s): Extension<ConsoleSession>,
     Path(id): Path<String>,
 ) -> Response {
-    act(&state, &s, &id, "broadcast.approve").await
+    let done = state.broadcasts.approve(&s.account, &id).await;
+    acted(&state, &s, &id, "broadcast.approve", done).await
 }
 
 /// Cancels a broadcast until it finishes; what was sent stays in its results.
@@ -879,16 +877,19 @@ pub async fn cancel(
     Extension(s): Extension<ConsoleSession>,
     Path(id): Path<String>,
 ) -> Response {
-    act(&state, &s, &id, "broadcast.cancel").await
+    let done = state.broadcasts.cancel(&s.account, &id).await;
+    acted(&state, &s, &id, "broadcast.cancel", done).await
 }
 
-async fn act(state: &AppState, s: &ConsoleSession, id: &str, action: &str) -> Response {
+/// Audits a done action and goes back to the broadcast's page; or says why not.
+async fn acted(
+    state: &AppState,
+    s: &ConsoleSession,
+    id: &str,
+    action: &str,
+    done: Result<(), BroadcastError>,
+) -> Response {
     let a = &s.account;
-    let done = if action == "broadcast.approve" {
-        state.broadcasts.approve(a, id).await
-    } else {
-        state.broadcasts.cancel(a, id).await
-    };
     match done {
         Ok(()) => {
             let _ = state
