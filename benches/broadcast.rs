@@ -240,7 +240,7 @@ impl Bench {
         populate(&self.b, &self.store, village, n, offset).await?;
         broadcast(&self.store, id, village).await?;
         self.store
-            .start_broadcast(id, tinbao::intake::now_ms())
+            .start_broadcast(id, tinbao::clock::now_ms())
             .await?;
         let expected = self.fake.count.load(Ordering::Relaxed) + n as u64;
         let t = Instant::now();
@@ -265,7 +265,7 @@ async fn run(engine: &str, url: &str) -> Result<()> {
     );
     broadcast(store, "fanout", village).await?;
     store
-        .start_broadcast("fanout", tinbao::intake::now_ms())
+        .start_broadcast("fanout", tinbao::clock::now_ms())
         .await?;
     let t = Instant::now();
     let queued = b.fan_out("fanout").await?;
@@ -276,7 +276,7 @@ async fn run(engine: &str, url: &str) -> Result<()> {
         queued as f64 / took.as_secs_f64()
     );
     store
-        .cancel_broadcast("fanout", "bench", tinbao::intake::now_ms())
+        .cancel_broadcast("fanout", "bench", tinbao::clock::now_ms())
         .await?;
 
     // 2. Sending with limits lifted.

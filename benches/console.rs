@@ -797,7 +797,7 @@ async fn seed(config: &Config, settings: &Settings) -> Result<Seeded> {
         places: Places::new(&store.communes().await?)?,
         villages: villages.clone(),
         sla: config.sla.clone(),
-        now: tinbao::intake::now_ms(),
+        now: tinbao::clock::now_ms(),
         seed: settings.seed,
     });
     let (engine, writers) = match store.engine() {

@@ -1,7 +1,7 @@
 //! Console accounts: roles and their scope, argon2id passwords, TOTP second factor.
 
+use crate::clock::now_ms;
 use crate::crypto::{random_bytes, KeyRing};
-use crate::intake::now_ms;
 use crate::store::{AccountRow, Store};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;

@@ -14,9 +14,10 @@
 //!   the SLA clock. Each process alerts the urgent tips it stored itself.
 
 use crate::channels::email::Mailer;
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::geo::Geo;
-use crate::intake::{now_ms, Intake, NewTipEvent};
+use crate::intake::{Intake, NewTipEvent};
 use crate::store::alerts::{OverdueTip, SLA_CLOCK_LOCK};
 use crate::store::{Store, StoreResult};
 use crate::tips::Priority;

@@ -1,51 +1,15 @@
 //! Wiring: opening the database and the keys, building the router, serving HTTP or HTTPS.
 
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::crypto::KeyRing;
 use crate::geo::{shipped_units, Geo};
-use crate::intake::{now_ms, Intake};
+use crate::intake::Intake;
+use crate::state::{AppState, ConsoleCaches, Limits};
 use crate::store::{Engine, Store, TipWriter};
-use crate::web::limits::Limits;
 use anyhow::{bail, Context};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub intake: Intake,
-    /// The audit log's group-commit writer: every request path appends through it.
-    pub audit: crate::audit::AuditLog,
-    pub limits: Arc<Limits>,
-    pub metrics: PrometheusHandle,
-    /// Costly console counts, briefly cached.
-    pub console_cache: Arc<crate::console::Caches>,
-    /// Chat and SMS conversations (webhooks hand their events here).
-    pub chat: crate::dialog::Chat,
-    /// Campaign broadcasts and their subscribers.
-    pub broadcasts: crate::broadcast::Broadcasts,
-}
-
-/// The process-wide Prometheus recorder (installed once, shared by every app in a process).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full("tinbao_http_request_duration_seconds".into()),
-                    &[
-                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                    ],
-                )
-                .expect("valid buckets")
-                .install_recorder()
-                .expect("one metrics recorder per process")
-        })
-        .clone()
-}
+use std::sync::Arc;
 
 /// Opens the store named by the configuration and applies its migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -189,10 +153,11 @@ impl Application {
             broadcasts,
             limits: Arc::new(Limits::new(&config.rate_limit)),
             config: Arc::new(config),
+            store: intake.store().clone(),
             intake,
             audit,
-            metrics: metrics_handle(),
-            console_cache: Arc::default(),
+            metrics: crate::state::metrics_handle(),
+            console_cache: Arc::new(ConsoleCaches::default()),
         };
         Ok(Application { listener, state })
     }
@@ -221,7 +186,8 @@ impl Application {
                 limits.shrink();
             }
         });
-        let router = crate::web::router(state.clone());
+        let routes = crate::web::router().merge(crate::console::router(state.clone()));
+        let router = crate::web::finish(routes, state.clone());
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let config = state.config.clone();
         if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {

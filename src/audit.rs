@@ -124,7 +124,7 @@ pub async fn record(
     detail: &str,
 ) -> Result<i64, sqlx::Error> {
     let entry = NewAuditEntry {
-        at: crate::intake::now_ms(),
+        at: crate::clock::now_ms(),
         actor_id,
         action,
         tip_id,
@@ -226,7 +226,7 @@ impl AuditLog {
     ) -> Result<i64, sqlx::Error> {
         let (done, answer) = oneshot::channel();
         let pending = Pending {
-            at: crate::intake::now_ms(),
+            at: crate::clock::now_ms(),
             actor_id: actor_id.map(str::to_owned),
             action: action.to_owned(),
             tip_id: tip_id.map(str::to_owned),
@@ -477,16 +477,4 @@ fn gap(expected: i64, found: i64) -> String {
     } else {
         format!("entries {expected}..={} are missing", found - 1)
     }
-}
-
-/// `tinbao audit verify`: opens the store, walks the chain, prints
-/// `audit chain intact: N entries` or `audit chain broken at entry SEQ: changed|removed
-/// (why)`, and returns whether the chain is intact.
-pub async fn verify_command(config: &crate::config::Config) -> anyhow::Result<bool> {
-    let store = crate::app::open_store(config).await?;
-    let result = verify(&store).await;
-    store.close().await;
-    let v = result?;
-    println!("{v}");
-    Ok(v.intact())
 }

@@ -141,7 +141,7 @@ pub async fn run() -> anyhow::Result<()> {
         Command::User(cmd) => user(config, cmd).await,
         Command::Broadcast(BroadcastCommand::Status { id }) => broadcast_status(config, &id).await,
         Command::Audit(AuditCommand::Verify) => {
-            if crate::audit::verify_command(&config).await? {
+            if audit_verify(&config).await? {
                 Ok(())
             } else {
                 bail!("the audit log has been tampered with")
@@ -156,9 +156,9 @@ async fn broadcast_status(config: Config, id: &str) -> anyhow::Result<()> {
         bail!("no broadcast {id}");
     };
     let counts = store.broadcast_counts(id).await?;
-    let p = crate::broadcast::progress_of(&b, &counts, crate::intake::now_ms());
+    let p = crate::broadcast::progress_of(&b, &counts, crate::clock::now_ms());
     let local = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms + crate::broadcast::VN_OFFSET_MS)
+        chrono::DateTime::from_timestamp_millis(ms + crate::clock::VN_OFFSET_MS)
             .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_default()
     };
@@ -250,7 +250,7 @@ async fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
             let check = ring.key_check(&id).expect("new key");
             ring.save(&path)?;
             store
-                .add_key_check(&id, &check, crate::intake::now_ms())
+                .add_key_check(&id, &check, crate::clock::now_ms())
                 .await?;
             println!("new key {id} is current; run `tinbao keys rewrap` to move old tips to it");
         }
@@ -425,4 +425,16 @@ async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `tinbao audit verify`: opens the store, walks the chain, prints
+/// `audit chain intact: N entries` or `audit chain broken at entry SEQ: changed|removed
+/// (why)`, and returns whether the chain is intact.
+async fn audit_verify(config: &crate::config::Config) -> anyhow::Result<bool> {
+    let store = open_store(config).await?;
+    let result = crate::audit::verify(&store).await;
+    store.close().await;
+    let v = result?;
+    println!("{v}");
+    Ok(v.intact())
 }

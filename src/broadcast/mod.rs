@@ -7,9 +7,9 @@
 use crate::accounts::{Account, Role};
 use crate::channels::sms::{prepare_text, segments};
 use crate::channels::Transport;
+use crate::clock::{now_ms, VN_OFFSET_MS};
 use crate::config::BroadcastConfig;
 use crate::crypto::KeyRing;
-use crate::intake::now_ms;
 use crate::store::{
     BroadcastRow, CountRow, NewBroadcast, NewSubscriber, ResultRow, Store, SubscriberRow,
 };
@@ -18,8 +18,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Vietnam's time zone, UTC+7 all year (no daylight saving since 1975).
-pub const VN_OFFSET_MS: i64 = 7 * 3_600_000;
 /// Longest broadcast text, in characters (ten SMS segments of UCS-2 is 670).
 pub const MAX_TEXT_CHARS: usize = 1_000;
 /// Longest title.
@@ -281,7 +279,7 @@ impl Broadcasts {
 
     /// Whether `token` is the right one for this subscription and purpose.
     pub fn check_token(&self, purpose: &str, id: i64, token: &str) -> bool {
-        crate::console::constant_eq(self.link_token(purpose, id).as_bytes(), token.as_bytes())
+        crate::crypto::constant_eq(self.link_token(purpose, id).as_bytes(), token.as_bytes())
     }
 
     /// The confirmation page of an email subscription.

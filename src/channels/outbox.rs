@@ -15,9 +15,9 @@ use super::telegram::TelegramClient;
 use super::zalo::ZaloClient;
 use super::{SendOutcome, Transport};
 use crate::broadcast::{open_subscriber_address, text_for, unsubscribe_url, EmailBody, QuietHours};
+use crate::clock::now_ms;
 use crate::config::{Config, OutboxConfig};
 use crate::crypto::KeyRing;
-use crate::intake::now_ms;
 use crate::store::{
     OutboxRow, Settle, SettleWriter, Store, SubscriberRow, PRIORITY_BULK, PRIORITY_FOLLOW_UP,
 };

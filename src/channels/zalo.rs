@@ -51,14 +51,6 @@ fn digest(app_id: &str, body: &[u8], timestamp: &str, oa_secret_key: &str) -> [u
     out
 }
 
-/// Equality in time independent of where the values differ. ring keeps its raw
-/// comparison private, so both sides go through an HMAC whose check is constant-time.
-fn constant_time_eq(secret: &str, expected: &[u8], received: &[u8]) -> bool {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = ring::hmac::sign(&key, received);
-    ring::hmac::verify(&key, expected, tag.as_ref()).is_ok()
-}
-
 /// Reads the hex digest out of a signature header: `mac=<hex>`, tolerating spaces around
 /// `=` and either case (Zalo's documentation writes `mac = sha256(...)`).
 fn header_digest(headers: &HeaderMap) -> Option<Vec<u8>> {
@@ -132,7 +124,7 @@ pub fn verify_and_parse(
         .and_then(text_of)
         .ok_or_else(|| malformed("no timestamp"))?;
     let expected = digest(&cfg.app_id, body, &timestamp, &cfg.oa_secret_key);
-    if !constant_time_eq(&cfg.oa_secret_key, &expected, &received) {
+    if !crate::crypto::constant_eq(&expected, &received) {
         return Err(HookError::Unauthorized);
     }
     match event.get("app_id").and_then(text_of) {

@@ -3,8 +3,8 @@
 use super::pages::{self, me, render, texts, MeView};
 use super::ConsoleSession;
 use crate::accounts::{self, Account, AccountError, NewAccount, Role};
-use crate::app::AppState;
 use crate::i18n::Texts;
+use crate::state::AppState;
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -74,7 +74,7 @@ async fn page(
         Role::Chief => s.account.commune_code,
         _ => None,
     };
-    let rows = match state.intake.store().accounts(None, commune).await {
+    let rows = match state.store.accounts(None, commune).await {
         Ok(r) => r,
         Err(e) => return pages::internal(s, e),
     };
@@ -157,7 +157,7 @@ pub async fn create(
     let Some(role) = Role::parse(&f.role).filter(|r| grantable(&s.account).contains(r)) else {
         return pages::denied(StatusCode::FORBIDDEN);
     };
-    let store = state.intake.store();
+    let store = &state.store;
     let commune = match s.account.role {
         Role::Chief => s.account.commune_code,
         _ => f.commune.trim().parse().ok(),
@@ -220,7 +220,7 @@ pub async fn create(
 }
 
 async fn managed(state: &AppState, s: &ConsoleSession, id: &str) -> Option<Account> {
-    let row = state.intake.store().account(id).await.ok()??;
+    let row = state.store.account(id).await.ok()??;
     Account::from_row(&row).filter(|a| manages(&s.account, a))
 }
 
@@ -233,7 +233,7 @@ pub async fn disable(
     let Some(target) = managed(&state, &s, &id).await else {
         return pages::denied(StatusCode::FORBIDDEN);
     };
-    if let Err(e) = accounts::disable(state.intake.store(), &target.id).await {
+    if let Err(e) = accounts::disable(&state.store, &target.id).await {
         return pages::internal(&s, e);
     }
     state.console_cache.people.clear();
@@ -268,7 +268,7 @@ pub async fn reset(
     let Some(target) = managed(&state, &s, &id).await else {
         return pages::denied(StatusCode::FORBIDDEN);
     };
-    match accounts::reset(state.intake.store(), &target.id).await {
+    match accounts::reset(&state.store, &target.id).await {
         Ok(password) => {
             state.console_cache.people.clear();
             let _ = state

@@ -3,8 +3,8 @@
 use super::pages::{self, me, render, texts, MeView};
 use super::ConsoleSession;
 use crate::accounts::Role;
-use crate::app::AppState;
 use crate::i18n::{local_time, Texts};
+use crate::state::AppState;
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -36,7 +36,7 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
 ) -> Response {
-    let store = state.intake.store();
+    let store = &state.store;
     let commune = match s.account.role {
         Role::Chief => s.account.commune_code,
         _ => None,

@@ -2,14 +2,14 @@
 //! verification, throttling kept in the database so it holds across server processes.
 
 use super::pages::{self, me, render, texts, MeView};
-use super::{constant_eq, cookie_value, stage_path, token_hash, ConsoleSession, SESSION_COOKIE};
+use super::{cookie_value, stage_path, token_hash, ConsoleSession, SESSION_COOKIE};
 use crate::accounts::{self, Account, MIN_PASSWORD};
-use crate::app::AppState;
+use crate::clock::now_ms;
 use crate::crypto::random_bytes;
 use crate::i18n::Texts;
-use crate::intake::now_ms;
+use crate::state::AppState;
+use crate::state::ClientIp;
 use crate::store::SessionRow;
-use crate::web::ClientIp;
 use askama::Template;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -98,11 +98,11 @@ pub async fn login(
         return pages::denied(StatusCode::BAD_REQUEST);
     };
     let pre = cookie_value(&headers, PRE_COOKIE).unwrap_or("");
-    if pre.is_empty() || !constant_eq(pre.as_bytes(), f.csrf.as_bytes()) {
+    if pre.is_empty() || !crate::crypto::constant_eq(pre.as_bytes(), f.csrf.as_bytes()) {
         return pages::denied(StatusCode::FORBIDDEN);
     }
     let t = texts();
-    let store = state.intake.store();
+    let store = &state.store;
     let keys = state.intake.keys();
     let now = now_ms();
     let account_key = keys.account_key_for(f.username.trim());
@@ -273,7 +273,7 @@ pub async fn change_password(
             Some(t.get(key).to_owned()),
         );
     }
-    let store = state.intake.store();
+    let store = &state.store;
     let hash = accounts::hash_password(f.password).await;
     if let Err(e) = store
         .set_password(&s.account.id, &hash, false, now_ms())
@@ -326,7 +326,7 @@ async fn totp_form(
     let enrol = s.stage == "enrol";
     let (mut qr, mut secret) = (None, String::new());
     if enrol {
-        let store = state.intake.store();
+        let store = &state.store;
         let keys = state.intake.keys();
         // Each visit of the enrolment page may reuse the pending secret.
         let row = match store.account(&s.account.id).await {
@@ -398,7 +398,7 @@ pub async fn totp_submit(
     if s.stage != "enrol" && s.stage != "totp" {
         return Redirect::to(stage_path(&s.stage)).into_response();
     }
-    let store = state.intake.store();
+    let store = &state.store;
     let keys = state.intake.keys();
     let now = now_ms();
     let account_key = keys.account_key_for(&s.account.username);
@@ -473,7 +473,7 @@ pub async fn logout(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
 ) -> Response {
-    let _ = state.intake.store().delete_session(&s.token_hash).await;
+    let _ = state.store.delete_session(&s.token_hash).await;
     let mut res = Redirect::to("/console/login").into_response();
     res.headers_mut()
         .append(header::SET_COOKIE, cookie(&state, SESSION_COOKIE, "", 0));
@@ -485,7 +485,7 @@ pub async fn logout_everywhere(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
 ) -> Response {
-    let store = state.intake.store();
+    let store = &state.store;
     let _ = store.delete_sessions_of(&s.account.id).await;
     let _ = state
         .audit

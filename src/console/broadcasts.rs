@@ -7,13 +7,14 @@
 use super::pages::{self, me, render, texts, MeView};
 use super::ConsoleSession;
 use crate::accounts::{Account, Role};
-use crate::app::AppState;
+use crate::broadcast::SUBSCRIBE_TRANSPORTS;
 use crate::broadcast::{BroadcastError, Draft, DraftError, Preview, Progress, LANGUAGES};
-use crate::broadcast::{SUBSCRIBE_TRANSPORTS, VN_OFFSET_MS};
 use crate::channels::sms::{prepare_text, segments};
 use crate::channels::Transport;
+use crate::clock::now_ms;
+use crate::clock::VN_OFFSET_MS;
 use crate::i18n::{local_time, Texts};
-use crate::intake::now_ms;
+use crate::state::AppState;
 use crate::store::{BroadcastRow, TemplateRow, Village};
 use askama::Template;
 use axum::body::Bytes;
@@ -29,7 +30,7 @@ async fn scope_villages(state: &AppState, a: &Account) -> Result<Vec<Village>, s
     let Some(commune) = a.commune_code else {
         return Ok(Vec::new());
     };
-    let all = state.intake.store().villages(commune).await?;
+    let all = state.store.villages(commune).await?;
     Ok(match a.role {
         Role::VillageHead => all
             .into_iter()
@@ -134,7 +135,7 @@ async fn list_page(
 ) -> Result<Response, sqlx::Error> {
     let t = texts();
     let a = &s.account;
-    let store = state.intake.store();
+    let store = &state.store;
     let villages = scope_villages(state, a).await?;
     let ids: Vec<i64> = villages.iter().map(|v| v.id).collect();
     let mut by_village: HashMap<i64, Vec<i64>> = HashMap::new();
@@ -368,7 +369,7 @@ async fn compose_page(
     let a = &s.account;
     let villages = scope_villages(state, a).await?;
     let ids: Vec<i64> = villages.iter().map(|v| v.id).collect();
-    let counts = state.intake.store().subscriber_counts(&ids).await?;
+    let counts = state.store.subscriber_counts(&ids).await?;
     let chosen: Vec<i64> = if f.villages.is_empty() {
         ids.clone()
     } else {
@@ -764,7 +765,7 @@ pub async fn detail(
     let loaded = async {
         let progress = state.broadcasts.progress(&b).await?;
         let results = state.broadcasts.results(&b.id).await?;
-        let villages = state.intake.store().villages(b.commune_code).await?;
+        let villages = state.store.villages(b.commune_code).await?;
         Ok::<_, sqlx::Error>((progress, results, villages))
     };
     let (progress, results, villages) = match loaded.await {
@@ -918,7 +919,7 @@ pub async fn delete_template(
     let Some(commune) = s.account.commune_code else {
         return pages::denied(StatusCode::FORBIDDEN);
     };
-    match state.intake.store().delete_template(commune, &id).await {
+    match state.store.delete_template(commune, &id).await {
         Ok(true) => Redirect::to("/console/broadcasts?saved=template_deleted").into_response(),
         Ok(false) => refusal(&s, BroadcastError::NotFound),
         Err(e) => pages::internal(&s, e),

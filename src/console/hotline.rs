@@ -3,9 +3,9 @@
 
 use super::pages::{self, me, render, texts, MeView};
 use super::ConsoleSession;
-use crate::app::AppState;
 use crate::i18n::Texts;
 use crate::intake::{IntakeError, TipInput};
+use crate::state::AppState;
 use crate::tips::{Category, Channel};
 use askama::Template;
 use axum::extract::State;

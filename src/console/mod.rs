@@ -12,8 +12,8 @@ mod queue;
 mod tip;
 
 use crate::accounts::{Account, Role};
-use crate::app::AppState;
-use crate::intake::now_ms;
+use crate::clock::now_ms;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::handler::Handler;
@@ -318,7 +318,7 @@ pub(crate) fn token_hash(token: &str) -> Vec<u8> {
 async fn load_session(state: &AppState, headers: &axum::http::HeaderMap) -> Option<ConsoleSession> {
     let token = cookie_value(headers, SESSION_COOKIE)?;
     let hash = token_hash(token);
-    let store = state.intake.store();
+    let store = &state.store;
     // The session and its account in one round trip: this runs before every console page.
     let (row, account) = store.session_with_account(&hash).await.ok()??;
     let now = now_ms();
@@ -411,84 +411,11 @@ async fn guard(
             return pages::denied(StatusCode::PAYLOAD_TOO_LARGE);
         };
         let sent = form_field(&bytes, "csrf").unwrap_or_default();
-        if !constant_eq(sent.as_bytes(), session.csrf.as_bytes()) {
+        if !crate::crypto::constant_eq(sent.as_bytes(), session.csrf.as_bytes()) {
             return pages::denied(StatusCode::FORBIDDEN);
         }
         Request::from_parts(parts, Body::from(bytes))
     };
     req.extensions_mut().insert(session);
     next.run(req).await
-}
-
-/// Compares secrets in time independent of where they differ.
-pub(crate) fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A small time-to-live map for figures that are costly to count and may be a little old
-/// (closed tips, per-commune counts): a queue page must stay fast on a million tips.
-pub struct TtlCache<T> {
-    ttl: std::time::Duration,
-    map: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, T)>>,
-}
-
-impl<T: Clone> TtlCache<T> {
-    /// An empty cache whose entries live `ttl`.
-    pub fn new(ttl: std::time::Duration) -> Self {
-        TtlCache {
-            ttl,
-            map: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
-    }
-
-    /// The cached value for `key`, or `load`'s (then cached).
-    pub async fn get_or<F, E>(&self, key: String, load: F) -> Result<T, E>
-    where
-        F: std::future::Future<Output = Result<T, E>>,
-    {
-        if let Some((at, v)) = self.map.lock().expect("cache lock").get(&key) {
-            if at.elapsed() < self.ttl {
-                return Ok(v.clone());
-            }
-        }
-        let v = load.await?;
-        let mut map = self.map.lock().expect("cache lock");
-        if map.len() > 10_000 {
-            map.clear();
-        }
-        map.insert(key, (std::time::Instant::now(), v.clone()));
-        Ok(v)
-    }
-
-    /// Forgets every entry, so the next read loads afresh.
-    pub fn clear(&self) {
-        self.map.lock().expect("cache lock").clear();
-    }
-}
-
-/// The console's caches, shared by every request of a process.
-pub struct Caches {
-    /// Closed tips per queue scope.
-    pub closed: TtlCache<i64>,
-    /// Open tips per status per queue scope: counting them reads every open tip of a
-    /// commune (tens of thousands in a big one), more than the rest of a queue page. A
-    /// triage change made through this process clears it (see `tip::audit`); new tips and
-    /// other processes' changes show within its few seconds.
-    pub open: TtlCache<Vec<(String, i64)>>,
-    /// Open and overdue tips per commune of a province.
-    pub communes: TtlCache<Vec<(i64, i64, i64)>>,
-    /// A commune's accounts (the tip page's names and assignee list): an account change
-    /// made through this process clears it; other processes' show within its half minute.
-    pub people: TtlCache<Vec<crate::store::AccountRow>>,
-}
-
-impl Default for Caches {
-    fn default() -> Self {
-        Caches {
-            closed: TtlCache::new(std::time::Duration::from_secs(60)),
-            open: TtlCache::new(std::time::Duration::from_secs(5)),
-            communes: TtlCache::new(std::time::Duration::from_secs(15)),
-            people: TtlCache::new(std::time::Duration::from_secs(30)),
-        }
-    }
 }

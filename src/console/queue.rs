@@ -4,10 +4,10 @@
 use super::pages::{self, me, render, texts, MeView};
 use super::ConsoleSession;
 use crate::accounts::Role;
-use crate::app::AppState;
+use crate::clock::now_ms;
 use crate::i18n::local_time;
 use crate::i18n::Texts;
-use crate::intake::now_ms;
+use crate::state::AppState;
 use crate::store::{QueueFilter, QueueScope};
 use crate::tips::{Category, Channel, Priority, Status};
 use askama::Template;
@@ -153,7 +153,7 @@ pub async fn queue_page(
     let Some(scope) = scope_for(&state, &s, q.commune.parse().ok()) else {
         return pages::denied(StatusCode::FORBIDDEN);
     };
-    let store = state.intake.store();
+    let store = &state.store;
     let geo = state.intake.geo();
     let now = now_ms();
     let filter = QueueFilter {

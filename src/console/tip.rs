@@ -4,9 +4,9 @@
 use super::pages::{self, me, render, texts, MeView};
 use super::ConsoleSession;
 use crate::accounts::{Account, Role};
-use crate::app::AppState;
+use crate::clock::now_ms;
 use crate::i18n::{local_time, Texts};
-use crate::intake::now_ms;
+use crate::state::AppState;
 use crate::store::TipRow;
 use crate::tips::{Category, Outcome, Priority, Status};
 use askama::Template;
@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 /// Loads a tip the account may see, or the response that refuses it.
 async fn tip_in_scope(state: &AppState, s: &ConsoleSession, id: &str) -> Result<TipRow, Response> {
-    match state.intake.store().tip(id).await {
+    match state.store.tip(id).await {
         Ok(Some(row)) if s.account.sees_tip_in(row.province_code, row.commune_code) => Ok(row),
         Ok(_) => Err(pages::denied(StatusCode::FORBIDDEN)),
         Err(e) => Err(pages::internal(s, e)),
@@ -149,7 +149,7 @@ pub async fn tip_page(
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let id = row.id.clone();
     let intake = &state.intake;
-    let store = intake.store();
+    let store = &state.store;
     let t = texts();
     // The row read by `ScopedTip` is the one opened: the tip is read once per request.
     let opened = match intake.open_row(row.clone()) {
@@ -518,7 +518,7 @@ pub struct AssignForm {
 }
 
 async fn officer_of(state: &AppState, commune: Option<i64>, id: &str) -> Option<Account> {
-    let row = state.intake.store().account(id).await.ok()??;
+    let row = state.store.account(id).await.ok()??;
     let a = Account::from_row(&row)?;
     (matches!(a.role, Role::Officer | Role::Chief)
         && !a.disabled
@@ -621,7 +621,7 @@ pub async fn duplicate(
 ) -> Response {
     let id = row.id.clone();
     let of = f.of.trim().trim_start_matches('#');
-    let store = state.intake.store();
+    let store = &state.store;
     let original = match store.tip(of).await {
         Ok(Some(o)) => Some(o),
         _ => None,

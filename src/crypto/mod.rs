@@ -17,6 +17,17 @@ use ring::rand::{SecureRandom, SystemRandom};
 #[error("sealed data could not be opened (wrong key, wrong place, or tampered)")]
 pub struct OpenError;
 
+/// Compares two secrets (tokens, digests, signatures) in time independent of where, or
+/// whether their lengths, differ: both are signed under a fresh random key and the tags
+/// compared by ring's constant-time check (ring keeps its raw comparison private).
+pub fn constant_eq(expected: &[u8], received: &[u8]) -> bool {
+    let Ok(key) = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new()) else {
+        return false;
+    };
+    let tag = hmac::sign(&key, received);
+    hmac::verify(&key, expected, tag.as_ref()).is_ok()
+}
+
 /// Fills a fresh array with random bytes from the operating system.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];

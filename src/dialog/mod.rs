@@ -8,10 +8,11 @@ pub mod bot;
 pub mod engine;
 
 use crate::channels::{Inbound, InboundKind, PhotoRef, Transport};
+use crate::clock::now_ms;
 use crate::config::SmsNumber;
 use crate::crypto::{KeyRing, Receipt};
 use crate::geo::fold;
-use crate::intake::{now_ms, outbox_row, ChatOrigin, Intake, IntakeError, TipInput};
+use crate::intake::{outbox_row, ChatOrigin, Intake, IntakeError, TipInput};
 use crate::store::{InboxRow, InboxWriter, NewInboxEvent, Store, TipContactRow};
 use crate::tips::Category;
 use bot::Bot;

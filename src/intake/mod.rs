@@ -5,6 +5,7 @@
 pub mod photo;
 
 use crate::channels::Transport;
+use crate::clock::now_ms;
 use crate::config::SlaConfig;
 use crate::crypto::{KeyRing, OpenError, Receipt, TipKey, WrappedKey};
 use crate::geo::Geo;
@@ -134,11 +135,6 @@ pub struct Intake {
     geo: Arc<Geo>,
     sla: SlaConfig,
     photo_limits: PhotoLimits,
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// Builds an outbox row for `text` to `address`, sealed and bound to the row's id.

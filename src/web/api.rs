@@ -1,11 +1,11 @@
 //! The JSON API: the same intake as the form, for other front ends and for the benchmark.
 //! Its OpenAPI document is generated from these types and handlers.
 
-use super::limits::Action;
-use super::{pad_to, ClientIp, Lang};
-use crate::app::AppState;
 use crate::crypto::Receipt;
 use crate::intake::{IntakeError, MessageView, TipInput, TipStatusView};
+use crate::state::Action;
+use crate::state::AppState;
+use crate::state::{pad_to, ClientIp, Lang};
 use crate::tips::{Category, Channel, PublicStatus};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};

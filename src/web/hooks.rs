@@ -4,10 +4,10 @@
 //! missing signature gets 401 and stores nothing, a malformed body 400, an oversized one
 //! 413, an unknown event 200 and is ignored, a database failure 503 (the provider retries).
 
-use crate::app::AppState;
 use crate::channels::{sms, telegram, zalo, HookError, Inbound, Transport};
+use crate::clock::now_ms;
 use crate::config::TelegramMode;
-use crate::intake::now_ms;
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};

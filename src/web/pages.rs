@@ -1,13 +1,13 @@
 //! The resident pages: the tip form, the receipt, and "check my tip" with replies. Every
 //! page works without JavaScript; a bad input re-renders the page with everything typed.
 
-use super::limits::{Action, Limited};
-use super::{pad_to, ClientIp, Lang};
-use crate::app::AppState;
 use crate::crypto::Receipt;
 use crate::i18n::local_time;
 use crate::i18n::{locales, Texts};
 use crate::intake::{FieldError, IntakeError, TipInput, TipStatusView, MAX_PHOTOS};
+use crate::state::AppState;
+use crate::state::{pad_to, ClientIp, Lang};
+use crate::state::{Action, Limited};
 use crate::tips::{Category, Channel};
 use askama::Template;
 use axum::extract::multipart::MultipartError;
@@ -234,7 +234,7 @@ fn form_page_for(state: &AppState, lang: Lang, form: TipForm, errors: &[FieldErr
 
 async fn with_villages(state: &AppState, mut page: FormPage) -> FormPage {
     if let Ok(code) = page.form.commune.trim().parse::<i64>() {
-        if let Ok(villages) = state.intake.store().villages(code).await {
+        if let Ok(villages) = state.store.villages(code).await {
             page.villages = villages.into_iter().map(|v| v.name).collect();
         }
     }

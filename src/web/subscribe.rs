@@ -3,11 +3,11 @@
 //! and unsubscribe links every email carries (`List-Unsubscribe-Post` one-click included).
 
 use super::pages::{lang_links, render, LangLink};
-use super::Lang;
-use crate::app::AppState;
 use crate::broadcast::Subscribed;
 use crate::channels::Transport;
 use crate::i18n::{locales, Texts};
+use crate::state::AppState;
+use crate::state::Lang;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -70,7 +70,7 @@ async fn village_page(state: &AppState, lang: Lang, id: &str) -> Result<Subscrib
     let Ok(id) = id.trim().parse::<i64>() else {
         return Err(not_found());
     };
-    let village = match state.intake.store().village(id).await {
+    let village = match state.store.village(id).await {
         Ok(Some(v)) => v,
         Ok(None) => return Err(not_found()),
         Err(e) => {

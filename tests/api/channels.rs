@@ -695,12 +695,7 @@ async fn closing_a_tip_erases_its_reply_address_and_no_address_is_stored_in_clea
             }
         }
         store
-            .set_status(
-                &tip.id,
-                "closed",
-                Some("actioned"),
-                tinbao::intake::now_ms(),
-            )
+            .set_status(&tip.id, "closed", Some("actioned"), tinbao::clock::now_ms())
             .await
             .unwrap();
         assert!(store.tip_contact(&tip.id).await.unwrap().is_none());

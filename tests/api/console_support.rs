@@ -199,7 +199,7 @@ pub async fn login_as(
 pub async fn extra_session(app: &TestApp, account_id: &str) -> (reqwest::Client, String) {
     let token = uuid::Uuid::new_v4().simple().to_string();
     let csrf = uuid::Uuid::new_v4().simple().to_string();
-    let now = tinbao::intake::now_ms();
+    let now = tinbao::clock::now_ms();
     app.state
         .intake
         .store()

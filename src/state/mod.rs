@@ -1,0 +1,58 @@
+//! What a request handler may reach: the store, the services, the limits and caches of
+//! this process. `app` builds it; the web and console edges read it.
+
+mod caches;
+mod limits;
+mod request;
+
+pub use caches::{ConsoleCaches, TtlCache};
+pub use limits::{Action, Limited, Limits};
+pub use request::{pad_to, ClientIp, Lang};
+
+use crate::audit::AuditLog;
+use crate::broadcast::Broadcasts;
+use crate::config::Config;
+use crate::dialog::Chat;
+use crate::intake::Intake;
+use crate::store::Store;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::{Arc, OnceLock};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    /// The repository (the same one the services use).
+    pub store: Store,
+    /// Tips from every channel: submitting, reading, replying.
+    pub intake: Intake,
+    /// The audit log's group-commit writer: every request path appends through it.
+    pub audit: AuditLog,
+    pub limits: Arc<Limits>,
+    pub metrics: PrometheusHandle,
+    /// Costly console counts, briefly cached.
+    pub console_cache: Arc<ConsoleCaches>,
+    /// Chat and SMS conversations (webhooks hand their events here).
+    pub chat: Chat,
+    /// Campaign broadcasts and their subscribers.
+    pub broadcasts: Broadcasts,
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every app in a process).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("tinbao_http_request_duration_seconds".into()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ],
+                )
+                .expect("valid buckets")
+                .install_recorder()
+                .expect("one metrics recorder per process")
+        })
+        .clone()
+}
