@@ -107,7 +107,7 @@ pub enum AccountError {
     #[error("that username is taken")]
     Taken,
     #[error("database error: {0}")]
-    Store(#[from] sqlx::Error),
+    Store(#[from] crate::store::StoreError),
 }
 
 /// What is needed to create an account.
@@ -231,7 +231,7 @@ pub async fn create(
         updated_at: now,
     };
     store.insert_account(&row).await.map_err(|e| {
-        if crate::store::is_unique_violation(&e) {
+        if e.is_unique_violation() {
             AccountError::Taken
         } else {
             AccountError::Store(e)

@@ -122,7 +122,7 @@ pub async fn record(
     province_code: Option<i64>,
     commune_code: Option<i64>,
     detail: &str,
-) -> Result<i64, sqlx::Error> {
+) -> Result<i64, crate::store::StoreError> {
     let entry = NewAuditEntry {
         at: crate::clock::now_ms(),
         actor_id,
@@ -167,7 +167,7 @@ struct Pending {
     province_code: Option<i64>,
     commune_code: Option<i64>,
     detail: String,
-    done: oneshot::Sender<Result<i64, sqlx::Error>>,
+    done: oneshot::Sender<Result<i64, crate::store::StoreError>>,
 }
 
 impl Pending {
@@ -223,7 +223,7 @@ impl AuditLog {
         province_code: Option<i64>,
         commune_code: Option<i64>,
         detail: &str,
-    ) -> Result<i64, sqlx::Error> {
+    ) -> Result<i64, crate::store::StoreError> {
         let (done, answer) = oneshot::channel();
         let pending = Pending {
             at: crate::clock::now_ms(),
@@ -238,8 +238,10 @@ impl AuditLog {
         self.tx
             .send(pending)
             .await
-            .map_err(|_| sqlx::Error::PoolClosed)?;
-        answer.await.map_err(|_| sqlx::Error::PoolClosed)?
+            .map_err(|_| crate::store::StoreError::WriterStopped)?;
+        answer
+            .await
+            .map_err(|_| crate::store::StoreError::WriterStopped)?
     }
 }
 
@@ -335,7 +337,7 @@ impl fmt::Display for Verification {
 /// Walks the whole chain from the first entry and reports the first entry that was
 /// changed or removed, reading [`VERIFY_PAGE`] entries at a time. Safe to run while the
 /// server appends.
-pub async fn verify(store: &Store) -> Result<Verification, sqlx::Error> {
+pub async fn verify(store: &Store) -> Result<Verification, crate::store::StoreError> {
     verify_with_page_size(store, VERIFY_PAGE).await
 }
 
@@ -343,7 +345,7 @@ pub async fn verify(store: &Store) -> Result<Verification, sqlx::Error> {
 pub async fn verify_with_page_size(
     store: &Store,
     page_size: i64,
-) -> Result<Verification, sqlx::Error> {
+) -> Result<Verification, crate::store::StoreError> {
     let page_size = page_size.max(1);
     // Read before the walk: every entry up to this head was committed before the walk
     // began, so each must be found.

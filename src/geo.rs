@@ -26,7 +26,7 @@ pub struct Geo {
 
 impl Geo {
     /// Reads the units from the store.
-    pub async fn load(store: &Store) -> Result<Geo, sqlx::Error> {
+    pub async fn load(store: &Store) -> Result<Geo, crate::store::StoreError> {
         Ok(Geo::new(store.provinces().await?, store.communes().await?))
     }
 

@@ -143,7 +143,7 @@ pub enum BroadcastError {
     #[error("not in a state for this")]
     Conflict,
     #[error("database error: {0}")]
-    Store(#[from] sqlx::Error),
+    Store(#[from] crate::store::StoreError),
 }
 
 /// SMS cost of one text.
@@ -391,7 +391,7 @@ impl Broadcasts {
         &self,
         geo: &crate::geo::Geo,
         query: &str,
-    ) -> Result<Vec<(crate::store::Village, String)>, sqlx::Error> {
+    ) -> Result<Vec<(crate::store::Village, String)>, crate::store::StoreError> {
         let store = &self.inner.store;
         let commune_name = |code: i64| {
             geo.commune(code)
@@ -452,7 +452,11 @@ impl Broadcasts {
 
     /// Ends every subscription of an address on a transport (STOP, HUY, a bot command,
     /// a block or an unfollow). Returns how many ended.
-    pub async fn opt_out(&self, transport: Transport, address: &str) -> Result<u64, sqlx::Error> {
+    pub async fn opt_out(
+        &self,
+        transport: Transport,
+        address: &str,
+    ) -> Result<u64, crate::store::StoreError> {
         let sender = self.pseudonym(transport, address);
         self.inner.store.opt_out_sender(&sender, now_ms()).await
     }
@@ -462,7 +466,7 @@ impl Broadcasts {
         &self,
         transport: Transport,
         address: &str,
-    ) -> Result<Vec<SubscriberRow>, sqlx::Error> {
+    ) -> Result<Vec<SubscriberRow>, crate::store::StoreError> {
         let sender = self.pseudonym(transport, address);
         self.inner.store.subscriptions_of(&sender).await
     }
@@ -474,7 +478,7 @@ impl Broadcasts {
         &self,
         author: &Account,
         d: &Draft,
-    ) -> Result<Vec<DraftError>, sqlx::Error> {
+    ) -> Result<Vec<DraftError>, crate::store::StoreError> {
         let mut errors = Vec::new();
         let title = d.title.trim();
         if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
@@ -505,7 +509,11 @@ impl Broadcasts {
 
     /// Whether the account may send to every one of these villages: a village head to
     /// its own, a chief to any of its commune's.
-    pub async fn may_reach(&self, a: &Account, villages: &[i64]) -> Result<bool, sqlx::Error> {
+    pub async fn may_reach(
+        &self,
+        a: &Account,
+        villages: &[i64],
+    ) -> Result<bool, crate::store::StoreError> {
         match a.role {
             Role::VillageHead => Ok(a.village_id.is_some()
                 && villages.iter().all(|v| Some(*v) == a.village_id)
@@ -529,7 +537,7 @@ impl Broadcasts {
     }
 
     /// What a draft would reach and cost.
-    pub async fn preview(&self, d: &Draft) -> Result<Preview, sqlx::Error> {
+    pub async fn preview(&self, d: &Draft) -> Result<Preview, crate::store::StoreError> {
         let counts = self.inner.store.subscriber_counts(&d.villages).await?;
         let mut recipients: Vec<(Transport, i64)> =
             SUBSCRIBE_TRANSPORTS.iter().map(|t| (*t, 0)).collect();
@@ -639,7 +647,7 @@ impl Broadcasts {
     }
 
     /// The broadcasts an account may see, newest first.
-    pub async fn list(&self, a: &Account) -> Result<Vec<BroadcastRow>, sqlx::Error> {
+    pub async fn list(&self, a: &Account) -> Result<Vec<BroadcastRow>, crate::store::StoreError> {
         let Some(commune) = a.commune_code else {
             return Ok(Vec::new());
         };
@@ -682,13 +690,13 @@ impl Broadcasts {
     }
 
     /// Live counts, with an estimated finish.
-    pub async fn progress(&self, b: &BroadcastRow) -> Result<Progress, sqlx::Error> {
+    pub async fn progress(&self, b: &BroadcastRow) -> Result<Progress, crate::store::StoreError> {
         let counts = self.inner.store.broadcast_counts(&b.id).await?;
         Ok(progress_of(b, &counts, now_ms()))
     }
 
     /// The kept results of a finished broadcast, per village and transport.
-    pub async fn results(&self, id: &str) -> Result<Vec<ResultRow>, sqlx::Error> {
+    pub async fn results(&self, id: &str) -> Result<Vec<ResultRow>, crate::store::StoreError> {
         self.inner.store.broadcast_results(id).await
     }
 
@@ -718,7 +726,7 @@ impl Broadcasts {
     }
 
     /// One round of the runner (tests call it directly).
-    pub async fn run_once(&self) -> Result<(), sqlx::Error> {
+    pub async fn run_once(&self) -> Result<(), crate::store::StoreError> {
         let store = &self.inner.store;
         let now = now_ms();
         for b in store.broadcasts_to_run(now).await? {
@@ -741,7 +749,7 @@ impl Broadcasts {
 
     /// Puts every recipient of a sending broadcast in the outbox, chunk by chunk, under
     /// a lease so that one process does it; resumes where a killed process stopped.
-    pub async fn fan_out(&self, id: &str) -> Result<u64, sqlx::Error> {
+    pub async fn fan_out(&self, id: &str) -> Result<u64, crate::store::StoreError> {
         const LEASE_MS: i64 = 15_000;
         let store = &self.inner.store;
         let now = now_ms();

@@ -247,7 +247,7 @@ impl Dispatcher {
         }
     }
 
-    async fn round(self: &Arc<Self>) -> Result<usize, sqlx::Error> {
+    async fn round(self: &Arc<Self>) -> Result<usize, crate::store::StoreError> {
         let now = now_ms();
         let mut lanes = Vec::new();
         for t in self.active_transports(now) {
@@ -286,7 +286,11 @@ impl Dispatcher {
     }
 
     /// Sends one transport's claimed batch.
-    async fn lane(self: &Arc<Self>, t: Transport, rows: Vec<OutboxRow>) -> Result<(), sqlx::Error> {
+    async fn lane(
+        self: &Arc<Self>,
+        t: Transport,
+        rows: Vec<OutboxRow>,
+    ) -> Result<(), crate::store::StoreError> {
         let (broadcasts, subscribers) = self.batch_context(&rows).await?;
         let (broadcasts, subscribers) = (Arc::new(broadcasts), Arc::new(subscribers));
         // Send slots: reserved in the database, so every process together keeps the rate.
@@ -321,7 +325,7 @@ impl Dispatcher {
                 }
             })
         };
-        let results: Vec<Result<(), sqlx::Error>> =
+        let results: Vec<Result<(), crate::store::StoreError>> =
             futures_util::stream::iter(rows.into_iter().enumerate())
                 .map(|(i, row)| {
                     let (d, broadcasts, subscribers, pending) = (
@@ -357,7 +361,7 @@ impl Dispatcher {
         slot: Option<i64>,
         broadcasts: &HashMap<String, BroadcastInfo>,
         subscribers: &HashMap<i64, SubscriberRow>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), crate::store::StoreError> {
         if let Some(at) = slot {
             let wait = at - chrono::Utc::now().timestamp_micros();
             if wait > 0 {
@@ -388,7 +392,10 @@ impl Dispatcher {
     async fn batch_context(
         &self,
         rows: &[OutboxRow],
-    ) -> Result<(HashMap<String, BroadcastInfo>, HashMap<i64, SubscriberRow>), sqlx::Error> {
+    ) -> Result<
+        (HashMap<String, BroadcastInfo>, HashMap<i64, SubscriberRow>),
+        crate::store::StoreError,
+    > {
         let mut ids: Vec<&str> = rows
             .iter()
             .filter_map(|r| r.broadcast_id.as_deref())
@@ -509,7 +516,7 @@ impl Dispatcher {
         row: OutboxRow,
         broadcasts: &HashMap<String, BroadcastInfo>,
         subscribers: &HashMap<i64, SubscriberRow>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), crate::store::StoreError> {
         let now = now_ms();
         let (to, body, subscriber) =
             match self.address_and_text(transport, &row, broadcasts, subscribers) {

@@ -26,7 +26,10 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 
 /// The villages an account works with: a village head its own, police its commune's.
-async fn scope_villages(state: &AppState, a: &Account) -> Result<Vec<Village>, sqlx::Error> {
+async fn scope_villages(
+    state: &AppState,
+    a: &Account,
+) -> Result<Vec<Village>, crate::store::StoreError> {
     let Some(commune) = a.commune_code else {
         return Ok(Vec::new());
     };
@@ -77,7 +80,10 @@ struct TemplateItem {
 }
 
 /// The saved templates of the account's commune.
-async fn template_items(state: &AppState, a: &Account) -> Result<Vec<TemplateItem>, sqlx::Error> {
+async fn template_items(
+    state: &AppState,
+    a: &Account,
+) -> Result<Vec<TemplateItem>, crate::store::StoreError> {
     let Some(c) = a.commune_code else {
         return Ok(Vec::new());
     };
@@ -132,7 +138,7 @@ async fn list_page(
     state: &AppState,
     s: &ConsoleSession,
     q: ListQuery,
-) -> Result<Response, sqlx::Error> {
+) -> Result<Response, crate::store::StoreError> {
     let t = texts();
     let a = &s.account;
     let store = &state.store;
@@ -364,7 +370,7 @@ async fn compose_page(
     notice: Option<String>,
     preview: Option<PreviewView>,
     status: StatusCode,
-) -> Result<Response, sqlx::Error> {
+) -> Result<Response, crate::store::StoreError> {
     let t = texts();
     let a = &s.account;
     let villages = scope_villages(state, a).await?;
@@ -484,7 +490,7 @@ async fn template_of(
     state: &AppState,
     a: &Account,
     id: &str,
-) -> Result<Option<TemplateRow>, sqlx::Error> {
+) -> Result<Option<TemplateRow>, crate::store::StoreError> {
     let Some(c) = a.commune_code else {
         return Ok(None);
     };
@@ -512,7 +518,7 @@ async fn submit_inner(
     state: &AppState,
     s: &ConsoleSession,
     f: ComposeForm,
-) -> Result<Response, sqlx::Error> {
+) -> Result<Response, crate::store::StoreError> {
     let t = texts();
     let a = &s.account;
     let send_at = f.send_at_ms();
@@ -766,7 +772,7 @@ pub async fn detail(
         let progress = state.broadcasts.progress(&b).await?;
         let results = state.broadcasts.results(&b.id).await?;
         let villages = state.store.villages(b.commune_code).await?;
-        Ok::<_, sqlx::Error>((progress, results, villages))
+        Ok::<_, crate::store::StoreError>((progress, results, villages))
     };
     let (progress, results, villages) = match loaded.await {
         Ok(x) => x,

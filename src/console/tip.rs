@@ -168,7 +168,7 @@ pub async fn tip_page(
             async { store.deliveries(&id).await },
             // The commune's accounts name the timeline's people and fill the assignee list.
             async {
-                Ok::<_, sqlx::Error>(match row.commune_code {
+                Ok::<_, crate::store::StoreError>(match row.commune_code {
                     Some(c) => state
                         .console_cache
                         .people
@@ -179,7 +179,7 @@ pub async fn tip_page(
                 })
             },
             async {
-                Ok::<_, sqlx::Error>(match row.village_id {
+                Ok::<_, crate::store::StoreError>(match row.village_id {
                     Some(v) => store.village(v).await.unwrap_or_default(),
                     None => None,
                 })

@@ -40,7 +40,7 @@ pub trait PhotoSource: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
     #[error("database: {0}")]
-    Store(#[from] sqlx::Error),
+    Store(#[from] crate::store::StoreError),
     #[error("stored data could not be opened")]
     Sealed,
     #[error("intake: {0}")]
@@ -224,7 +224,7 @@ impl Chat {
 
     /// Seals and durably stores provider events; returns how many were new (the rest were
     /// retries of events already accepted). The caller answers the provider only after.
-    pub async fn accept(&self, events: Vec<Inbound>) -> Result<usize, sqlx::Error> {
+    pub async fn accept(&self, events: Vec<Inbound>) -> Result<usize, crate::store::StoreError> {
         let now = now_ms();
         let waits = events.iter().map(|e| {
             let inner = &self.inner;
@@ -331,7 +331,7 @@ impl Chat {
     }
 
     /// Processes the events due now; returns how many were taken.
-    pub async fn process_due(&self) -> Result<usize, sqlx::Error> {
+    pub async fn process_due(&self) -> Result<usize, crate::store::StoreError> {
         let now = now_ms();
         let rows = self
             .inner

@@ -10,9 +10,8 @@ use crate::config::SlaConfig;
 use crate::crypto::{KeyRing, OpenError, Receipt, TipKey, WrappedKey};
 use crate::geo::Geo;
 use crate::store::{
-    is_unique_violation, AttachmentMeta, ChatTipExtras, MessageRow, NewAttachment,
-    NewMessageRecord, NewOutboxRow, NewTipContact, NewTipRecord, NoteRow, Store, TipRow, TipWriter,
-    PRIORITY_FOLLOW_UP,
+    AttachmentMeta, ChatTipExtras, MessageRow, NewAttachment, NewMessageRecord, NewOutboxRow,
+    NewTipContact, NewTipRecord, NoteRow, Store, TipRow, TipWriter, PRIORITY_FOLLOW_UP,
 };
 use crate::tips::{Category, Channel, Priority, PublicStatus, Status};
 use photo::{CleanPhoto, PhotoLimits};
@@ -70,10 +69,14 @@ pub struct FieldError {
 pub enum IntakeError {
     #[error("invalid input")]
     Invalid(Vec<FieldError>),
-    #[error("database error: {0}")]
-    Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     #[error("a stored tip could not be opened")]
     Sealed(#[from] OpenError),
+    /// Every receipt drawn collided with a stored one (astronomically unlikely: a sign of a
+    /// broken random source).
+    #[error("could not draw a unique receipt")]
+    NoUniqueReceipt,
 }
 
 /// One message of a tip's conversation, opened.
@@ -457,13 +460,11 @@ impl Intake {
                     });
                     return Ok(receipt);
                 }
-                Err(e) if is_unique_violation(&e) => continue,
+                Err(e) if e.is_unique_violation() => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(IntakeError::Store(sqlx::Error::Protocol(
-            "could not draw a unique receipt".into(),
-        )))
+        Err(IntakeError::NoUniqueReceipt)
     }
 
     fn tip_key(&self, row: &TipRow) -> Result<TipKey, OpenError> {

@@ -87,7 +87,7 @@ impl Store {
 
     /// Whether the store was closed (the server shut down), so background jobs stop.
     pub fn is_closed(&self) -> bool {
-        on_pool!(self, p => p.is_closed())
+        on_pool!(self, p => { p.is_closed() })
     }
 
     /// The email addresses of a commune's active officers and chiefs.

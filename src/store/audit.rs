@@ -3,7 +3,7 @@
 //! console and the verifier need. The hash itself is the domain's business
 //! (`crate::audit`); this module only stores what it is given.
 
-use super::{is_unique_violation, Engine, Pool, Store, StoreResult};
+use super::{Engine, Pool, Store, StoreResult};
 use sqlx::{FromRow, QueryBuilder, Row};
 
 /// The `meta` row that holds the newest entry's seq and hash, written in the same
@@ -170,7 +170,7 @@ impl Store {
         loop {
             attempt += 1;
             match self.try_append_audit(entries, &hash).await {
-                Err(e) if attempt < APPEND_ATTEMPTS && is_unique_violation(&e) => continue,
+                Err(e) if attempt < APPEND_ATTEMPTS && e.is_unique_violation() => continue,
                 other => return other,
             }
         }
@@ -291,7 +291,8 @@ impl Store {
                         .try_get::<i64, _>("seq")
                         .map(|seq| Err(UnreadableAuditRow { seq, reason: e.to_string() })),
                 })
-                .collect()
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(Into::into)
         })
     }
 
@@ -338,7 +339,7 @@ impl Store {
                 qb.push(" AND seq < ").push_bind(b);
             }
             qb.push(" ORDER BY seq DESC LIMIT ").push_bind(limit.max(0));
-            qb.build_query_as().fetch_all(p).await
+            qb.build_query_as().fetch_all(p).await.map_err(Into::into)
         })
     }
 

@@ -628,7 +628,7 @@ impl Store {
                         .bind(*status).bind(error).bind(at).bind(id).execute(&mut *tx).await?,
                 };
             }
-            tx.commit().await
+            Ok(tx.commit().await?)
         })
     }
 

@@ -115,7 +115,7 @@ impl Store {
                     .push_bind(*due).push(", ").push_bind(id.clone()).push(")");
             }
             qb.push(" ORDER BY priority, due_at, id LIMIT ").push_bind(limit);
-            qb.build_query_as::<QueueRow>().fetch_all(p).await
+            qb.build_query_as::<QueueRow>().fetch_all(p).await.map_err(Into::into)
         })
     }
 
@@ -133,7 +133,7 @@ impl Store {
                 open.push_bind(st.as_str());
             }
             qb.push(") GROUP BY status");
-            qb.build_query_as::<(String, i64)>().fetch_all(p).await
+            qb.build_query_as::<(String, i64)>().fetch_all(p).await.map_err(Into::into)
         })
     }
 
@@ -143,7 +143,7 @@ impl Store {
             let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM tips WHERE");
             push_scope!(qb, scope);
             qb.push(" AND status = 'closed'");
-            qb.build_query_scalar::<i64>().fetch_one(p).await
+            qb.build_query_scalar::<i64>().fetch_one(p).await.map_err(Into::into)
         })
     }
 
@@ -183,7 +183,7 @@ impl Store {
                 sqlx::query("DELETE FROM tip_contacts WHERE tip_id = $1 OR tip_id IN (SELECT id FROM tips WHERE duplicate_of = $1)")
                     .bind(id).execute(&mut *tx).await?;
             }
-            tx.commit().await
+            Ok(tx.commit().await?)
         })
     }
 

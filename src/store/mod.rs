@@ -17,8 +17,30 @@ use sqlx::{PgPool, QueryBuilder, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// A database error, with the operation that failed.
-pub type StoreResult<T> = Result<T, sqlx::Error>;
+/// What the repository answers: a value, or a [`StoreError`].
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What can go wrong in the repository. Services wrap it in their own errors; the web and
+/// console edges turn those into answers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused a statement or could not be reached.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A group-commit writer has stopped (the process is shutting down).
+    #[error("the database writer has stopped")]
+    WriterStopped,
+    /// A group commit answered a different number of results than items (a bug).
+    #[error("a batch commit answered {got} results for {expected} items")]
+    BatchMismatch { expected: usize, got: usize },
+}
+
+impl StoreError {
+    /// Whether a unique constraint refused the write.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Database(e) if is_unique_violation(e))
+    }
+}
 
 /// Which engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,10 +63,18 @@ pub struct Store {
 
 /// Runs the same body against whichever pool the store holds.
 macro_rules! on_pool {
+    // A block: its `?`s convert into the function's `StoreError`, its value is returned as is.
+    ($self:expr, $pool:ident => { $($body:tt)* }) => {
+        match &$self.pool {
+            Pool::Sqlite($pool) => { $($body)* },
+            Pool::Postgres($pool) => { $($body)* },
+        }
+    };
+    // One statement's sqlx result, turned into the store's.
     ($self:expr, $pool:ident => $body:expr) => {
         match &$self.pool {
-            Pool::Sqlite($pool) => $body,
-            Pool::Postgres($pool) => $body,
+            Pool::Sqlite($pool) => $body.map_err($crate::store::StoreError::from),
+            Pool::Postgres($pool) => $body.map_err($crate::store::StoreError::from),
         }
     };
 }
@@ -106,7 +136,7 @@ fn quoted_list(items: &[&str]) -> String {
 }
 
 /// Whether an error is a unique-constraint violation.
-pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .is_some_and(|e| e.is_unique_violation())
 }
@@ -196,12 +226,15 @@ impl Store {
 
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
-        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.is_ok())
+        on_pool!(self, p => { sqlx::query("SELECT 1").execute(p).await.is_ok() })
     }
 
     /// Closes every connection (a clean shutdown).
     pub async fn close(&self) {
-        on_pool!(self, p => p.close().await)
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
+        }
     }
 
     // ---- administrative units ----
@@ -269,7 +302,7 @@ impl Store {
             sqlx::query("INSERT INTO villages (commune_code, name) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(commune).bind(name).execute(p).await?;
             sqlx::query_scalar("SELECT id FROM villages WHERE commune_code = $1 AND name = $2")
-                .bind(commune).bind(name).fetch_one(p).await
+                .bind(commune).bind(name).fetch_one(p).await.map_err(Into::into)
         })
     }
 
@@ -324,7 +357,7 @@ impl Store {
                 sqlx::query("UPDATE tips SET key_id = $1, wrapped_key = $2 WHERE id = $3")
                     .bind(&r.key_id).bind(&r.wrapped_key).bind(&r.id).execute(&mut *tx).await?;
             }
-            tx.commit().await
+            Ok(tx.commit().await?)
         })
     }
 
@@ -368,7 +401,7 @@ impl Store {
                     }
                 }
             }
-            tx.commit().await
+            Ok(tx.commit().await?)
         })
     }
 
@@ -419,7 +452,7 @@ impl Store {
             sqlx::query("UPDATE tips SET updated_at = $1 WHERE id = $2").bind(m.created_at).bind(&m.tip_id)
                 .execute(&mut *tx).await?;
             outbox::insert_outbox_rows!(tx, &m.outbox);
-            tx.commit().await
+            Ok(tx.commit().await?)
         })
     }
 }

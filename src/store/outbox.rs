@@ -89,7 +89,7 @@ impl Store {
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             insert_outbox_rows!(tx, rows);
-            tx.commit().await
+            Ok(tx.commit().await?)
         })
     }
 

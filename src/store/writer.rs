@@ -2,7 +2,7 @@
 //! in one transaction, so each row is durable before its caller is answered, at one fsync
 //! per batch. New tips and accepted provider events go through it.
 
-use super::{NewInboxEvent, NewTipRecord, Store, StoreResult};
+use super::{NewInboxEvent, NewTipRecord, Store, StoreError, StoreResult};
 use futures_util::future::BoxFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -73,8 +73,8 @@ impl<T: Send + Sync + 'static, R: Send + 'static> GroupCommit<T, R> {
         self.tx
             .send(Job { item, done })
             .await
-            .map_err(|_| sqlx::Error::PoolClosed)?;
-        wait.await.map_err(|_| sqlx::Error::PoolClosed)?
+            .map_err(|_| StoreError::WriterStopped)?;
+        wait.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     /// Items submitted and not yet committed.
@@ -93,11 +93,12 @@ async fn run_batch<T, R>(store: &Store, commit: CommitFn<T, R>, jobs: &mut Vec<J
                 let _ = job.done.send(Ok(r));
             }
         }
-        Ok(_) => {
+        Ok(results) => {
+            let (expected, got) = (jobs.len(), results.len());
             for job in jobs.drain(..) {
-                let _ = job.done.send(Err(sqlx::Error::Protocol(
-                    "a batch answered the wrong number of results".into(),
-                )));
+                let _ = job
+                    .done
+                    .send(Err(StoreError::BatchMismatch { expected, got }));
             }
         }
         Err(err) if jobs.len() == 1 => {
@@ -107,9 +108,12 @@ async fn run_batch<T, R>(store: &Store, commit: CommitFn<T, R>, jobs: &mut Vec<J
         Err(_) => {
             // One bad row must not fail the others: retry each on its own.
             for job in jobs.drain(..) {
-                let r = commit(store, &[&job.item])
-                    .await
-                    .and_then(|mut v| v.pop().ok_or(sqlx::Error::RowNotFound));
+                let r = commit(store, &[&job.item]).await.and_then(|mut v| {
+                    v.pop().ok_or(StoreError::BatchMismatch {
+                        expected: 1,
+                        got: 0,
+                    })
+                });
                 let _ = job.done.send(r);
             }
         }

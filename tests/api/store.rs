@@ -2,9 +2,7 @@
 
 use crate::helpers::*;
 use tinbao::geo::shipped_units;
-use tinbao::store::{
-    is_unique_violation, NewAttachment, NewMessageRecord, NewTipRecord, Store, WrappedKeyRow,
-};
+use tinbao::store::{NewAttachment, NewMessageRecord, NewTipRecord, Store, WrappedKeyRow};
 
 async fn open(engine: Engine, dir: &std::path::Path) -> (Store, Option<PgDb>) {
     let (config, pg) = test_config(engine, dir).await;
@@ -90,7 +88,7 @@ async fn every_engine_passes_the_repository_conformance_suite() {
         store.insert_tips(&[&a, &b]).await.unwrap();
         let dup = record("tip-c", 1);
         let err = store.insert_tips(&[&dup]).await.unwrap_err();
-        assert!(is_unique_violation(&err), "a receipt MAC is unique");
+        assert!(err.is_unique_violation(), "a receipt MAC is unique");
         assert!(
             store.tip("tip-c").await.unwrap().is_none(),
             "the failed batch left nothing"
