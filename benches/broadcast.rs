@@ -128,7 +128,7 @@ async fn broadcast(store: &Store, id: &str, village: i64) -> Result<()> {
             texts: r#"{"vi":"Hưởng ứng Tháng hành động phòng, chống ma túy: họp thôn 19h ngày 26/6.","en":"Action month: village meeting 7 pm, 26 June."}"#.into(),
             transports: "android".into(),
             villages: village.to_string(),
-            status: "scheduled",
+            status: tinbao::store::BroadcastStatus::Scheduled,
             send_at: 0,
             approved_by: Some("bench-officer".into()),
             created_at: 0,

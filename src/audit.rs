@@ -104,6 +104,21 @@ fn put_opt_int(ctx: &mut digest::Context, v: Option<i64>) {
     }
 }
 
+/// Why an audit entry was not written. A caller that was about to show or change
+/// something refuses to, rather than act unaudited.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The database refused the entry.
+    #[error("the audit entry could not be stored: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The writer task is gone (the process is shutting down).
+    #[error("the audit writer has stopped")]
+    WriterStopped,
+    /// The store answered without the entry (a bug).
+    #[error("the audit entry was not appended")]
+    NotAppended,
+}
+
 /// Appends an entry to the audit log, stamped now, and returns its seq. When this returns
 /// `Ok`, the entry is committed and chained.
 ///
@@ -122,7 +137,7 @@ pub async fn record(
     province_code: Option<i64>,
     commune_code: Option<i64>,
     detail: &str,
-) -> Result<i64, crate::store::StoreError> {
+) -> Result<i64, AuditError> {
     let entry = NewAuditEntry {
         at: crate::clock::now_ms(),
         actor_id,
@@ -167,7 +182,7 @@ struct Pending {
     province_code: Option<i64>,
     commune_code: Option<i64>,
     detail: String,
-    done: oneshot::Sender<Result<i64, crate::store::StoreError>>,
+    done: oneshot::Sender<Result<i64, AuditError>>,
 }
 
 impl Pending {
@@ -223,7 +238,7 @@ impl AuditLog {
         province_code: Option<i64>,
         commune_code: Option<i64>,
         detail: &str,
-    ) -> Result<i64, crate::store::StoreError> {
+    ) -> Result<i64, AuditError> {
         let (done, answer) = oneshot::channel();
         let pending = Pending {
             at: crate::clock::now_ms(),
@@ -238,10 +253,8 @@ impl AuditLog {
         self.tx
             .send(pending)
             .await
-            .map_err(|_| crate::store::StoreError::WriterStopped)?;
-        answer
-            .await
-            .map_err(|_| crate::store::StoreError::WriterStopped)?
+            .map_err(|_| AuditError::WriterStopped)?;
+        answer.await.map_err(|_| AuditError::WriterStopped)?
     }
 }
 
@@ -258,7 +271,7 @@ async fn commit(store: &Store, batch: &mut Vec<Pending>) {
         }
         Err(e) if batch.len() == 1 => {
             let p = batch.pop().expect("one entry");
-            let _ = p.done.send(Err(e));
+            let _ = p.done.send(Err(e.into()));
         }
         Err(e) => {
             // The batch's transaction rolled back as a whole, so nothing of it is in the
@@ -268,7 +281,8 @@ async fn commit(store: &Store, batch: &mut Vec<Pending>) {
                 let r = store
                     .append_audit_batch(std::slice::from_ref(&p.entry()), entry_hash)
                     .await
-                    .map(|mut r| r.pop().expect("one entry appended").seq);
+                    .map_err(AuditError::from)
+                    .and_then(|mut r| r.pop().map(|r| r.seq).ok_or(AuditError::NotAppended));
                 let _ = p.done.send(r);
             }
         }
@@ -337,7 +351,7 @@ impl fmt::Display for Verification {
 /// Walks the whole chain from the first entry and reports the first entry that was
 /// changed or removed, reading [`VERIFY_PAGE`] entries at a time. Safe to run while the
 /// server appends.
-pub async fn verify(store: &Store) -> Result<Verification, crate::store::StoreError> {
+pub async fn verify(store: &Store) -> Result<Verification, AuditError> {
     verify_with_page_size(store, VERIFY_PAGE).await
 }
 
@@ -345,7 +359,7 @@ pub async fn verify(store: &Store) -> Result<Verification, crate::store::StoreEr
 pub async fn verify_with_page_size(
     store: &Store,
     page_size: i64,
-) -> Result<Verification, crate::store::StoreError> {
+) -> Result<Verification, AuditError> {
     let page_size = page_size.max(1);
     // Read before the walk: every entry up to this head was committed before the walk
     // began, so each must be found.

@@ -162,7 +162,7 @@ async fn broadcast_status(config: Config, id: &str) -> anyhow::Result<()> {
             .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_default()
     };
-    println!("broadcast {} \"{}\": {}", b.id, b.title, b.status);
+    println!("broadcast {} \"{}\": {}", b.id, b.title, b.status.as_str());
     println!(
         "total {}  queued {}  sent {}  delivered {}  failed {}  opted out {}  cancelled {}  ({}% done{})",
         p.total,

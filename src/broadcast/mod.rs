@@ -4,6 +4,8 @@
 //! where the dispatcher sends each message within its channel's rate (follow-ups to
 //! tipsters first). Village heads see counts, never an address, never a tip.
 
+pub mod rules;
+
 use crate::accounts::{Account, Role};
 use crate::channels::sms::{prepare_text, segments};
 use crate::channels::Transport;
@@ -11,7 +13,8 @@ use crate::clock::{now_ms, VN_OFFSET_MS};
 use crate::config::BroadcastConfig;
 use crate::crypto::KeyRing;
 use crate::store::{
-    BroadcastRow, CountRow, NewBroadcast, NewSubscriber, ResultRow, Store, SubscriberRow,
+    BroadcastRow, BroadcastStatus, CountRow, NewBroadcast, NewSubscriber, ResultRow, Store,
+    SubscriberRow,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -620,7 +623,11 @@ impl Broadcasts {
                     .map(i64::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
-                status: if approval { "pending" } else { "scheduled" },
+                status: if approval {
+                    BroadcastStatus::Pending
+                } else {
+                    BroadcastStatus::Scheduled
+                },
                 send_at: d.send_at.unwrap_or(now).max(now),
                 approved_by: None,
                 created_at: now,
@@ -639,7 +646,7 @@ impl Broadcasts {
             .broadcast(id)
             .await?
             .ok_or(BroadcastError::NotFound)?;
-        if may_see(a, &b) {
+        if rules::may_see(a, &b) {
             Ok(b)
         } else {
             Err(BroadcastError::Denied)
@@ -652,14 +659,14 @@ impl Broadcasts {
             return Ok(Vec::new());
         };
         let rows = self.inner.store.broadcasts_of_commune(commune, 200).await?;
-        Ok(rows.into_iter().filter(|b| may_see(a, b)).collect())
+        Ok(rows.into_iter().filter(|b| rules::may_see(a, b)).collect())
     }
 
     /// Approves a waiting broadcast: an officer or the chief of its commune, never its
     /// author.
     pub async fn approve(&self, a: &Account, id: &str) -> Result<(), BroadcastError> {
         let b = self.visible(a, id).await?;
-        if !matches!(a.role, Role::Officer | Role::Chief) || b.author_id == a.id {
+        if !rules::is_approver_of(a, &b) {
             return Err(BroadcastError::Denied);
         }
         if !self
@@ -678,7 +685,7 @@ impl Broadcasts {
     /// commune. What was sent is kept in its results.
     pub async fn cancel(&self, a: &Account, id: &str) -> Result<(), BroadcastError> {
         let b = self.visible(a, id).await?;
-        if b.author_id != a.id && !matches!(a.role, Role::Officer | Role::Chief) {
+        if !rules::is_canceller_of(a, &b) {
             return Err(BroadcastError::Denied);
         }
         let store = &self.inner.store;
@@ -730,15 +737,15 @@ impl Broadcasts {
         let store = &self.inner.store;
         let now = now_ms();
         for b in store.broadcasts_to_run(now).await? {
-            match b.status.as_str() {
-                "scheduled" if store.start_broadcast(&b.id, now).await? => {
+            match b.status {
+                BroadcastStatus::Scheduled if store.start_broadcast(&b.id, now).await? => {
                     tracing::info!(broadcast = %b.id, "broadcast started");
                     self.fan_out(&b.id).await?;
                 }
-                "sending" if b.fanout_done == 0 => {
+                BroadcastStatus::Sending if b.fanout_done == 0 => {
                     self.fan_out(&b.id).await?;
                 }
-                "sending" if store.finish_broadcast(&b.id, now_ms()).await? => {
+                BroadcastStatus::Sending if store.finish_broadcast(&b.id, now_ms()).await? => {
                     tracing::info!(broadcast = %b.id, "broadcast finished");
                 }
                 _ => {}
@@ -765,7 +772,7 @@ impl Broadcasts {
             if step.inserted > 0 {
                 self.inner.wake_outbox.notify_one();
             }
-            if step.done || row.status != "sending" {
+            if step.done || row.status != BroadcastStatus::Sending {
                 break;
             }
             b = row;
@@ -775,24 +782,10 @@ impl Broadcasts {
     }
 }
 
-fn may_see(a: &Account, b: &BroadcastRow) -> bool {
-    if a.commune_code != Some(b.commune_code) {
-        return false;
-    }
-    match a.role {
-        Role::Officer | Role::Chief => true,
-        Role::VillageHead => {
-            let mine = a.village_id.map(|v| v.to_string());
-            b.author_id == a.id || b.villages.split(',').all(|v| Some(v) == mine.as_deref())
-        }
-        _ => false,
-    }
-}
-
 /// Counts into progress; `now` for the estimate.
 pub fn progress_of(b: &BroadcastRow, counts: &[CountRow], now: i64) -> Progress {
     let mut p = Progress {
-        status: b.status.clone(),
+        status: b.status.as_str().to_owned(),
         fanned_out: b.fanout_done != 0,
         ..Progress::default()
     };
@@ -828,7 +821,7 @@ pub fn progress_of(b: &BroadcastRow, counts: &[CountRow], now: i64) -> Progress 
         }
     }
     p.total = p.queued + p.sent + p.failed + p.opted_out + p.cancelled;
-    if b.status == "sending" && p.queued > 0 {
+    if b.status == BroadcastStatus::Sending && p.queued > 0 {
         if let Some(started) = b.started_at {
             let done = p.total - p.queued;
             let elapsed = (now - started).max(1);
@@ -952,7 +945,7 @@ mod tests {
             texts: "{}".into(),
             transports: "telegram".into(),
             villages: "1".into(),
-            status: "sending".into(),
+            status: BroadcastStatus::Sending,
             send_at: 0,
             created_at: 0,
             approved_by: None,

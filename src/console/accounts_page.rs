@@ -1,6 +1,7 @@
 //! Account management for chiefs (their commune) and admins (everyone).
 
-use super::pages::{self, me, render, texts, MeView};
+use super::error::{ConsoleError, Page};
+use super::pages::{me, render, texts, MeView};
 use super::ConsoleSession;
 use crate::accounts::{self, Account, AccountError, NewAccount, Role};
 use crate::i18n::Texts;
@@ -8,7 +9,6 @@ use crate::state::AppState;
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
 use axum::{Extension, Form};
 use serde::Deserialize;
 
@@ -67,17 +67,14 @@ async fn page(
     notice: Option<String>,
     password: Option<String>,
     error: Option<String>,
-) -> Response {
+) -> Page {
     let t = texts();
     let geo = state.intake.geo();
     let commune = match s.account.role {
         Role::Chief => s.account.commune_code,
         _ => None,
     };
-    let rows = match state.store.accounts(None, commune).await {
-        Ok(r) => r,
-        Err(e) => return pages::internal(s, e),
-    };
+    let rows = state.store.accounts(None, commune).await?;
     let lines = rows
         .iter()
         .filter_map(Account::from_row)
@@ -106,7 +103,7 @@ async fn page(
             label: t.get(&format!("role.{}", r.as_str())).to_owned(),
         })
         .collect();
-    render(
+    Ok(render(
         status,
         AccountsPage {
             t,
@@ -119,14 +116,11 @@ async fn page(
             password,
             error,
         },
-    )
+    ))
 }
 
 /// The accounts of the manager's scope.
-pub async fn list(
-    State(state): State<AppState>,
-    Extension(s): Extension<ConsoleSession>,
-) -> Response {
+pub async fn list(State(state): State<AppState>, Extension(s): Extension<ConsoleSession>) -> Page {
     page(&state, &s, StatusCode::OK, None, None, None).await
 }
 
@@ -153,9 +147,9 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     Form(f): Form<CreateForm>,
-) -> Response {
+) -> Page {
     let Some(role) = Role::parse(&f.role).filter(|r| grantable(&s.account).contains(r)) else {
-        return pages::denied(StatusCode::FORBIDDEN);
+        return Err(ConsoleError::forbidden());
     };
     let store = &state.store;
     let commune = match s.account.role {
@@ -164,10 +158,7 @@ pub async fn create(
     };
     let village = match (role, commune, f.village.trim()) {
         (Role::VillageHead, Some(c), name) if !name.is_empty() => {
-            match store.add_village(c, name).await {
-                Ok(id) => Some(id),
-                Err(e) => return pages::internal(&s, e),
-            }
+            Some(store.add_village(c, name).await?)
         }
         _ => None,
     };
@@ -183,7 +174,7 @@ pub async fn create(
     match accounts::create(store, state.intake.geo(), new).await {
         Ok((account, password)) => {
             state.console_cache.people.clear();
-            let _ = state
+            state
                 .audit
                 .record(
                     Some(&s.account.id),
@@ -193,7 +184,7 @@ pub async fn create(
                     account.commune_code,
                     &format!("{} ({})", account.username, account.role.as_str()),
                 )
-                .await;
+                .await?;
             page(
                 &state,
                 &s,
@@ -204,7 +195,7 @@ pub async fn create(
             )
             .await
         }
-        Err(AccountError::Store(e)) => pages::internal(&s, e),
+        Err(AccountError::Store(e)) => Err(e.into()),
         Err(e) => {
             page(
                 &state,
@@ -229,15 +220,13 @@ pub async fn disable(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     Path(id): Path<String>,
-) -> Response {
+) -> Page {
     let Some(target) = managed(&state, &s, &id).await else {
-        return pages::denied(StatusCode::FORBIDDEN);
+        return Err(ConsoleError::forbidden());
     };
-    if let Err(e) = accounts::disable(&state.store, &target.id).await {
-        return pages::internal(&s, e);
-    }
+    accounts::disable(&state.store, &target.id).await?;
     state.console_cache.people.clear();
-    let _ = state
+    state
         .audit
         .record(
             Some(&s.account.id),
@@ -247,7 +236,7 @@ pub async fn disable(
             target.commune_code,
             &target.username,
         )
-        .await;
+        .await?;
     page(
         &state,
         &s,
@@ -264,34 +253,30 @@ pub async fn reset(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     Path(id): Path<String>,
-) -> Response {
+) -> Page {
     let Some(target) = managed(&state, &s, &id).await else {
-        return pages::denied(StatusCode::FORBIDDEN);
+        return Err(ConsoleError::forbidden());
     };
-    match accounts::reset(&state.store, &target.id).await {
-        Ok(password) => {
-            state.console_cache.people.clear();
-            let _ = state
-                .audit
-                .record(
-                    Some(&s.account.id),
-                    "account.reset",
-                    None,
-                    target.province_code,
-                    target.commune_code,
-                    &target.username,
-                )
-                .await;
-            page(
-                &state,
-                &s,
-                StatusCode::OK,
-                Some(target.username),
-                Some(password),
-                None,
-            )
-            .await
-        }
-        Err(e) => pages::internal(&s, e),
-    }
+    let password = accounts::reset(&state.store, &target.id).await?;
+    state.console_cache.people.clear();
+    state
+        .audit
+        .record(
+            Some(&s.account.id),
+            "account.reset",
+            None,
+            target.province_code,
+            target.commune_code,
+            &target.username,
+        )
+        .await?;
+    page(
+        &state,
+        &s,
+        StatusCode::OK,
+        Some(target.username),
+        Some(password),
+        None,
+    )
+    .await
 }

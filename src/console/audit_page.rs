@@ -1,6 +1,7 @@
 //! The audit log of a scope, for chiefs (their commune) and admins (everything).
 
-use super::pages::{self, me, render, texts, MeView};
+use super::error::Page;
+use super::pages::{me, render, texts, MeView};
 use super::ConsoleSession;
 use crate::accounts::Role;
 use crate::i18n::{local_time, Texts};
@@ -8,7 +9,7 @@ use crate::state::AppState;
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+
 use axum::Extension;
 use std::collections::HashMap;
 
@@ -32,19 +33,13 @@ struct AuditPage {
 }
 
 /// The newest 200 entries of the scope.
-pub async fn list(
-    State(state): State<AppState>,
-    Extension(s): Extension<ConsoleSession>,
-) -> Response {
+pub async fn list(State(state): State<AppState>, Extension(s): Extension<ConsoleSession>) -> Page {
     let store = &state.store;
     let commune = match s.account.role {
         Role::Chief => s.account.commune_code,
         _ => None,
     };
-    let entries = match store.audit_for_scope(None, commune, None, 200).await {
-        Ok(e) => e,
-        Err(e) => return pages::internal(&s, e),
-    };
+    let entries = store.audit_for_scope(None, commune, None, 200).await?;
     let names: HashMap<String, String> = store
         .accounts(None, commune)
         .await
@@ -71,7 +66,7 @@ pub async fn list(
             detail: e.detail,
         })
         .collect();
-    render(
+    Ok(render(
         StatusCode::OK,
         AuditPage {
             t: texts(),
@@ -79,5 +74,5 @@ pub async fn list(
             csrf: s.csrf.clone(),
             lines,
         },
-    )
+    ))
 }

@@ -1,7 +1,8 @@
 //! Logging in: password (argon2id), a forced change on first login, TOTP enrolment and
 //! verification, throttling kept in the database so it holds across server processes.
 
-use super::pages::{self, me, render, texts, MeView};
+use super::error::{ConsoleError, Page};
+use super::pages::{me, render, texts, MeView};
 use super::{cookie_value, stage_path, token_hash, ConsoleSession, SESSION_COOKIE};
 use crate::accounts::{self, Account, MIN_PASSWORD};
 use crate::clock::now_ms;
@@ -93,13 +94,13 @@ pub async fn login(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
+) -> Page {
     let Ok(Form(f)) = form else {
-        return pages::denied(StatusCode::BAD_REQUEST);
+        return Err(ConsoleError::Denied(StatusCode::BAD_REQUEST));
     };
     let pre = cookie_value(&headers, PRE_COOKIE).unwrap_or("");
     if pre.is_empty() || !crate::crypto::constant_eq(pre.as_bytes(), f.csrf.as_bytes()) {
-        return pages::denied(StatusCode::FORBIDDEN);
+        return Err(ConsoleError::forbidden());
     }
     let t = texts();
     let store = &state.store;
@@ -108,20 +109,20 @@ pub async fn login(
     let account_key = keys.account_key_for(f.username.trim());
     let client_key = keys.daily_client_key(now / 86_400_000, &ip.to_string());
     for key in [&account_key, &client_key] {
-        match store.login_locked_until(key).await {
-            Ok(Some(until)) if until > now => {
+        if let Some(until) = store.login_locked_until(key).await? {
+            if until > now {
                 let minutes = ((until - now) / 60_000 + 1).to_string();
                 let msg = t.fill("console.login_locked", &[("minutes", &minutes)]);
-                return login_form(&state, StatusCode::TOO_MANY_REQUESTS, f.username, Some(msg));
+                return Ok(login_form(
+                    &state,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    f.username,
+                    Some(msg),
+                ));
             }
-            Ok(_) => {}
-            Err(e) => return internal_plain(e),
         }
     }
-    let row = match store.account_by_username(f.username.trim()).await {
-        Ok(r) => r,
-        Err(e) => return internal_plain(e),
-    };
+    let row = store.account_by_username(f.username.trim()).await?;
     let hash = match row.as_ref() {
         Some(r) => r.password_hash.clone(),
         None => dummy_hash().await,
@@ -129,24 +130,25 @@ pub async fn login(
     let password_ok = accounts::verify_password(f.password.clone(), hash).await;
     let account = row.as_ref().and_then(Account::from_row);
     let Some(account) = account.filter(|a| password_ok && !a.disabled) else {
-        let _ = store
+        // A failure that cannot be counted must not go uncounted: the request fails.
+        store
             .record_login_failure(&account_key, now, WINDOW_MS, MAX_ACCOUNT_FAILURES, LOCK_MS)
-            .await;
-        let _ = store
+            .await?;
+        store
             .record_login_failure(&client_key, now, WINDOW_MS, MAX_CLIENT_FAILURES, LOCK_MS)
-            .await;
-        let _ = state
+            .await?;
+        state
             .audit
             .record(None, "account.login_failed", None, None, None, "")
-            .await;
-        return login_form(
+            .await?;
+        return Ok(login_form(
             &state,
             StatusCode::UNAUTHORIZED,
             f.username,
             Some(t.get("console.login_failed").to_owned()),
-        );
+        ));
     };
-    let _ = store.clear_login_failures(&account_key).await;
+    store.clear_login_failures(&account_key).await?;
     let stage = next_stage(&account, "password_ok");
     let token = hex::encode(random_bytes::<32>());
     let session = SessionRow {
@@ -157,10 +159,9 @@ pub async fn login(
         created_at: now,
         last_seen_at: now,
     };
-    if let Err(e) = store.insert_session(&session).await {
-        return internal_plain(e);
-    }
-    let _ = state
+    store.insert_session(&session).await?;
+    // No cookie for a login the audit log does not know of.
+    state
         .audit
         .record(
             Some(&account.id),
@@ -170,7 +171,7 @@ pub async fn login(
             account.commune_code,
             stage,
         )
-        .await;
+        .await?;
     let mut res = Redirect::to(stage_path(stage)).into_response();
     let max_age = super::ABSOLUTE_HOURS * 3600;
     res.headers_mut().append(
@@ -179,17 +180,7 @@ pub async fn login(
     );
     res.headers_mut()
         .append(header::SET_COOKIE, cookie(&state, PRE_COOKIE, "", 0));
-    res
-}
-
-fn internal_plain(e: impl std::fmt::Display) -> Response {
-    let op = uuid::Uuid::new_v4().simple().to_string();
-    tracing::error!(operation = %op, error = %e, "login failed");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("internal error; operation id {op}"),
-    )
-        .into_response()
+    Ok(res)
 }
 
 /// The stage after `done`: a forced password change, then TOTP, then full.
@@ -252,9 +243,9 @@ pub async fn change_password(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     Form(f): Form<PasswordForm>,
-) -> Response {
+) -> Page {
     if s.stage != "password" && s.stage != "full" {
-        return Redirect::to(stage_path(&s.stage)).into_response();
+        return Ok(Redirect::to(stage_path(&s.stage)).into_response());
     }
     let t = texts();
     let error = if f.password.chars().count() < MIN_PASSWORD {
@@ -267,21 +258,18 @@ pub async fn change_password(
         None
     };
     if let Some(key) = error {
-        return password_form(
+        return Ok(password_form(
             &s,
             StatusCode::UNPROCESSABLE_ENTITY,
             Some(t.get(key).to_owned()),
-        );
+        ));
     }
     let store = &state.store;
     let hash = accounts::hash_password(f.password).await;
-    if let Err(e) = store
+    store
         .set_password(&s.account.id, &hash, false, now_ms())
-        .await
-    {
-        return pages::internal(&s, e);
-    }
-    let _ = state
+        .await?;
+    state
         .audit
         .record(
             Some(&s.account.id),
@@ -291,7 +279,7 @@ pub async fn change_password(
             s.account.commune_code,
             "",
         )
-        .await;
+        .await?;
     let mut account = s.account.clone();
     account.must_change_password = false;
     let stage = if s.stage == "full" {
@@ -299,10 +287,8 @@ pub async fn change_password(
     } else {
         next_stage(&account, "password_changed")
     };
-    if let Err(e) = store.set_session_stage(&s.token_hash, stage).await {
-        return pages::internal(&s, e);
-    }
-    Redirect::to(stage_path(stage)).into_response()
+    store.set_session_stage(&s.token_hash, stage).await?;
+    Ok(Redirect::to(stage_path(stage)).into_response())
 }
 
 #[derive(Template)]
@@ -322,17 +308,15 @@ async fn totp_form(
     s: &ConsoleSession,
     status: StatusCode,
     error: Option<String>,
-) -> Response {
+) -> Page {
     let enrol = s.stage == "enrol";
     let (mut qr, mut secret) = (None, String::new());
     if enrol {
         let store = &state.store;
         let keys = state.intake.keys();
         // Each visit of the enrolment page may reuse the pending secret.
-        let row = match store.account(&s.account.id).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return pages::denied(StatusCode::FORBIDDEN),
-            Err(e) => return pages::internal(s, e),
+        let Some(row) = store.account(&s.account.id).await? else {
+            return Err(ConsoleError::forbidden());
         };
         let raw = match row
             .totp_secret
@@ -342,14 +326,10 @@ async fn totp_form(
             Some(Ok(raw)) => raw,
             _ => {
                 let (sealed, _) = accounts::new_totp_secret(keys, &s.account.id);
-                if let Err(e) = store
+                store
                     .set_totp(&s.account.id, Some(&sealed), false, now_ms())
-                    .await
-                {
-                    return pages::internal(s, e);
-                }
-                keys.open_account_secret(&s.account.id, &sealed)
-                    .expect("just sealed")
+                    .await?;
+                keys.open_account_secret(&s.account.id, &sealed)?
             }
         };
         if let Some(totp) = accounts::totp(&raw, &s.account.username) {
@@ -357,7 +337,7 @@ async fn totp_form(
             secret = totp.get_secret_base32();
         }
     }
-    render(
+    Ok(render(
         status,
         TotpPage {
             t: texts(),
@@ -368,16 +348,16 @@ async fn totp_form(
             secret,
             error,
         },
-    )
+    ))
 }
 
 /// TOTP enrolment (QR code and text secret) or verification.
 pub async fn totp_page(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
-) -> Response {
+) -> Page {
     if s.stage != "enrol" && s.stage != "totp" {
-        return Redirect::to(stage_path(&s.stage)).into_response();
+        return Ok(Redirect::to(stage_path(&s.stage)).into_response());
     }
     totp_form(&state, &s, StatusCode::OK, None).await
 }
@@ -394,25 +374,23 @@ pub async fn totp_submit(
     ClientIp(ip): ClientIp,
     Extension(s): Extension<ConsoleSession>,
     Form(f): Form<TotpForm>,
-) -> Response {
+) -> Page {
     if s.stage != "enrol" && s.stage != "totp" {
-        return Redirect::to(stage_path(&s.stage)).into_response();
+        return Ok(Redirect::to(stage_path(&s.stage)).into_response());
     }
     let store = &state.store;
     let keys = state.intake.keys();
     let now = now_ms();
     let account_key = keys.account_key_for(&s.account.username);
-    if let Ok(Some(until)) = store.login_locked_until(&account_key).await {
+    if let Some(until) = store.login_locked_until(&account_key).await? {
         if until > now {
             let minutes = ((until - now) / 60_000 + 1).to_string();
             let msg = texts().fill("console.login_locked", &[("minutes", &minutes)]);
             return totp_form(&state, &s, StatusCode::TOO_MANY_REQUESTS, Some(msg)).await;
         }
     }
-    let row = match store.account(&s.account.id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return pages::denied(StatusCode::FORBIDDEN),
-        Err(e) => return pages::internal(&s, e),
+    let Some(row) = store.account(&s.account.id).await? else {
+        return Err(ConsoleError::forbidden());
     };
     let step = row
         .totp_secret
@@ -421,40 +399,32 @@ pub async fn totp_submit(
         .and_then(|raw| accounts::totp(&raw, &s.account.username))
         .and_then(|totp| accounts::matching_step(&totp, &f.code, (now / 1000) as u64));
     let fresh = match step {
-        Some(step) => store
-            .use_totp_step(&s.account.id, step)
-            .await
-            .unwrap_or(false),
+        Some(step) => store.use_totp_step(&s.account.id, step).await?,
         None => false,
     };
     if !fresh {
         let client_key = keys.daily_client_key(now / 86_400_000, &ip.to_string());
-        let _ = store
+        store
             .record_login_failure(&account_key, now, WINDOW_MS, MAX_ACCOUNT_FAILURES, LOCK_MS)
-            .await;
-        let _ = store
+            .await?;
+        store
             .record_login_failure(&client_key, now, WINDOW_MS, MAX_CLIENT_FAILURES, LOCK_MS)
-            .await;
+            .await?;
         let msg = texts().get("console.totp_wrong").to_owned();
         return totp_form(&state, &s, StatusCode::UNAUTHORIZED, Some(msg)).await;
     }
     if s.stage == "enrol" {
-        if let Err(e) = store
+        store
             .set_totp(&s.account.id, row.totp_secret.as_deref(), true, now)
-            .await
-        {
-            return pages::internal(&s, e);
-        }
+            .await?;
         // set_totp resets the step; record this one again so the code cannot be replayed.
-        let _ = store
+        store
             .use_totp_step(&s.account.id, step.unwrap_or_default())
-            .await;
+            .await?;
     }
-    let _ = store.clear_login_failures(&account_key).await;
-    if let Err(e) = store.set_session_stage(&s.token_hash, "full").await {
-        return pages::internal(&s, e);
-    }
-    let _ = state
+    store.clear_login_failures(&account_key).await?;
+    // The audit entry first: a session becomes full only once its login is on record.
+    state
         .audit
         .record(
             Some(&s.account.id),
@@ -464,30 +434,32 @@ pub async fn totp_submit(
             s.account.commune_code,
             &s.stage,
         )
-        .await;
-    Redirect::to("/console").into_response()
+        .await?;
+    store.set_session_stage(&s.token_hash, "full").await?;
+    Ok(Redirect::to("/console").into_response())
 }
 
 /// Ends this session.
 pub async fn logout(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
-) -> Response {
-    let _ = state.store.delete_session(&s.token_hash).await;
+) -> Page {
+    // A session that could not be ended must not look ended.
+    state.store.delete_session(&s.token_hash).await?;
     let mut res = Redirect::to("/console/login").into_response();
     res.headers_mut()
         .append(header::SET_COOKIE, cookie(&state, SESSION_COOKIE, "", 0));
-    res
+    Ok(res)
 }
 
 /// Ends every session of this account, on every device.
 pub async fn logout_everywhere(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
-) -> Response {
+) -> Page {
     let store = &state.store;
-    let _ = store.delete_sessions_of(&s.account.id).await;
-    let _ = state
+    store.delete_sessions_of(&s.account.id).await?;
+    state
         .audit
         .record(
             Some(&s.account.id),
@@ -497,9 +469,9 @@ pub async fn logout_everywhere(
             s.account.commune_code,
             "",
         )
-        .await;
+        .await?;
     let mut res = Redirect::to("/console/login").into_response();
     res.headers_mut()
         .append(header::SET_COOKIE, cookie(&state, SESSION_COOKIE, "", 0));
-    res
+    Ok(res)
 }

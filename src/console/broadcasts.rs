@@ -4,23 +4,24 @@
 //! subscribers, never an address, and never a tip. Each village has a printable poster
 //! with a QR code to its subscription page.
 
-use super::pages::{self, me, render, texts, MeView};
+use super::error::{ConsoleError, Page};
+use super::pages::{me, render, texts, MeView};
 use super::ConsoleSession;
 use crate::accounts::{Account, Role};
 use crate::broadcast::SUBSCRIBE_TRANSPORTS;
-use crate::broadcast::{BroadcastError, Draft, DraftError, Preview, Progress, LANGUAGES};
+use crate::broadcast::{rules, BroadcastError, Draft, DraftError, Preview, Progress, LANGUAGES};
 use crate::channels::sms::{prepare_text, segments};
 use crate::channels::Transport;
 use crate::clock::now_ms;
 use crate::clock::VN_OFFSET_MS;
 use crate::i18n::{local_time, Texts};
 use crate::state::AppState;
-use crate::store::{BroadcastRow, TemplateRow, Village};
+use crate::store::{TemplateRow, Village};
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -88,8 +89,7 @@ async fn template_items(
         return Ok(Vec::new());
     };
     Ok(state
-        .intake
-        .store()
+        .store
         .templates(c)
         .await?
         .into_iter()
@@ -130,15 +130,11 @@ pub async fn list(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     Query(q): Query<ListQuery>,
-) -> Response {
-    pages::or_internal(&s, list_page(&state, &s, q).await)
+) -> Page {
+    list_page(&state, &s, q).await
 }
 
-async fn list_page(
-    state: &AppState,
-    s: &ConsoleSession,
-    q: ListQuery,
-) -> Result<Response, crate::store::StoreError> {
+async fn list_page(state: &AppState, s: &ConsoleSession, q: ListQuery) -> Page {
     let t = texts();
     let a = &s.account;
     let store = &state.store;
@@ -175,23 +171,22 @@ async fn list_page(
             }
         })
         .collect();
-    let approver = matches!(a.role, Role::Officer | Role::Chief);
     let broadcasts = state
         .broadcasts
         .list(a)
         .await?
         .into_iter()
         .map(|b| ListItem {
-            needs_me: approver && b.status == "pending" && b.author_id != a.id,
+            needs_me: rules::may_approve(a, &b),
             villages: b.villages.split(',').filter(|v| !v.is_empty()).count(),
             when: local_time(b.send_at),
-            status: status_word(&t, &b.status),
-            status_class: b.status.clone(),
+            status: status_word(&t, b.status.as_str()),
+            status_class: b.status.as_str().to_owned(),
             id: b.id,
             title: b.title,
         })
         .collect();
-    let composes = matches!(a.role, Role::VillageHead | Role::Chief);
+    let composes = rules::composes(a);
     let templates = if composes {
         template_items(state, a).await?
     } else {
@@ -370,7 +365,7 @@ async fn compose_page(
     notice: Option<String>,
     preview: Option<PreviewView>,
     status: StatusCode,
-) -> Result<Response, crate::store::StoreError> {
+) -> Page {
     let t = texts();
     let a = &s.account;
     let villages = scope_villages(state, a).await?;
@@ -449,7 +444,7 @@ pub async fn compose(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     Query(q): Query<ComposeQuery>,
-) -> Response {
+) -> Page {
     let mut f = ComposeForm {
         channels: SUBSCRIBE_TRANSPORTS
             .iter()
@@ -461,8 +456,8 @@ pub async fn compose(
     let mut status = StatusCode::OK;
     let mut errors = Vec::new();
     if !q.template.is_empty() {
-        match template_of(&state, &s.account, &q.template).await {
-            Ok(Some(tpl)) => {
+        match template_of(&state, &s.account, &q.template).await? {
+            Some(tpl) => {
                 f.title = tpl.title;
                 f.texts = serde_json::from_str(&tpl.texts).unwrap_or_default();
                 f.channels = tpl
@@ -473,17 +468,13 @@ pub async fn compose(
                     .collect();
                 f.template_name = tpl.name;
             }
-            Ok(None) => {
+            None => {
                 status = StatusCode::NOT_FOUND;
                 errors.push(texts().get("broadcast.error.no_template").to_owned());
             }
-            Err(e) => return pages::internal(&s, e),
         }
     }
-    pages::or_internal(
-        &s,
-        compose_page(&state, &s, f, errors, None, None, status).await,
-    )
+    compose_page(&state, &s, f, errors, None, None, status).await
 }
 
 async fn template_of(
@@ -495,8 +486,7 @@ async fn template_of(
         return Ok(None);
     };
     Ok(state
-        .intake
-        .store()
+        .store
         .templates(c)
         .await?
         .into_iter()
@@ -509,16 +499,9 @@ pub async fn submit(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     body: Bytes,
-) -> Response {
+) -> Page {
     let f = ComposeForm::parse(&body);
-    pages::or_internal(&s, submit_inner(&state, &s, f).await)
-}
-
-async fn submit_inner(
-    state: &AppState,
-    s: &ConsoleSession,
-    f: ComposeForm,
-) -> Result<Response, crate::store::StoreError> {
+    let (state, s) = (&state, &s);
     let t = texts();
     let a = &s.account;
     let send_at = f.send_at_ms();
@@ -582,7 +565,7 @@ async fn submit_inner(
         }
         "send" if errors.is_empty() => match state.broadcasts.create(a, &draft).await {
             Ok(b) => {
-                let _ = state
+                state
                     .audit
                     .record(
                         Some(&a.id),
@@ -592,7 +575,7 @@ async fn submit_inner(
                         a.commune_code,
                         &b.id,
                     )
-                    .await;
+                    .await?;
                 Ok(Redirect::to(&format!("/console/broadcasts/{}", b.id)).into_response())
             }
             Err(BroadcastError::Invalid(list)) => {
@@ -608,9 +591,7 @@ async fn submit_inner(
                 )
                 .await
             }
-            Err(BroadcastError::Denied) => Ok(pages::denied(StatusCode::FORBIDDEN)),
-            Err(BroadcastError::Store(e)) => Err(e),
-            Err(e) => Ok(pages::internal(s, e)),
+            Err(e) => Err(refusal(e)),
         },
         _ => {
             // Preview (also what "send" shows when the time could not be read).
@@ -727,33 +708,21 @@ struct DetailPage {
     live: bool,
 }
 
-fn refusal(s: &ConsoleSession, e: BroadcastError) -> Response {
+/// What a refused broadcast operation shows.
+fn refusal(e: BroadcastError) -> ConsoleError {
     let t = texts();
     match e {
-        BroadcastError::Denied => pages::denied(StatusCode::FORBIDDEN),
-        BroadcastError::NotFound => pages::message(
-            Some(s),
+        BroadcastError::Denied => ConsoleError::forbidden(),
+        BroadcastError::NotFound => ConsoleError::Refused(
             StatusCode::NOT_FOUND,
-            "errors",
             t.get("broadcast.error.not_found").to_owned(),
         ),
-        BroadcastError::Conflict => pages::message(
-            Some(s),
+        BroadcastError::Conflict => ConsoleError::Refused(
             StatusCode::CONFLICT,
-            "errors",
             t.get("broadcast.error.conflict").to_owned(),
         ),
-        e => pages::internal(s, e),
+        e => e.into(),
     }
-}
-
-fn may_approve(a: &Account, b: &BroadcastRow) -> bool {
-    matches!(a.role, Role::Officer | Role::Chief) && b.author_id != a.id && b.status == "pending"
-}
-
-fn may_cancel(a: &Account, b: &BroadcastRow) -> bool {
-    (b.author_id == a.id || matches!(a.role, Role::Officer | Role::Chief))
-        && matches!(b.status.as_str(), "pending" | "scheduled" | "sending")
 }
 
 /// One broadcast: texts, reach, live progress, results, and the actions the account has.
@@ -761,23 +730,17 @@ pub async fn detail(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     Path(id): Path<String>,
-) -> Response {
+) -> Page {
     let t = texts();
     let a = &s.account;
-    let b = match state.broadcasts.visible(a, &id).await {
-        Ok(b) => b,
-        Err(e) => return refusal(&s, e),
-    };
+    let b = state.broadcasts.visible(a, &id).await.map_err(refusal)?;
     let loaded = async {
         let progress = state.broadcasts.progress(&b).await?;
         let results = state.broadcasts.results(&b.id).await?;
         let villages = state.store.villages(b.commune_code).await?;
         Ok::<_, crate::store::StoreError>((progress, results, villages))
     };
-    let (progress, results, villages) = match loaded.await {
-        Ok(x) => x,
-        Err(e) => return pages::internal(&s, e),
-    };
+    let (progress, results, villages) = loaded.await?;
     let village_name = |id: i64| {
         villages
             .iter()
@@ -786,15 +749,15 @@ pub async fn detail(
     };
     let texts_by_lang: BTreeMap<String, String> =
         serde_json::from_str(&b.texts).unwrap_or_default();
-    render(
+    Ok(render(
         StatusCode::OK,
         DetailPage {
             me: me(&s),
             csrf: s.csrf.clone(),
             id: b.id.clone(),
             title: b.title.clone(),
-            status: status_word(&t, &b.status),
-            status_class: b.status.clone(),
+            status: status_word(&t, b.status.as_str()),
+            status_class: b.status.as_str().to_owned(),
             when: local_time(b.send_at),
             texts: texts_by_lang
                 .into_iter()
@@ -813,8 +776,8 @@ pub async fn detail(
                 .map(village_name)
                 .collect(),
             mine: b.author_id == a.id,
-            can_approve: may_approve(a, &b),
-            can_cancel: may_cancel(a, &b),
+            can_approve: rules::may_approve(a, &b),
+            can_cancel: rules::may_cancel(a, &b),
             percent: progress.percent(),
             eta: progress.eta.map(local_time),
             by_transport: progress
@@ -834,11 +797,11 @@ pub async fn detail(
                     count: r.count,
                 })
                 .collect(),
-            live: matches!(b.status.as_str(), "pending" | "scheduled" | "sending"),
+            live: b.status.is_live(),
             progress,
             t,
         },
-    )
+    ))
 }
 
 /// The live counts as JSON, for the page to poll while a broadcast sends.
@@ -846,26 +809,25 @@ pub async fn progress(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     Path(id): Path<String>,
-) -> Response {
+) -> Page {
     let t = texts();
-    let b = match state.broadcasts.visible(&s.account, &id).await {
-        Ok(b) => b,
-        Err(e) => return refusal(&s, e),
-    };
-    match state.broadcasts.progress(&b).await {
-        Ok(p) => (
-            [(header::CACHE_CONTROL, "no-store")],
-            Json(serde_json::json!({
-                "status": p.status,
-                "status_text": status_word(&t, &p.status),
-                "percent": p.percent(),
-                "eta": p.eta.map(local_time),
-                "progress": p,
-            })),
-        )
-            .into_response(),
-        Err(e) => pages::internal(&s, e),
-    }
+    let b = state
+        .broadcasts
+        .visible(&s.account, &id)
+        .await
+        .map_err(refusal)?;
+    let p = state.broadcasts.progress(&b).await?;
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(serde_json::json!({
+            "status": p.status,
+            "status_text": status_word(&t, &p.status),
+            "percent": p.percent(),
+            "eta": p.eta.map(local_time),
+            "progress": p,
+        })),
+    )
+        .into_response())
 }
 
 /// Approves a waiting broadcast (an officer or the chief, never its author).
@@ -873,7 +835,7 @@ pub async fn approve(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     Path(id): Path<String>,
-) -> Response {
+) -> Page {
     let done = state.broadcasts.approve(&s.account, &id).await;
     acted(&state, &s, &id, "broadcast.approve", done).await
 }
@@ -883,7 +845,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     Path(id): Path<String>,
-) -> Response {
+) -> Page {
     let done = state.broadcasts.cancel(&s.account, &id).await;
     acted(&state, &s, &id, "broadcast.cancel", done).await
 }
@@ -895,25 +857,21 @@ async fn acted(
     id: &str,
     action: &str,
     done: Result<(), BroadcastError>,
-) -> Response {
+) -> Page {
     let a = &s.account;
-    match done {
-        Ok(()) => {
-            let _ = state
-                .audit
-                .record(
-                    Some(&a.id),
-                    action,
-                    None,
-                    a.province_code,
-                    a.commune_code,
-                    id,
-                )
-                .await;
-            Redirect::to(&format!("/console/broadcasts/{id}")).into_response()
-        }
-        Err(e) => refusal(s, e),
-    }
+    done.map_err(refusal)?;
+    state
+        .audit
+        .record(
+            Some(&a.id),
+            action,
+            None,
+            a.province_code,
+            a.commune_code,
+            id,
+        )
+        .await?;
+    Ok(Redirect::to(&format!("/console/broadcasts/{id}")).into_response())
 }
 
 /// Deletes one of the commune's saved templates.
@@ -921,15 +879,14 @@ pub async fn delete_template(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     Path(id): Path<String>,
-) -> Response {
+) -> Page {
     let Some(commune) = s.account.commune_code else {
-        return pages::denied(StatusCode::FORBIDDEN);
+        return Err(ConsoleError::forbidden());
     };
-    match state.store.delete_template(commune, &id).await {
-        Ok(true) => Redirect::to("/console/broadcasts?saved=template_deleted").into_response(),
-        Ok(false) => refusal(&s, BroadcastError::NotFound),
-        Err(e) => pages::internal(&s, e),
+    if !state.store.delete_template(commune, &id).await? {
+        return Err(refusal(BroadcastError::NotFound));
     }
+    Ok(Redirect::to("/console/broadcasts?saved=template_deleted").into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -943,21 +900,17 @@ pub async fn settings(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     axum::Form(f): axum::Form<SettingsForm>,
-) -> Response {
+) -> Page {
     let a = &s.account;
     let Some(commune) = a.commune_code else {
-        return pages::denied(StatusCode::FORBIDDEN);
+        return Err(ConsoleError::forbidden());
     };
     let on = f.approval == "on";
-    if let Err(e) = state
-        .intake
-        .store()
+    state
+        .store
         .set_broadcast_approval(commune, on, now_ms())
-        .await
-    {
-        return pages::internal(&s, e);
-    }
-    let _ = state
+        .await?;
+    state
         .audit
         .record(
             Some(&a.id),
@@ -967,8 +920,8 @@ pub async fn settings(
             a.commune_code,
             if on { "approval on" } else { "approval off" },
         )
-        .await;
-    Redirect::to("/console/broadcasts?saved=settings").into_response()
+        .await?;
+    Ok(Redirect::to("/console/broadcasts?saved=settings").into_response())
 }
 
 // ----- the poster --------------------------------------------------------------------------
@@ -1013,19 +966,16 @@ pub async fn poster(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     Path(id): Path<String>,
-) -> Response {
+) -> Page {
     let t = texts();
-    let villages = match scope_villages(&state, &s.account).await {
-        Ok(v) => v,
-        Err(e) => return pages::internal(&s, e),
-    };
+    let villages = scope_villages(&state, &s.account).await?;
     let Some(v) = id
         .parse::<i64>()
         .ok()
         .and_then(|id| villages.into_iter().find(|v| v.id == id))
     else {
         // Another commune's village, or none: the same answer.
-        return pages::denied(StatusCode::FORBIDDEN);
+        return Err(ConsoleError::forbidden());
     };
     let cfg = state.broadcasts.config();
     let url = format!(
@@ -1034,10 +984,12 @@ pub async fn poster(
         v.id
     );
     let Some(qr) = qr_svg(&url) else {
-        return pages::internal(&s, "the QR code does not fit the address");
+        return Err(ConsoleError::internal(
+            "the QR code does not fit the address",
+        ));
     };
     let keyword = format!("DK {}", v.id);
-    render(
+    Ok(render(
         StatusCode::OK,
         PosterPage {
             sms_line: (!cfg.sms_number.is_empty()).then(|| {
@@ -1060,5 +1012,5 @@ pub async fn poster(
             telegram: (!cfg.telegram_bot.is_empty())
                 .then(|| format!("https://t.me/{}?start=dk{}", cfg.telegram_bot, v.id)),
         },
-    )
+    ))
 }

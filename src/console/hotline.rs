@@ -1,6 +1,7 @@
 //! Hotline intake: the duty officer types a tip received by phone and reads the receipt
 //! to the caller. The tip goes through the same intake as every channel.
 
+use super::error::Page;
 use super::pages::{self, me, render, texts, MeView};
 use super::ConsoleSession;
 use crate::i18n::Texts;
@@ -122,7 +123,7 @@ pub async fn submit(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     Form(f): Form<HotlineForm>,
-) -> Response {
+) -> Page {
     let t = texts();
     let input = TipInput {
         category: f.category.clone(),
@@ -140,7 +141,9 @@ pub async fn submit(
         Ok(receipt) => {
             // The officer counts this call on the next queue page.
             state.console_cache.open.clear();
-            let _ = state
+            // The call is stored whatever happens to its audit entry: its receipt must
+            // reach the caller, so a failed entry is reported, not allowed to hide it.
+            if let Err(e) = state
                 .audit
                 .record(
                     Some(&s.account.id),
@@ -150,8 +153,11 @@ pub async fn submit(
                     s.account.commune_code,
                     "",
                 )
-                .await;
-            render(
+                .await
+            {
+                tracing::error!(error = %e, "the hotline call's audit entry could not be written");
+            }
+            Ok(render(
                 StatusCode::OK,
                 pages::MessagePage {
                     t,
@@ -162,15 +168,15 @@ pub async fn submit(
                     message: t.get("console.hotline_receipt").to_owned(),
                     extra: Some(receipt.to_string()),
                 },
-            )
+            ))
         }
         Err(IntakeError::Invalid(errors)) => {
             let errors = errors
                 .iter()
                 .map(|e| format!("{}: {}", e.field, t.get(e.code)))
                 .collect();
-            page_for(&state, &s, f, errors, StatusCode::UNPROCESSABLE_ENTITY).await
+            Ok(page_for(&state, &s, f, errors, StatusCode::UNPROCESSABLE_ENTITY).await)
         }
-        Err(e) => pages::internal(&s, e),
+        Err(e) => Err(e.into()),
     }
 }

@@ -6,6 +6,7 @@ mod accounts_page;
 mod audit_page;
 pub mod auth;
 mod broadcasts;
+mod error;
 mod hotline;
 mod pages;
 mod queue;
@@ -314,6 +315,13 @@ pub(crate) fn token_hash(token: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// Deletes a session found dead; it is refused whether or not the row goes.
+async fn forget_session(store: &crate::store::Store, hash: &[u8]) {
+    if let Err(e) = store.delete_session(hash).await {
+        tracing::warn!(error = %e, "could not delete an ended console session");
+    }
+}
+
 /// Loads the session named by the request's cookie, if it is alive.
 async fn load_session(state: &AppState, headers: &axum::http::HeaderMap) -> Option<ConsoleSession> {
     let token = cookie_value(headers, SESSION_COOKIE)?;
@@ -325,17 +333,20 @@ async fn load_session(state: &AppState, headers: &axum::http::HeaderMap) -> Opti
     if row.last_seen_at < now - IDLE_MINUTES * 60_000
         || row.created_at < now - ABSOLUTE_HOURS * 3_600_000
     {
-        let _ = store.delete_session(&hash).await;
+        forget_session(store, &hash).await;
         return None;
     }
     let account = Account::from_row(&account)?;
     if account.disabled {
-        let _ = store.delete_session(&hash).await;
+        forget_session(store, &hash).await;
         return None;
     }
     // A minute's precision is enough for the idle timeout and saves a write per request.
     if now - row.last_seen_at > 60_000 {
-        let _ = store.touch_session(&hash, now).await;
+        if let Err(e) = store.touch_session(&hash, now).await {
+            // The session stays valid; its idle clock just runs from the last touch.
+            tracing::warn!(error = %e, "could not note a console session's activity");
+        }
     }
     Some(ConsoleSession {
         account,

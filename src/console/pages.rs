@@ -1,5 +1,6 @@
 //! What every console page shares: the header's account line, rendering, error pages.
 
+use super::error::ConsoleError;
 use super::{ConsoleSession, COMMUNE_POLICE};
 use crate::accounts::Role;
 use crate::i18n::{locales, Texts, DEFAULT_LANG};
@@ -37,19 +38,11 @@ pub fn me(s: &ConsoleSession) -> Option<MeView> {
     })
 }
 
-/// Renders a template, logging (not showing) a failure.
+/// Renders a template; a failure is a server error like any other.
 pub fn render(status: StatusCode, page: impl Template) -> Response {
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
-        Err(e) => {
-            let op = uuid::Uuid::new_v4().simple().to_string();
-            tracing::error!(operation = %op, error = %e, "console template failed");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("internal error; operation id {op}"),
-            )
-                .into_response()
-        }
+        Err(e) => ConsoleError::from(e).into_response(),
     }
 }
 
@@ -93,29 +86,5 @@ pub fn denied(status: StatusCode) -> Response {
         status,
         "errors",
         texts().get("console.denied").to_owned(),
-    )
-}
-
-/// The page, or the server-error page for a failure (see [`internal`]).
-pub fn or_internal<E: std::fmt::Display>(
-    s: &ConsoleSession,
-    page: Result<Response, E>,
-) -> Response {
-    page.unwrap_or_else(|e| internal(s, e))
-}
-
-/// A server error: logged with an operation id the user can quote, never the detail.
-pub fn internal(s: &ConsoleSession, err: impl std::fmt::Display) -> Response {
-    let op = uuid::Uuid::new_v4().simple().to_string();
-    tracing::error!(operation = %op, error = %err, "console operation failed");
-    message(
-        Some(s),
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "errors",
-        format!(
-            "{} {}: {op}",
-            texts().get("error.internal"),
-            texts().get("console.operation")
-        ),
     )
 }

@@ -1,7 +1,8 @@
 //! The triage queue: a commune's tips most urgent first, then by deadline; filters, counts,
 //! keyset pagination; the province's unplaced tips; live "new tip" events.
 
-use super::pages::{self, me, render, texts, MeView};
+use super::error::{ConsoleError, Page};
+use super::pages::{me, render, texts, MeView};
 use super::ConsoleSession;
 use crate::accounts::Role;
 use crate::clock::now_ms;
@@ -147,11 +148,11 @@ pub async fn queue_page(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
     q: Result<Query<QueueQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+) -> Page {
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let t = texts();
     let Some(scope) = scope_for(&state, &s, q.commune.parse().ok()) else {
-        return pages::denied(StatusCode::FORBIDDEN);
+        return Err(ConsoleError::forbidden());
     };
     let store = &state.store;
     let geo = state.intake.geo();
@@ -170,31 +171,19 @@ pub async fn queue_page(
         after: parse_cursor(&q.after),
     };
     const PAGE: i64 = 50;
-    let mut rows = match store.queue(scope, &filter, PAGE + 1).await {
-        Ok(r) => r,
-        Err(e) => return pages::internal(&s, e),
-    };
+    let mut rows = store.queue(scope, &filter, PAGE + 1).await?;
     let has_next = rows.len() as i64 > PAGE;
     rows.truncate(PAGE as usize);
     let cache = &state.console_cache;
-    let counts = match cache
+    let mut counts = cache
         .open
         .get_or(format!("{scope:?}"), store.open_status_counts(scope))
-        .await
-    {
-        Ok(mut c) => match cache
-            .closed
-            .get_or(format!("{scope:?}"), store.closed_count(scope))
-            .await
-        {
-            Ok(closed) => {
-                c.push(("closed".to_owned(), closed));
-                c
-            }
-            Err(e) => return pages::internal(&s, e),
-        },
-        Err(e) => return pages::internal(&s, e),
-    };
+        .await?;
+    let closed = cache
+        .closed
+        .get_or(format!("{scope:?}"), store.closed_count(scope))
+        .await?;
+    counts.push(("closed".to_owned(), closed));
     let (commune_code, heading) = match scope {
         QueueScope::Commune(c) => (
             Some(c),
@@ -352,7 +341,7 @@ pub async fn queue_page(
             (t.get(&format!("tipstatus.{st}")).to_owned(), n)
         })
         .collect();
-    render(
+    Ok(render(
         StatusCode::OK,
         QueuePage {
             t,
@@ -371,7 +360,7 @@ pub async fn queue_page(
             next,
             commune_counts,
         },
-    )
+    ))
 }
 
 /// Server-sent events: "a new tip arrived in your scope" (no content), for the live queue.

@@ -1,9 +1,11 @@
 //! One tip: opening it (decrypted, audited), photos, and every triage action. Each action
 //! is checked against the account's scope and written to the audit log.
 
-use super::pages::{self, me, render, texts, MeView};
+use super::error::{ConsoleError, Page};
+use super::pages::{me, render, texts, MeView};
 use super::ConsoleSession;
 use crate::accounts::{Account, Role};
+use crate::audit::AuditError;
 use crate::clock::now_ms;
 use crate::i18n::{local_time, Texts};
 use crate::state::AppState;
@@ -12,17 +14,20 @@ use crate::tips::{Category, Outcome, Priority, Status};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use axum::{Extension, Form};
 use serde::Deserialize;
 use std::collections::HashMap;
 
-/// Loads a tip the account may see, or the response that refuses it.
-async fn tip_in_scope(state: &AppState, s: &ConsoleSession, id: &str) -> Result<TipRow, Response> {
-    match state.store.tip(id).await {
-        Ok(Some(row)) if s.account.sees_tip_in(row.province_code, row.commune_code) => Ok(row),
-        Ok(_) => Err(pages::denied(StatusCode::FORBIDDEN)),
-        Err(e) => Err(pages::internal(s, e)),
+/// Loads a tip the account may see, or why not.
+async fn tip_in_scope(
+    state: &AppState,
+    s: &ConsoleSession,
+    id: &str,
+) -> Result<TipRow, ConsoleError> {
+    match state.store.tip(id).await? {
+        Some(row) if s.account.sees_tip_in(row.province_code, row.commune_code) => Ok(row),
+        _ => Err(ConsoleError::forbidden()),
     }
 }
 
@@ -31,31 +36,38 @@ async fn tip_in_scope(state: &AppState, s: &ConsoleSession, id: &str) -> Result<
 pub struct ScopedTip(pub TipRow);
 
 impl axum::extract::FromRequestParts<AppState> for ScopedTip {
-    type Rejection = Response;
+    type Rejection = ConsoleError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let Some(s) = parts.extensions.get::<ConsoleSession>().cloned() else {
-            return Err(pages::denied(StatusCode::FORBIDDEN));
+            return Err(ConsoleError::forbidden());
         };
         let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
-            .map_err(|_| pages::denied(StatusCode::NOT_FOUND))?;
+            .map_err(|_| ConsoleError::not_found())?;
         let id = params.get("id").map(String::as_str).unwrap_or_default();
         tip_in_scope(state, &s, id).await.map(ScopedTip)
     }
 }
 
-/// Writes an audit entry about a tip (never its content). Every change to a tip goes
-/// through here, so it also drops the briefly cached open-tip counts: the officer who
-/// made the change sees it counted on the next queue page.
-async fn audit(state: &AppState, s: &ConsoleSession, row: &TipRow, action: &str, detail: &str) {
+/// Writes an audit entry about a tip (never its content). Every read and change of a tip
+/// goes through here, and a failure fails the request: nothing is shown unaudited. A
+/// change also drops the briefly cached open-tip counts, so the officer who made it sees
+/// it counted on the next queue page.
+async fn audit(
+    state: &AppState,
+    s: &ConsoleSession,
+    row: &TipRow,
+    action: &str,
+    detail: &str,
+) -> Result<(), AuditError> {
     if action != "tip.open" {
         state.console_cache.open.clear();
     }
-    if let Err(e) = state
+    state
         .audit
         .record(
             Some(&s.account.id),
@@ -66,9 +78,7 @@ async fn audit(state: &AppState, s: &ConsoleSession, row: &TipRow, action: &str,
             detail,
         )
         .await
-    {
-        tracing::error!(error = %e, action, "audit entry could not be written");
-    }
+        .map(|_| ())
 }
 
 /// A line of the tip's timeline.
@@ -145,17 +155,14 @@ pub async fn tip_page(
     Extension(s): Extension<ConsoleSession>,
     ScopedTip(row): ScopedTip,
     q: Result<Query<TipQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+) -> Page {
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let id = row.id.clone();
     let intake = &state.intake;
     let store = &state.store;
     let t = texts();
     // The row read by `ScopedTip` is the one opened: the tip is read once per request.
-    let opened = match intake.open_row(row.clone()) {
-        Ok(o) => o,
-        Err(e) => return pages::internal(&s, e),
-    };
+    let opened = intake.open_row(row.clone())?;
     // The audit entry's commit (an fsync) overlaps the reads the page needs; the page is
     // still rendered only once the entry is committed. The trail read here may miss this
     // very entry, which the timeline leaves out anyway (it skips `tip.open`).
@@ -186,18 +193,12 @@ pub async fn tip_page(
             },
         )
     };
-    let ((), reads) = tokio::join!(audit(&state, &s, &row, "tip.open", ""), reads);
-    let (messages, notes, attachments, trail, deliveries, accounts, village) = match reads {
-        Ok(v) => v,
-        Err(e) => return pages::internal(&s, e),
-    };
-    let opened_texts = intake
-        .open_conversation(&row, messages, &attachments)
-        .and_then(|m| Ok((m, intake.open_notes(&row, notes)?)));
-    let (messages, notes) = match opened_texts {
-        Ok(v) => v,
-        Err(e) => return pages::internal(&s, e),
-    };
+    let (audited, reads) = tokio::join!(audit(&state, &s, &row, "tip.open", ""), reads);
+    // Fail closed: a tip whose reading could not be audited is not shown.
+    audited?;
+    let (messages, notes, attachments, trail, deliveries, accounts, village) = reads?;
+    let messages = intake.open_conversation(&row, messages, &attachments)?;
+    let notes = intake.open_notes(&row, notes)?;
     let photos = attachments;
     let people: HashMap<String, String> = accounts
         .iter()
@@ -323,7 +324,7 @@ pub async fn tip_page(
     let error = Some(q.error)
         .filter(|e| !e.is_empty())
         .map(|e| t.get(&format!("console.error_{e}")).to_owned());
-    render(
+    Ok(render(
         StatusCode::OK,
         TipPage {
             t,
@@ -381,7 +382,7 @@ pub async fn tip_page(
             assignees,
             id: row.id,
         },
-    )
+    ))
 }
 
 /// One photo of a tip, only to an authorised session, never cached.
@@ -390,29 +391,27 @@ pub async fn photo(
     Extension(s): Extension<ConsoleSession>,
     ScopedTip(row): ScopedTip,
     Path((id, photo)): Path<(String, String)>,
-) -> Response {
-    match state.intake.open_attachment(&id, &photo).await {
-        Ok(Some(jpeg)) => {
-            audit(&state, &s, &row, "tip.photo", &photo).await;
-            (
-                [
-                    (header::CONTENT_TYPE, "image/jpeg"),
-                    (header::CACHE_CONTROL, "no-store"),
-                ],
-                jpeg,
-            )
-                .into_response()
-        }
-        Ok(None) => pages::denied(StatusCode::NOT_FOUND),
-        Err(e) => pages::internal(&s, e),
-    }
+) -> Page {
+    let Some(jpeg) = state.intake.open_attachment(&id, &photo).await? else {
+        return Err(ConsoleError::not_found());
+    };
+    // Fail closed: a photo whose viewing could not be audited is not sent.
+    audit(&state, &s, &row, "tip.photo", &photo).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        jpeg,
+    )
+        .into_response())
 }
 
-fn back(id: &str, error: Option<&str>) -> Response {
-    match error {
+fn back(id: &str, error: Option<&str>) -> Page {
+    Ok(match error {
         Some(e) => Redirect::to(&format!("/console/tips/{id}?error={e}")).into_response(),
         None => Redirect::to(&format!("/console/tips/{id}")).into_response(),
-    }
+    })
 }
 
 #[derive(Deserialize)]
@@ -429,7 +428,7 @@ pub async fn set_status(
     Extension(s): Extension<ConsoleSession>,
     ScopedTip(row): ScopedTip,
     Form(f): Form<StatusForm>,
-) -> Response {
+) -> Page {
     let id = row.id.clone();
     let (Some(from), Some(to)) = (Status::parse(&row.status), Status::parse(&f.status)) else {
         return back(&id, Some("bad_input"));
@@ -445,14 +444,10 @@ pub async fn set_status(
         return back(&id, Some("outcome_required"));
     }
     let outcome = (to == Status::Closed).then_some(outcome).flatten();
-    if let Err(e) = state
-        .intake
-        .store()
+    state
+        .store
         .set_status(&id, to.as_str(), outcome.map(|o| o.as_str()), now_ms())
-        .await
-    {
-        return pages::internal(&s, e);
-    }
+        .await?;
     let detail = format!(
         "{} → {}{}",
         from.as_str(),
@@ -461,7 +456,7 @@ pub async fn set_status(
             .map(|o| format!(" ({})", o.as_str()))
             .unwrap_or_default()
     );
-    audit(&state, &s, &row, "tip.status", &detail).await;
+    audit(&state, &s, &row, "tip.status", &detail).await?;
     back(&id, None)
 }
 
@@ -479,7 +474,7 @@ pub async fn set_category(
     Extension(s): Extension<ConsoleSession>,
     ScopedTip(row): ScopedTip,
     Form(f): Form<CategoryForm>,
-) -> Response {
+) -> Page {
     let id = row.id.clone();
     let priority = match f.priority.as_str() {
         "urgent" => Priority::Urgent,
@@ -492,14 +487,10 @@ pub async fn set_category(
         return back(&id, Some("bad_input"));
     };
     let due = priority.due_at(row.created_at, &state.config.sla);
-    if let Err(e) = state
-        .intake
-        .store()
+    state
+        .store
         .set_category_priority(&id, category.as_str(), priority.as_i64(), due, now_ms())
-        .await
-    {
-        return pages::internal(&s, e);
-    }
+        .await?;
     let detail = format!(
         "{}/{} → {}/{}",
         row.category,
@@ -507,7 +498,7 @@ pub async fn set_category(
         category.as_str(),
         f.priority
     );
-    audit(&state, &s, &row, "tip.category", &detail).await;
+    audit(&state, &s, &row, "tip.category", &detail).await?;
     back(&id, None)
 }
 
@@ -533,7 +524,7 @@ pub async fn assign(
     Extension(s): Extension<ConsoleSession>,
     ScopedTip(row): ScopedTip,
     Form(f): Form<AssignForm>,
-) -> Response {
+) -> Page {
     let id = row.id.clone();
     let assignee = if f.assignee.is_empty() {
         None
@@ -543,18 +534,14 @@ pub async fn assign(
             None => return back(&id, Some("bad_input")),
         }
     };
-    if let Err(e) = state
-        .intake
-        .store()
+    state
+        .store
         .set_assignee(&id, assignee.as_ref().map(|a| a.id.as_str()), now_ms())
-        .await
-    {
-        return pages::internal(&s, e);
-    }
+        .await?;
     let detail = assignee
         .map(|a| a.display_name)
         .unwrap_or_else(|| "—".into());
-    audit(&state, &s, &row, "tip.assign", &detail).await;
+    audit(&state, &s, &row, "tip.assign", &detail).await?;
     back(&id, None)
 }
 
@@ -575,15 +562,13 @@ pub async fn add_note(
     Extension(s): Extension<ConsoleSession>,
     ScopedTip(row): ScopedTip,
     Form(f): Form<TextForm>,
-) -> Response {
+) -> Page {
     let id = row.id.clone();
     let Some(text) = clean_text(&f.text) else {
         return back(&id, Some("bad_input"));
     };
-    if let Err(e) = state.intake.add_note(&row, &s.account.id, text).await {
-        return pages::internal(&s, e);
-    }
-    audit(&state, &s, &row, "tip.note", "").await;
+    state.intake.add_note(&row, &s.account.id, text).await?;
+    audit(&state, &s, &row, "tip.note", "").await?;
     back(&id, None)
 }
 
@@ -593,15 +578,13 @@ pub async fn message(
     Extension(s): Extension<ConsoleSession>,
     ScopedTip(row): ScopedTip,
     Form(f): Form<TextForm>,
-) -> Response {
+) -> Page {
     let id = row.id.clone();
     let Some(text) = clean_text(&f.text) else {
         return back(&id, Some("bad_input"));
     };
-    if let Err(e) = state.intake.police_message(&id, text).await {
-        return pages::internal(&s, e);
-    }
-    audit(&state, &s, &row, "tip.message", "").await;
+    state.intake.police_message(&id, text).await?;
+    audit(&state, &s, &row, "tip.message", "").await?;
     back(&id, None)
 }
 
@@ -618,7 +601,7 @@ pub async fn duplicate(
     Extension(s): Extension<ConsoleSession>,
     ScopedTip(row): ScopedTip,
     Form(f): Form<DuplicateForm>,
-) -> Response {
+) -> Page {
     let id = row.id.clone();
     let of = f.of.trim().trim_start_matches('#');
     let store = &state.store;
@@ -630,10 +613,8 @@ pub async fn duplicate(
     else {
         return back(&id, Some("unknown_tip"));
     };
-    if let Err(e) = store.set_duplicate(&id, &original.id, now_ms()).await {
-        return pages::internal(&s, e);
-    }
-    audit(&state, &s, &row, "tip.duplicate", &original.id).await;
+    store.set_duplicate(&id, &original.id, now_ms()).await?;
+    audit(&state, &s, &row, "tip.duplicate", &original.id).await?;
     back(&id, None)
 }
 
@@ -651,7 +632,7 @@ pub async fn transfer(
     Extension(s): Extension<ConsoleSession>,
     ScopedTip(row): ScopedTip,
     Form(f): Form<TransferForm>,
-) -> Response {
+) -> Page {
     let id = row.id.clone();
     let Some(commune) = f
         .commune
@@ -669,29 +650,15 @@ pub async fn transfer(
     let Some(reason) = clean_text(&f.reason) else {
         return back(&id, Some("reason_required"));
     };
-    if let Err(e) = state
+    let note = format!(
+        "{} → {}: {reason}",
+        texts().get("console.transfer"),
+        commune.name
+    );
+    state
         .intake
-        .add_note(
-            &row,
-            &s.account.id,
-            &format!(
-                "{} → {}: {reason}",
-                texts().get("console.transfer"),
-                commune.name
-            ),
-        )
-        .await
-    {
-        return pages::internal(&s, e);
-    }
-    if let Err(e) = state
-        .intake
-        .store()
-        .transfer(&id, commune.province_code, commune.code, now_ms())
-        .await
-    {
-        return pages::internal(&s, e);
-    }
+        .transfer(&row, &s.account.id, &commune, &note)
+        .await?;
     audit(
         &state,
         &s,
@@ -699,14 +666,14 @@ pub async fn transfer(
         "tip.transfer",
         &format!("→ {}", commune.code),
     )
-    .await;
+    .await?;
     // The tip may now be outside this account's scope.
     if s.account
         .sees_tip_in(Some(commune.province_code), Some(commune.code))
     {
         back(&id, None)
     } else {
-        Redirect::to("/console/queue").into_response()
+        Ok(Redirect::to("/console/queue").into_response())
     }
 }
 
@@ -722,17 +689,10 @@ pub async fn reward(
     Extension(s): Extension<ConsoleSession>,
     ScopedTip(row): ScopedTip,
     Form(f): Form<RewardForm>,
-) -> Response {
+) -> Page {
     let id = row.id.clone();
     let eligible = f.eligible == "1";
-    if let Err(e) = state
-        .intake
-        .store()
-        .set_reward(&id, eligible, now_ms())
-        .await
-    {
-        return pages::internal(&s, e);
-    }
+    state.store.set_reward(&id, eligible, now_ms()).await?;
     audit(
         &state,
         &s,
@@ -740,6 +700,6 @@ pub async fn reward(
         "tip.reward",
         if eligible { "yes" } else { "no" },
     )
-    .await;
+    .await?;
     back(&id, None)
 }

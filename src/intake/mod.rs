@@ -561,18 +561,42 @@ impl Intake {
         author_id: &str,
         text: &str,
     ) -> Result<(), IntakeError> {
-        let key = self.tip_key(row)?;
-        let id = new_id();
+        let note = self.seal_note(row, author_id, text)?;
+        self.store.add_note(&note).await?;
+        Ok(())
+    }
+
+    /// Moves a tip to another commune's queue with its reason as a sealed note, both in
+    /// one transaction.
+    pub async fn transfer(
+        &self,
+        row: &TipRow,
+        author_id: &str,
+        to: &crate::store::Commune,
+        reason: &str,
+    ) -> Result<(), IntakeError> {
+        let note = self.seal_note(row, author_id, reason)?;
         self.store
-            .add_note(&crate::store::NoteRow {
-                body: key.seal_str(&format!("note:{id}"), text),
-                tip_id: row.id.clone(),
-                author_id: author_id.to_owned(),
-                created_at: now_ms(),
-                id,
-            })
+            .transfer(&row.id, to.province_code, to.code, &note, now_ms())
             .await?;
         Ok(())
+    }
+
+    fn seal_note(
+        &self,
+        row: &TipRow,
+        author_id: &str,
+        text: &str,
+    ) -> Result<crate::store::NoteRow, IntakeError> {
+        let key = self.tip_key(row)?;
+        let id = new_id();
+        Ok(crate::store::NoteRow {
+            body: key.seal_str(&format!("note:{id}"), text),
+            tip_id: row.id.clone(),
+            author_id: author_id.to_owned(),
+            created_at: now_ms(),
+            id,
+        })
     }
 
     /// Adds the tipster's reply (text and photos) to the tip; `Ok(false)` for an unknown

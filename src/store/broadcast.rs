@@ -33,6 +33,60 @@ pub struct NewSubscriber {
     pub now: i64,
 }
 
+/// Where a broadcast is in its life: waiting for approval, approved and waiting for its
+/// time, sending, finished, or cancelled. Stored by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BroadcastStatus {
+    Pending,
+    Scheduled,
+    Sending,
+    Done,
+    Cancelled,
+}
+
+impl BroadcastStatus {
+    /// Every status.
+    pub const ALL: [BroadcastStatus; 5] = [
+        BroadcastStatus::Pending,
+        BroadcastStatus::Scheduled,
+        BroadcastStatus::Sending,
+        BroadcastStatus::Done,
+        BroadcastStatus::Cancelled,
+    ];
+
+    /// The name kept in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BroadcastStatus::Pending => "pending",
+            BroadcastStatus::Scheduled => "scheduled",
+            BroadcastStatus::Sending => "sending",
+            BroadcastStatus::Done => "done",
+            BroadcastStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<BroadcastStatus> {
+        BroadcastStatus::ALL.into_iter().find(|b| b.as_str() == s)
+    }
+
+    /// Not finished yet: it may still be approved, sent or cancelled.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            BroadcastStatus::Pending | BroadcastStatus::Scheduled | BroadcastStatus::Sending
+        )
+    }
+}
+
+impl TryFrom<String> for BroadcastStatus {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        BroadcastStatus::parse(&s).ok_or_else(|| format!("unknown broadcast status {s:?}"))
+    }
+}
+
 /// A broadcast as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BroadcastRow {
@@ -46,7 +100,8 @@ pub struct BroadcastRow {
     pub transports: String,
     /// Comma-separated village ids.
     pub villages: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: BroadcastStatus,
     pub send_at: i64,
     pub created_at: i64,
     pub approved_by: Option<String>,
@@ -75,8 +130,8 @@ pub struct NewBroadcast {
     pub texts: String,
     pub transports: String,
     pub villages: String,
-    /// `pending` (waiting for approval) or `scheduled`.
-    pub status: &'static str,
+    /// `Pending` (waiting for approval) or `Scheduled`.
+    pub status: BroadcastStatus,
     pub send_at: i64,
     pub approved_by: Option<String>,
     pub created_at: i64,
@@ -291,7 +346,7 @@ impl Store {
              created_at, approved_by, approved_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11, \
              CASE WHEN $11 IS NULL THEN NULL ELSE $10 END)")
             .bind(&b.id).bind(b.commune_code).bind(&b.author_id).bind(&b.title).bind(&b.texts)
-            .bind(&b.transports).bind(&b.villages).bind(b.status).bind(b.send_at).bind(b.created_at)
+            .bind(&b.transports).bind(&b.villages).bind(b.status.as_str()).bind(b.send_at).bind(b.created_at)
             .bind(&b.approved_by)
             .execute(p).await.map(|_| ()))
     }

@@ -220,16 +220,26 @@ impl Store {
     }
 
     /// Moves a tip to another commune's queue (unassigned there).
+    /// Moves a tip to another commune's queue and keeps the reason as a sealed note, in one
+    /// transaction: the tip never moves without its reason, nor the reason without the move.
     pub async fn transfer(
         &self,
         id: &str,
         province: i64,
         commune: i64,
+        reason: &NoteRow,
         now: i64,
     ) -> StoreResult<()> {
-        on_pool!(self, p => sqlx::query(
-            "UPDATE tips SET province_code = $1, commune_code = $2, village_id = NULL, assignee_id = NULL, updated_at = $3 WHERE id = $4")
-            .bind(province).bind(commune).bind(now).bind(id).execute(p).await.map(|_| ()))
+        on_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            sqlx::query("INSERT INTO tip_notes (id, tip_id, author_id, created_at, body) VALUES ($1,$2,$3,$4,$5)")
+                .bind(&reason.id).bind(&reason.tip_id).bind(&reason.author_id)
+                .bind(reason.created_at).bind(&reason.body).execute(&mut *tx).await?;
+            sqlx::query(
+                "UPDATE tips SET province_code = $1, commune_code = $2, village_id = NULL, assignee_id = NULL, updated_at = $3 WHERE id = $4")
+                .bind(province).bind(commune).bind(now).bind(id).execute(&mut *tx).await?;
+            Ok(tx.commit().await?)
+        })
     }
 
     /// Marks a tip reward-eligible (or not).

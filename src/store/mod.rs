@@ -119,8 +119,8 @@ pub use audit::{
     AuditHead, AuditRecord, NewAuditEntry, RecordedHead, UnreadableAuditRow, AUDIT_HEAD_META,
 };
 pub use broadcast::{
-    BroadcastRow, CountRow, FanoutStep, NewBroadcast, NewSubscriber, ResultRow, Settle,
-    SubscriberRow, TemplateRow,
+    BroadcastRow, BroadcastStatus, CountRow, FanoutStep, NewBroadcast, NewSubscriber, ResultRow,
+    Settle, SubscriberRow, TemplateRow,
 };
 
 pub mod alerts;

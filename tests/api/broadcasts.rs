@@ -54,7 +54,7 @@ async fn wait_done(app: &TestApp, id: &str) {
     let id = id.to_owned();
     eventually("the broadcast finishes", || {
         let (store, id) = (store.clone(), id.clone());
-        async move { store.broadcast(&id).await.unwrap().unwrap().status == "done" }
+        async move { store.broadcast(&id).await.unwrap().unwrap().status.as_str() == "done" }
     })
     .await;
 }
@@ -218,7 +218,7 @@ async fn every_channel_from_subscription_to_delivery_with_opt_outs_during_sendin
             .create(&head, &draft(vec![village], all.clone()))
             .await
             .unwrap();
-        assert_eq!(row.status, "pending");
+        assert_eq!(row.status.as_str(), "pending");
         assert!(matches!(
             b.approve(&head, &row.id).await,
             Err(BroadcastError::Denied)
@@ -469,7 +469,7 @@ async fn provider_opt_out_signals_end_subscriptions() {
             .unwrap();
         b.cancel(&head, &second.id).await.unwrap();
         assert_eq!(
-            store.broadcast(&second.id).await.unwrap().unwrap().status,
+            store.broadcast(&second.id).await.unwrap().unwrap().status.as_str(),
             "cancelled"
         );
         app.stop().await;
@@ -534,7 +534,7 @@ async fn a_killed_server_resumes_the_broadcast_without_skipping_or_repeating_any
             texts: serde_json::to_string(&texts).unwrap(),
             transports: "android".into(),
             villages: village.to_string(),
-            status: "scheduled",
+            status: tinbao::store::BroadcastStatus::Scheduled,
             send_at: 0,
             approved_by: Some("officer".into()),
             created_at: 0,
@@ -559,7 +559,7 @@ async fn a_killed_server_resumes_the_broadcast_without_skipping_or_repeating_any
     let deadline = tokio::time::Instant::now() + WAIT * 9;
     loop {
         let b = store.broadcast("crashtest").await.unwrap().unwrap();
-        if b.status == "done" {
+        if b.status.as_str() == "done" {
             break;
         }
         assert!(
