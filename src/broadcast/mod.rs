@@ -394,7 +394,7 @@ impl Broadcasts {
         &self,
         geo: &crate::geo::Geo,
         query: &str,
-    ) -> Result<Vec<(crate::store::Village, String)>, crate::store::StoreError> {
+    ) -> Result<Vec<(crate::store::Village, String)>, BroadcastError> {
         let store = &self.inner.store;
         let commune_name = |code: i64| {
             geo.commune(code)
@@ -459,9 +459,9 @@ impl Broadcasts {
         &self,
         transport: Transport,
         address: &str,
-    ) -> Result<u64, crate::store::StoreError> {
+    ) -> Result<u64, BroadcastError> {
         let sender = self.pseudonym(transport, address);
-        self.inner.store.opt_out_sender(&sender, now_ms()).await
+        Ok(self.inner.store.opt_out_sender(&sender, now_ms()).await?)
     }
 
     /// The villages an address is subscribed to on a transport.
@@ -469,9 +469,9 @@ impl Broadcasts {
         &self,
         transport: Transport,
         address: &str,
-    ) -> Result<Vec<SubscriberRow>, crate::store::StoreError> {
+    ) -> Result<Vec<SubscriberRow>, BroadcastError> {
         let sender = self.pseudonym(transport, address);
-        self.inner.store.subscriptions_of(&sender).await
+        Ok(self.inner.store.subscriptions_of(&sender).await?)
     }
 
     // ----- writing and approving ----------------------------------------------------------
@@ -481,7 +481,7 @@ impl Broadcasts {
         &self,
         author: &Account,
         d: &Draft,
-    ) -> Result<Vec<DraftError>, crate::store::StoreError> {
+    ) -> Result<Vec<DraftError>, BroadcastError> {
         let mut errors = Vec::new();
         let title = d.title.trim();
         if title.is_empty() || title.chars().count() > MAX_TITLE_CHARS {
@@ -512,11 +512,7 @@ impl Broadcasts {
 
     /// Whether the account may send to every one of these villages: a village head to
     /// its own, a chief to any of its commune's.
-    pub async fn may_reach(
-        &self,
-        a: &Account,
-        villages: &[i64],
-    ) -> Result<bool, crate::store::StoreError> {
+    pub async fn may_reach(&self, a: &Account, villages: &[i64]) -> Result<bool, BroadcastError> {
         match a.role {
             Role::VillageHead => Ok(a.village_id.is_some()
                 && villages.iter().all(|v| Some(*v) == a.village_id)
@@ -540,7 +536,7 @@ impl Broadcasts {
     }
 
     /// What a draft would reach and cost.
-    pub async fn preview(&self, d: &Draft) -> Result<Preview, crate::store::StoreError> {
+    pub async fn preview(&self, d: &Draft) -> Result<Preview, BroadcastError> {
         let counts = self.inner.store.subscriber_counts(&d.villages).await?;
         let mut recipients: Vec<(Transport, i64)> =
             SUBSCRIBE_TRANSPORTS.iter().map(|t| (*t, 0)).collect();
@@ -654,7 +650,7 @@ impl Broadcasts {
     }
 
     /// The broadcasts an account may see, newest first.
-    pub async fn list(&self, a: &Account) -> Result<Vec<BroadcastRow>, crate::store::StoreError> {
+    pub async fn list(&self, a: &Account) -> Result<Vec<BroadcastRow>, BroadcastError> {
         let Some(commune) = a.commune_code else {
             return Ok(Vec::new());
         };
@@ -697,14 +693,14 @@ impl Broadcasts {
     }
 
     /// Live counts, with an estimated finish.
-    pub async fn progress(&self, b: &BroadcastRow) -> Result<Progress, crate::store::StoreError> {
+    pub async fn progress(&self, b: &BroadcastRow) -> Result<Progress, BroadcastError> {
         let counts = self.inner.store.broadcast_counts(&b.id).await?;
         Ok(progress_of(b, &counts, now_ms()))
     }
 
     /// The kept results of a finished broadcast, per village and transport.
-    pub async fn results(&self, id: &str) -> Result<Vec<ResultRow>, crate::store::StoreError> {
-        self.inner.store.broadcast_results(id).await
+    pub async fn results(&self, id: &str) -> Result<Vec<ResultRow>, BroadcastError> {
+        Ok(self.inner.store.broadcast_results(id).await?)
     }
 
     // ----- the runner -------------------------------------------------------------------
@@ -733,7 +729,7 @@ impl Broadcasts {
     }
 
     /// One round of the runner (tests call it directly).
-    pub async fn run_once(&self) -> Result<(), crate::store::StoreError> {
+    pub async fn run_once(&self) -> Result<(), BroadcastError> {
         let store = &self.inner.store;
         let now = now_ms();
         for b in store.broadcasts_to_run(now).await? {
@@ -756,7 +752,7 @@ impl Broadcasts {
 
     /// Puts every recipient of a sending broadcast in the outbox, chunk by chunk, under
     /// a lease so that one process does it; resumes where a killed process stopped.
-    pub async fn fan_out(&self, id: &str) -> Result<u64, crate::store::StoreError> {
+    pub async fn fan_out(&self, id: &str) -> Result<u64, BroadcastError> {
         const LEASE_MS: i64 = 15_000;
         let store = &self.inner.store;
         let now = now_ms();

@@ -738,7 +738,7 @@ pub async fn detail(
         let progress = state.broadcasts.progress(&b).await?;
         let results = state.broadcasts.results(&b.id).await?;
         let villages = state.store.villages(b.commune_code).await?;
-        Ok::<_, crate::store::StoreError>((progress, results, villages))
+        Ok::<_, BroadcastError>((progress, results, villages))
     };
     let (progress, results, villages) = loaded.await?;
     let village_name = |id: i64| {

@@ -39,21 +39,17 @@ pub trait PhotoSource: Send + Sync {
 /// Something the processor must know went wrong; the event is retried later.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
-    #[error("database: {0}")]
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("stored data could not be opened")]
     Sealed,
-    #[error("intake: {0}")]
-    Intake(String),
-}
-
-impl From<IntakeError> for ChatError {
-    fn from(e: IntakeError) -> Self {
-        match e {
-            IntakeError::Store(s) => ChatError::Store(s),
-            other => ChatError::Intake(other.to_string()),
-        }
-    }
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    #[error(transparent)]
+    Broadcast(#[from] crate::broadcast::BroadcastError),
+    /// Another process saved the conversation first; the event is processed again.
+    #[error("the conversation changed meanwhile")]
+    Raced,
 }
 
 /// An inbound event as sealed in the inbox.
@@ -193,9 +189,7 @@ impl Chat {
         match found.as_slice() {
             [] => Ok(vec![say("subscribe.not_found")]),
             [(v, commune)] => {
-                b.subscribe(ev.transport, &ev.sender, v.id, lang)
-                    .await
-                    .map_err(|e| ChatError::Intake(e.to_string()))?;
+                b.subscribe(ev.transport, &ev.sender, v.id, lang).await?;
                 Ok(vec![say("subscribe.done")
                     .replace("{village}", &v.name)
                     .replace("{commune}", commune)])
@@ -507,9 +501,7 @@ impl Chat {
                 .save_chat_session(sender, ev.transport.as_str(), version, now, &sealed)
                 .await?
             {
-                return Err(ChatError::Intake(
-                    "the conversation changed meanwhile".into(),
-                ));
+                return Err(ChatError::Raced);
             }
         }
         // Someone who unfollowed cannot be written to.

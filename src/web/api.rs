@@ -115,42 +115,118 @@ pub struct CommuneItem {
     pub name: String,
 }
 
-fn api_error(status: StatusCode, lang: Lang, error: &str, key: &str) -> Response {
-    (
-        status,
-        Json(ApiError {
-            error: error.into(),
-            message: lang.texts().get(key).to_owned(),
-            fields: Vec::new(),
-        }),
-    )
-        .into_response()
+/// Why the API gives no answer of its own; turned into a JSON error in one place.
+#[derive(Debug)]
+pub enum Failure {
+    /// Not JSON, not the schema, or too large.
+    Malformed { too_large: bool },
+    /// Too many requests from this client; try again after this many seconds.
+    RateLimited { retry_after: u64 },
+    /// Fields that do not pass: (field, message key).
+    Invalid(Vec<(&'static str, &'static str)>),
+    /// No tip with that receipt (or not a receipt at all: the same answer).
+    NotFound,
+    /// A service failed: logged, never described.
+    Internal(IntakeError),
 }
 
-fn malformed(lang: Lang, rejection: &JsonRejection) -> Response {
-    let status = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        StatusCode::PAYLOAD_TOO_LARGE
-    } else {
-        StatusCode::BAD_REQUEST
-    };
-    let key = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "error.body_too_large"
-    } else {
-        "error.bad_request"
-    };
-    api_error(status, lang, "malformed", key)
+/// A [`Failure`] in the reader's language.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub lang: Lang,
+    pub failure: Failure,
 }
 
-fn rate_limited(lang: Lang, retry_after: u64) -> Response {
-    let mut res = api_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        lang,
-        "rate_limited",
-        "error.rate_limited_check",
-    );
-    res.headers_mut()
-        .insert(header::RETRY_AFTER, retry_after.max(1).into());
-    res
+impl Failure {
+    fn in_lang(self, lang: Lang) -> ApiFailure {
+        ApiFailure {
+            lang,
+            failure: self,
+        }
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let t = self.lang.texts();
+        let (status, error, key, fields) = match self.failure {
+            Failure::Malformed { too_large: true } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "malformed",
+                "error.body_too_large",
+                Vec::new(),
+            ),
+            Failure::Malformed { too_large: false } => (
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "error.bad_request",
+                Vec::new(),
+            ),
+            Failure::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "error.rate_limited_check",
+                Vec::new(),
+            ),
+            Failure::Invalid(ref fields) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                "form.errors_title",
+                fields
+                    .iter()
+                    .map(|(field, code)| FieldProblem {
+                        field: (*field).into(),
+                        code: (*code).into(),
+                        message: t.get(code).to_owned(),
+                    })
+                    .collect(),
+            ),
+            Failure::NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "status.not_found",
+                Vec::new(),
+            ),
+            Failure::Internal(ref e) => {
+                tracing::error!(error = %e, "an API request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "error.internal",
+                    Vec::new(),
+                )
+            }
+        };
+        let mut res = (
+            status,
+            Json(ApiError {
+                error: error.into(),
+                message: t.get(key).to_owned(),
+                fields,
+            }),
+        )
+            .into_response();
+        if let Failure::RateLimited { retry_after } = self.failure {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, retry_after.max(1).into());
+        }
+        res
+    }
+}
+
+fn malformed(rejection: &JsonRejection) -> Failure {
+    Failure::Malformed {
+        too_large: rejection.status() == StatusCode::PAYLOAD_TOO_LARGE,
+    }
+}
+
+fn from_intake(e: IntakeError) -> Failure {
+    match e {
+        IntakeError::Invalid(errors) => {
+            Failure::Invalid(errors.iter().map(|e| (e.field, e.code)).collect())
+        }
+        e => Failure::Internal(e),
+    }
 }
 
 /// Submit a tip.
@@ -162,22 +238,20 @@ async fn create_tip(
     lang: Lang,
     ClientIp(ip): ClientIp,
     body: Result<Json<NewTip>, JsonRejection>,
-) -> Response {
-    let tip = match body {
-        Ok(Json(t)) => t,
-        Err(r) => return malformed(lang, &r),
-    };
-    if let Err(l) = state.limits.check(Action::Submit, ip) {
-        return rate_limited(lang, l.retry_after.as_secs());
-    }
+) -> Result<(StatusCode, Json<ReceiptAnswer>), ApiFailure> {
+    let Json(tip) = body.map_err(|r| malformed(&r).in_lang(lang))?;
+    state.limits.check(Action::Submit, ip).map_err(|l| {
+        Failure::RateLimited {
+            retry_after: l.retry_after.as_secs(),
+        }
+        .in_lang(lang)
+    })?;
     let mut photos = Vec::with_capacity(tip.photos.len());
     for p in &tip.photos {
-        match base64::engine::general_purpose::STANDARD.decode(p) {
-            Ok(b) => photos.push(b),
-            Err(_) => {
-                return invalid(lang, vec![("photos", "error.photo_corrupt")]);
-            }
-        }
+        let photo = base64::engine::general_purpose::STANDARD
+            .decode(p)
+            .map_err(|_| Failure::Invalid(vec![("photos", "error.photo_corrupt")]).in_lang(lang))?;
+        photos.push(photo);
     }
     let input = TipInput {
         category: tip.category,
@@ -191,48 +265,18 @@ async fn create_tip(
         contact: tip.contact,
         photos,
     };
-    match state.intake.submit(Channel::Api, input).await {
-        Ok(receipt) => (
-            StatusCode::CREATED,
-            Json(ReceiptAnswer {
-                receipt: receipt.to_string(),
-                status: PublicStatus::Received,
-            }),
-        )
-            .into_response(),
-        Err(IntakeError::Invalid(errors)) => {
-            invalid(lang, errors.iter().map(|e| (e.field, e.code)).collect())
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "a tip could not be stored");
-            api_error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                lang,
-                "internal",
-                "error.internal",
-            )
-        }
-    }
-}
-
-fn invalid(lang: Lang, fields: Vec<(&str, &str)>) -> Response {
-    let t = lang.texts();
-    (
-        StatusCode::UNPROCESSABLE_ENTITY,
-        Json(ApiError {
-            error: "invalid".into(),
-            message: t.get("form.errors_title").to_owned(),
-            fields: fields
-                .into_iter()
-                .map(|(field, code)| FieldProblem {
-                    field: field.into(),
-                    code: code.into(),
-                    message: t.get(code).to_owned(),
-                })
-                .collect(),
+    let receipt = state
+        .intake
+        .submit(Channel::Api, input)
+        .await
+        .map_err(|e| from_intake(e).in_lang(lang))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ReceiptAnswer {
+            receipt: receipt.to_string(),
+            status: PublicStatus::Received,
         }),
-    )
-        .into_response()
+    ))
 }
 
 /// Look up a tip by its receipt. Unknown and malformed receipts get the same answer, in
@@ -245,33 +289,26 @@ async fn tip_status(
     lang: Lang,
     ClientIp(ip): ClientIp,
     body: Result<Json<StatusQuery>, JsonRejection>,
-) -> Response {
+) -> Result<Json<TipStatusView>, ApiFailure> {
     let start = tokio::time::Instant::now();
-    let query = match body {
-        Ok(Json(q)) => q,
-        Err(r) => return malformed(lang, &r),
-    };
-    if let Err(l) = state.limits.check(Action::Check, ip) {
-        return rate_limited(lang, l.retry_after.as_secs());
-    }
+    let Json(query) = body.map_err(|r| malformed(&r).in_lang(lang))?;
+    state.limits.check(Action::Check, ip).map_err(|l| {
+        Failure::RateLimited {
+            retry_after: l.retry_after.as_secs(),
+        }
+        .in_lang(lang)
+    })?;
     let answer = match Receipt::parse(&query.receipt) {
-        Err(_) => api_error(StatusCode::NOT_FOUND, lang, "not_found", "status.not_found"),
+        Err(_) => Err(Failure::NotFound),
         Ok(receipt) => match state.intake.status(&receipt).await {
-            Ok(Some(view)) => Json(view).into_response(),
-            Ok(None) => api_error(StatusCode::NOT_FOUND, lang, "not_found", "status.not_found"),
-            Err(e) => {
-                tracing::error!(error = %e, "status check failed");
-                api_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    lang,
-                    "internal",
-                    "error.internal",
-                )
-            }
+            Ok(Some(view)) => Ok(Json(view)),
+            Ok(None) => Err(Failure::NotFound),
+            Err(e) => Err(Failure::Internal(e)),
         },
     };
+    // Every receipt answer takes the same time, whatever it says.
     pad_to(start, state.config.status_floor_ms).await;
-    answer
+    answer.map_err(|f| f.in_lang(lang))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -282,14 +319,13 @@ struct CommuneQuery {
 
 /// The communes of a province, by name.
 #[utoipa::path(get, path = "/api/v1/communes", params(CommuneQuery),
-    responses((status = 200, body = [CommuneItem])))]
+    responses((status = 200, body = [CommuneItem]), (status = 400, body = ApiError)))]
 async fn communes(
     State(state): State<AppState>,
+    lang: Lang,
     q: Result<Query<CommuneQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let Ok(Query(q)) = q else {
-        return (StatusCode::BAD_REQUEST, Json(Vec::<CommuneItem>::new())).into_response();
-    };
+) -> Result<Response, ApiFailure> {
+    let Query(q) = q.map_err(|_| Failure::Malformed { too_large: false }.in_lang(lang))?;
     let list: Vec<CommuneItem> = state
         .intake
         .geo()
@@ -299,11 +335,11 @@ async fn communes(
             name: c.name.clone(),
         })
         .collect();
-    (
+    Ok((
         [(header::CACHE_CONTROL, "public, max-age=86400")],
         Json(list),
     )
-        .into_response()
+        .into_response())
 }
 
 async fn openapi() -> Response {

@@ -107,7 +107,7 @@ impl TipForm {
 
 #[derive(Template)]
 #[template(path = "form.html")]
-struct FormPage {
+pub(crate) struct FormPage {
     t: Texts,
     langs: Vec<LangLink>,
     form: TipForm,
@@ -154,7 +154,7 @@ pub struct MessageLine {
 
 #[derive(Template)]
 #[template(path = "status.html")]
-struct StatusPage {
+pub(crate) struct StatusPage {
     t: Texts,
     langs: Vec<LangLink>,
     receipt: String,
@@ -182,6 +182,34 @@ pub(crate) fn render(status: StatusCode, page: impl Template) -> Response {
         Err(e) => {
             tracing::error!(error = %e, "template failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+/// Why a resident page shows a form again instead of its result: what was typed comes
+/// back with the reason, in one place.
+pub(crate) enum Refusal {
+    /// The tip form again, filled with what was typed, with its errors and notice.
+    TipForm(Box<FormPage>, StatusCode),
+    /// "Check my tip" again, with a message (a wrong receipt, a limit, a failure).
+    StatusForm(Lang, StatusCode, String),
+    /// The tip's status page again, with the reply that was typed and why it was refused.
+    Reply(Box<StatusPage>, StatusCode),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::TipForm(page, status) => render(status, *page),
+            Refusal::StatusForm(lang, status, message) => render(
+                status,
+                StatusFormPage {
+                    t: lang.texts(),
+                    langs: lang_links(lang),
+                    error: Some(message),
+                },
+            ),
+            Refusal::Reply(page, status) => render(status, *page),
         }
     }
 }
@@ -356,13 +384,13 @@ async fn rerender_form(
     errors: &[FieldError],
     notice: Option<String>,
     had_photos: bool,
-) -> Response {
+) -> Refusal {
     let mut page = with_villages(state, form_page_for(state, lang, form, errors)).await;
     page.notice = notice;
     if had_photos && page.notice.is_none() {
         page.notice = Some(page.t.get("form.photos_again").to_owned());
     }
-    render(status, page)
+    Refusal::TipForm(Box::new(page), status)
 }
 
 fn limited_message(t: Texts, key: &str, l: Limited) -> String {
@@ -374,7 +402,7 @@ async fn submit_tip(
     header_lang: Lang,
     ClientIp(ip): ClientIp,
     multipart: Multipart,
-) -> Response {
+) -> Result<Response, Refusal> {
     let (form, photos, broken) = read_tip_form(multipart).await;
     let lang = form_lang(&form.lang, header_lang);
     let t = lang.texts();
@@ -386,7 +414,7 @@ async fn submit_tip(
             StatusCode::BAD_REQUEST
         };
         let notice = Some(t.get(code).to_owned());
-        return rerender_form(&state, lang, status, form, &[], notice, had_photos).await;
+        return Err(rerender_form(&state, lang, status, form, &[], notice, had_photos).await);
     }
     if form.action == "pick_province" {
         let errors = if form.province.trim().is_empty() {
@@ -397,7 +425,8 @@ async fn submit_tip(
         } else {
             Vec::new()
         };
-        return rerender_form(
+        // Not a refusal: the form again with the province's communes (no script).
+        return Ok(rerender_form(
             &state,
             lang,
             StatusCode::OK,
@@ -406,14 +435,15 @@ async fn submit_tip(
             None,
             had_photos,
         )
-        .await;
+        .await
+        .into_response());
     }
     if !form.website.is_empty() {
         let errors = [FieldError {
             field: "website",
             code: "error.honeypot",
         }];
-        return rerender_form(
+        return Err(rerender_form(
             &state,
             lang,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -422,11 +452,11 @@ async fn submit_tip(
             None,
             had_photos,
         )
-        .await;
+        .await);
     }
     if let Err(l) = state.limits.check(Action::Submit, ip) {
         let notice = Some(limited_message(t, "error.rate_limited", l));
-        return rerender_form(
+        return Err(rerender_form(
             &state,
             lang,
             StatusCode::TOO_MANY_REQUESTS,
@@ -435,34 +465,32 @@ async fn submit_tip(
             notice,
             had_photos,
         )
-        .await;
+        .await);
     }
     let input = form.to_input(photos);
     match state.intake.submit(Channel::Web, input).await {
-        Ok(receipt) => render(
+        Ok(receipt) => Ok(render(
             StatusCode::OK,
             ReceiptPage {
                 t,
                 langs: lang_links(lang),
                 receipt: receipt.to_string(),
             },
-        ),
-        Err(IntakeError::Invalid(errors)) => {
-            rerender_form(
-                &state,
-                lang,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                form,
-                &errors,
-                None,
-                had_photos,
-            )
-            .await
-        }
+        )),
+        Err(IntakeError::Invalid(errors)) => Err(rerender_form(
+            &state,
+            lang,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            form,
+            &errors,
+            None,
+            had_photos,
+        )
+        .await),
         Err(e) => {
             tracing::error!(error = %e, "a tip could not be stored");
             let notice = Some(t.get("error.internal").to_owned());
-            rerender_form(
+            Err(rerender_form(
                 &state,
                 lang,
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -471,7 +499,7 @@ async fn submit_tip(
                 notice,
                 had_photos,
             )
-            .await
+            .await)
         }
     }
 }
@@ -525,15 +553,8 @@ fn status_page(t: Texts, lang: Lang, receipt: &Receipt, view: TipStatusView) -> 
     }
 }
 
-fn status_form_error(lang: Lang, status: StatusCode, message: String) -> Response {
-    render(
-        status,
-        StatusFormPage {
-            t: lang.texts(),
-            langs: lang_links(lang),
-            error: Some(message),
-        },
-    )
+fn status_form_error(lang: Lang, status: StatusCode, message: String) -> Refusal {
+    Refusal::StatusForm(lang, status, message)
 }
 
 async fn check_status(
@@ -541,7 +562,7 @@ async fn check_status(
     header_lang: Lang,
     ClientIp(ip): ClientIp,
     form: Result<Form<StatusRequest>, axum::extract::rejection::FormRejection>,
-) -> Response {
+) -> Result<Response, Refusal> {
     let start = tokio::time::Instant::now();
     let (receipt, lang) = match &form {
         Ok(Form(f)) => (f.receipt.as_str(), form_lang(&f.lang, header_lang)),
@@ -549,26 +570,32 @@ async fn check_status(
     };
     let t = lang.texts();
     if let Err(l) = state.limits.check(Action::Check, ip) {
-        return status_form_error(
+        return Err(status_form_error(
             lang,
             StatusCode::TOO_MANY_REQUESTS,
             limited_message(t, "error.rate_limited_check", l),
-        );
+        ));
     }
     let response = match Receipt::parse(receipt) {
-        Err(_) => status_form_error(lang, StatusCode::OK, t.get("status.bad_receipt").to_owned()),
+        Err(_) => Err(status_form_error(
+            lang,
+            StatusCode::OK,
+            t.get("status.bad_receipt").to_owned(),
+        )),
         Ok(receipt) => match state.intake.status(&receipt).await {
-            Ok(Some(view)) => render(StatusCode::OK, status_page(t, lang, &receipt, view)),
-            Ok(None) => {
-                status_form_error(lang, StatusCode::OK, t.get("status.not_found").to_owned())
-            }
+            Ok(Some(view)) => Ok(render(StatusCode::OK, status_page(t, lang, &receipt, view))),
+            Ok(None) => Err(status_form_error(
+                lang,
+                StatusCode::OK,
+                t.get("status.not_found").to_owned(),
+            )),
             Err(e) => {
                 tracing::error!(error = %e, "status check failed");
-                status_form_error(
+                Err(status_form_error(
                     lang,
                     StatusCode::INTERNAL_SERVER_ERROR,
                     t.get("error.internal").to_owned(),
-                )
+                ))
             }
         },
     };
@@ -581,14 +608,18 @@ async fn reply(
     header_lang: Lang,
     ClientIp(ip): ClientIp,
     multipart: Multipart,
-) -> Response {
+) -> Result<Response, Refusal> {
     let start = tokio::time::Instant::now();
     let (form, photos, broken) = read_tip_form(multipart).await;
     let lang = form_lang(&form.lang, header_lang);
     let t = lang.texts();
     let Ok(receipt) = Receipt::parse(&form.receipt) else {
         pad_to(start, state.config.status_floor_ms).await;
-        return status_form_error(lang, StatusCode::OK, t.get("status.bad_receipt").to_owned());
+        return Err(status_form_error(
+            lang,
+            StatusCode::OK,
+            t.get("status.bad_receipt").to_owned(),
+        ));
     };
     let limited = state.limits.check(Action::Submit, ip).err();
     let result = match (broken, limited) {
@@ -608,11 +639,11 @@ async fn reply(
             Ok(true) => Ok(()),
             Ok(false) => {
                 pad_to(start, state.config.status_floor_ms).await;
-                return status_form_error(
+                return Err(status_form_error(
                     lang,
                     StatusCode::OK,
                     t.get("status.not_found").to_owned(),
-                );
+                ));
             }
             Err(IntakeError::Invalid(errors)) => Err(error_items(t, &errors)),
             Err(e) => {
@@ -628,31 +659,37 @@ async fn reply(
         Ok(Some(view)) => view,
         Ok(None) => {
             pad_to(start, state.config.status_floor_ms).await;
-            return status_form_error(lang, StatusCode::OK, t.get("status.not_found").to_owned());
+            return Err(status_form_error(
+                lang,
+                StatusCode::OK,
+                t.get("status.not_found").to_owned(),
+            ));
         }
         Err(e) => {
             tracing::error!(error = %e, "status check failed");
-            return status_form_error(
+            return Err(status_form_error(
                 lang,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 t.get("error.internal").to_owned(),
-            );
+            ));
         }
     };
     let mut page = status_page(t, lang, &receipt, view);
-    let status = match result {
+    pad_to(start, state.config.status_floor_ms).await;
+    match result {
         Ok(()) => {
             page.notice = Some(t.get("status.reply_sent").to_owned());
-            StatusCode::OK
+            Ok(render(StatusCode::OK, page))
         }
         Err(errors) => {
             page.reply_text = form.description.clone();
             page.errors = errors;
-            StatusCode::UNPROCESSABLE_ENTITY
+            Err(Refusal::Reply(
+                Box::new(page),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ))
         }
-    };
-    pad_to(start, state.config.status_floor_ms).await;
-    render(status, page)
+    }
 }
 
 pub(super) async fn not_found(lang: Lang) -> Response {

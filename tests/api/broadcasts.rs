@@ -469,7 +469,13 @@ async fn provider_opt_out_signals_end_subscriptions() {
             .unwrap();
         b.cancel(&head, &second.id).await.unwrap();
         assert_eq!(
-            store.broadcast(&second.id).await.unwrap().unwrap().status.as_str(),
+            store
+                .broadcast(&second.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+                .as_str(),
             "cancelled"
         );
         app.stop().await;
