@@ -18,18 +18,86 @@ pub enum Engine {
     Postgres,
 }
 
-/// SQLite always; PostgreSQL when `TEST_DATABASE_URL` is set (and always under CI).
-pub fn engines() -> Vec<Engine> {
-    let mut v = vec![Engine::Sqlite];
+/// Whether the PostgreSQL case of `test` runs: when `TEST_DATABASE_URL` is set. Under CI
+/// (`CI` set) a missing URL fails the test, so PostgreSQL is never silently untested;
+/// elsewhere the case is skipped with a note.
+pub fn postgres_enabled(test: &str) -> bool {
     if std::env::var("TEST_DATABASE_URL").is_ok() {
-        v.push(Engine::Postgres);
+        true
     } else if std::env::var_os("CI").is_some() {
         panic!("CI must set TEST_DATABASE_URL so that PostgreSQL is tested too");
     } else {
-        eprintln!("note: TEST_DATABASE_URL unset, testing SQLite only");
+        eprintln!("note: TEST_DATABASE_URL unset, skipping {test}");
+        false
     }
-    v
 }
+
+/// Makes the `async fn NAME(engine: Engine)` written just below it two test cases,
+/// `NAME::sqlite` and `NAME::postgres`, each on its own runtime, so one engine's failure
+/// never hides the other's result. The body is compiled once; the cases only call it.
+/// Arguments after the name go to `#[tokio::test(...)]`. The PostgreSQL case follows
+/// [`postgres_enabled`].
+///
+/// ```ignore
+/// engine_test!(receipts_survive_a_restart);
+/// /// What the test checks, as usual.
+/// async fn receipts_survive_a_restart(engine: Engine) { ... }
+///
+/// engine_test!(fan_out_keeps_the_rate, flavor = "multi_thread", worker_threads = 2);
+/// async fn fan_out_keeps_the_rate(engine: Engine) { ... }
+/// ```
+macro_rules! engine_test {
+    ($name:ident) => {
+        $crate::helpers::engine_test!(@cases $name, [::tokio::test]);
+    };
+    ($name:ident, $($tokio:tt)+) => {
+        $crate::helpers::engine_test!(@cases $name, [::tokio::test($($tokio)+)]);
+    };
+    (@cases $name:ident, [$($attr:tt)+]) => {
+        mod $name {
+            #[$($attr)+]
+            async fn sqlite() {
+                super::$name($crate::helpers::Engine::Sqlite).await;
+            }
+
+            #[$($attr)+]
+            async fn postgres() {
+                if $crate::helpers::postgres_enabled(concat!(module_path!(), "::postgres")) {
+                    super::$name($crate::helpers::Engine::Postgres).await;
+                }
+            }
+        }
+    };
+}
+pub(crate) use engine_test;
+
+/// Makes the `async fn NAME()` written just below it one test case, `NAME::postgres`, for
+/// what only PostgreSQL has (several processes on one database, advisory locks). It runs
+/// as [`postgres_enabled`] says; arguments after the name go to `#[tokio::test(...)]`.
+///
+/// ```ignore
+/// postgres_test!(two_servers_share_the_outbox);
+/// async fn two_servers_share_the_outbox() { ... }
+/// ```
+macro_rules! postgres_test {
+    ($name:ident) => {
+        $crate::helpers::postgres_test!(@case $name, [::tokio::test]);
+    };
+    ($name:ident, $($tokio:tt)+) => {
+        $crate::helpers::postgres_test!(@case $name, [::tokio::test($($tokio)+)]);
+    };
+    (@case $name:ident, [$($attr:tt)+]) => {
+        mod $name {
+            #[$($attr)+]
+            async fn postgres() {
+                if $crate::helpers::postgres_enabled(concat!(module_path!(), "::postgres")) {
+                    super::$name().await;
+                }
+            }
+        }
+    };
+}
+pub(crate) use postgres_test;
 
 /// A fresh PostgreSQL database, dropped by [`PgDb::drop_db`].
 pub struct PgDb {
