@@ -123,7 +123,6 @@ async fn canaries_receipts_and_addresses_never_reach_the_database_or_the_log(eng
                 "the dump has the tips"
             );
             assert_absent("the PostgreSQL dump", &out.stdout, &secrets);
-            pg.drop_db().await;
         }
     }
 }
@@ -174,7 +173,4 @@ async fn a_receipt_shown_is_a_tip_kept_even_after_sigkill(engine: Engine) {
         );
     }
     drop(server);
-    if let Some(pg) = pg {
-        pg.drop_db().await;
-    }
 }

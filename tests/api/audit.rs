@@ -8,6 +8,8 @@ use tinbao::audit::{self, BreakKind, Verification};
 use tinbao::store::{AuditRecord, Store};
 use tinbao::Config;
 
+/// A fresh store on `engine`. Keep the [`PgDb`] bound (`_pg`, not `_`) to the end of the
+/// test: dropping it drops the database.
 async fn open(engine: Engine, dir: &std::path::Path) -> (Config, Store, Option<PgDb>) {
     let (config, pg) = test_config(engine, dir).await;
     let store = tinbao::app::open_store(&config).await.unwrap();
@@ -88,7 +90,7 @@ async fn append_twenty(store: &Store) {
 engine_test!(the_audit_chain_names_the_first_changed_or_removed_entry);
 async fn the_audit_chain_names_the_first_changed_or_removed_entry(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let (config, store, pg) = open(engine, dir.path()).await;
+    let (config, store, _pg) = open(engine, dir.path()).await;
 
     let empty = audit::verify(&store).await.unwrap();
     assert!(empty.intact(), "{engine:?}: {empty}");
@@ -267,15 +269,12 @@ async fn the_audit_chain_names_the_first_changed_or_removed_entry(engine: Engine
     );
 
     store.close().await;
-    if let Some(pg) = pg {
-        pg.drop_db().await;
-    }
 }
 
 engine_test!(concurrent_appends_extend_one_contiguous_chain);
 async fn concurrent_appends_extend_one_contiguous_chain(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let (config, store, pg) = open(engine, dir.path()).await;
+    let (config, store, _pg) = open(engine, dir.path()).await;
     // A second store stands in for a second server process on the same database.
     let other = tinbao::app::open_store(&config).await.unwrap();
     let mut tasks = Vec::new();
@@ -314,9 +313,6 @@ async fn concurrent_appends_extend_one_contiguous_chain(engine: Engine) {
     }
     other.close().await;
     store.close().await;
-    if let Some(pg) = pg {
-        pg.drop_db().await;
-    }
 }
 
 /// Many tasks appending through `writers` (several group-commit writers, each on its own
@@ -369,7 +365,7 @@ async fn append_from_many_tasks(
 engine_test!(the_group_commit_writer_chains_concurrent_appends_into_one_valid_chain);
 async fn the_group_commit_writer_chains_concurrent_appends_into_one_valid_chain(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let (config, store, pg) = open(engine, dir.path()).await;
+    let (config, store, _pg) = open(engine, dir.path()).await;
     // Two writers on two pools stand in for two server processes on one database;
     // a third pool appends one entry per transaction, as the command line does.
     let other = tinbao::app::open_store(&config).await.unwrap();
@@ -405,15 +401,12 @@ async fn the_group_commit_writer_chains_concurrent_appends_into_one_valid_chain(
     for s in [other, direct, store] {
         s.close().await;
     }
-    if let Some(pg) = pg {
-        pg.drop_db().await;
-    }
 }
 
 engine_test!(a_failed_entry_in_a_batch_does_not_lose_or_corrupt_the_others);
 async fn a_failed_entry_in_a_batch_does_not_lose_or_corrupt_the_others(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
-    let (config, store, pg) = open(engine, dir.path()).await;
+    let (config, store, _pg) = open(engine, dir.path()).await;
     // A trigger that refuses one kind of entry: the batch holding it fails as a whole,
     // and the writer must still commit every other entry of that batch.
     let triggers: &[&str] = match engine {
@@ -471,15 +464,12 @@ async fn a_failed_entry_in_a_batch_does_not_lose_or_corrupt_the_others(engine: E
     }
     drop(writer);
     store.close().await;
-    if let Some(pg) = pg {
-        pg.drop_db().await;
-    }
 }
 
 postgres_test!(server_processes_and_the_command_line_extend_one_chain_on_postgres);
 async fn server_processes_and_the_command_line_extend_one_chain_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, store, pg) = open(Engine::Postgres, dir.path()).await;
+    let (config, store, _pg) = open(Engine::Postgres, dir.path()).await;
     store
         .ensure_admin_units(&tinbao::geo::shipped_units())
         .await
@@ -533,7 +523,4 @@ async fn server_processes_and_the_command_line_extend_one_chain_on_postgres() {
     drop(writers);
     other.close().await;
     store.close().await;
-    if let Some(pg) = pg {
-        pg.drop_db().await;
-    }
 }

@@ -177,7 +177,4 @@ async fn keys_rotate_rewrap_and_retire(engine: Engine) {
     assert_eq!(check(&server.base, &old).await, 200);
     assert_eq!(check(&server.base, &new).await, 200);
     drop(server);
-    if let Some(pg) = pg {
-        pg.drop_db().await;
-    }
 }
