@@ -1,7 +1,9 @@
 //! Officers' email alerts, sent to a real SMTP server on loopback (Python's aiosmtpd, its
 //! Mailbox handler writing a maildir) and read back with Python's own email parser.
 
-use crate::helpers::{engines, free_port, spawn_app_with, tip_json, Engine, TestApp};
+use crate::helpers::{
+    engine_test, free_port, postgres_test, spawn_app_with, tip_json, Engine, TestApp,
+};
 use sqlx::Connection;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -186,135 +188,128 @@ fn recipients(mails: &[Mail]) -> Vec<&str> {
     r
 }
 
-#[tokio::test]
-async fn urgent_and_overdue_tips_alert_the_communes_officers_without_content() {
+engine_test!(urgent_and_overdue_tips_alert_the_communes_officers_without_content);
+async fn urgent_and_overdue_tips_alert_the_communes_officers_without_content(engine: Engine) {
     const CANARY: &str = "CANARY-5b1e Người ngáo đá cầm dao ở số 12";
-    for engine in engines() {
-        let smtp = SmtpSink::start().await;
-        let app = spawn_app_with(engine, |c| {
-            c.smtp.enabled = true;
-            c.smtp.port = smtp.port;
-            c.sla_clock_seconds = 1;
-            c.public_url = "https://tinbao.example.vn/".into();
-        })
-        .await;
-        app.exec(ACCOUNTS).await;
+    let smtp = SmtpSink::start().await;
+    let app = spawn_app_with(engine, |c| {
+        c.smtp.enabled = true;
+        c.smtp.port = smtp.port;
+        c.sla_clock_seconds = 1;
+        c.public_url = "https://tinbao.example.vn/".into();
+    })
+    .await;
+    app.exec(ACCOUNTS).await;
 
-        let mut tip = tip_json(CANARY);
-        tip["category"] = "psychosis".into();
-        tip["happening_now"] = true.into();
-        let receipt = app.api_tip(tip).await;
+    let mut tip = tip_json(CANARY);
+    tip["category"] = "psychosis".into();
+    tip["happening_now"] = true.into();
+    let receipt = app.api_tip(tip).await;
 
-        let mails = smtp.wait_for(2).await;
-        assert_eq!(
-            recipients(&mails),
-            ["canbo1@hoankiem.test", "truong@hoankiem.test"],
-            "{engine:?}: the commune's active officer and chief only"
+    let mails = smtp.wait_for(2).await;
+    assert_eq!(
+        recipients(&mails),
+        ["canbo1@hoankiem.test", "truong@hoankiem.test"],
+        "{engine:?}: the commune's active officer and chief only"
+    );
+    let digits: String = receipt.chars().filter(char::is_ascii_digit).collect();
+    for m in &mails {
+        assert_eq!(m.subject, "Có tin báo KHẨN tại Phường Hoàn Kiếm");
+        assert_eq!(m.content_type, "text/plain; charset=utf-8");
+        assert!(m.body.contains("Hoàn Kiếm"), "{}", m.body);
+        assert!(
+            m.body
+                .lines()
+                .any(|l| l.trim_end() == "https://tinbao.example.vn/console"),
+            "the link on a line of its own: {}",
+            m.body
         );
-        let digits: String = receipt.chars().filter(char::is_ascii_digit).collect();
-        for m in &mails {
-            assert_eq!(m.subject, "Có tin báo KHẨN tại Phường Hoàn Kiếm");
-            assert_eq!(m.content_type, "text/plain; charset=utf-8");
-            assert!(m.body.contains("Hoàn Kiếm"), "{}", m.body);
-            assert!(
-                m.body
-                    .lines()
-                    .any(|l| l.trim_end() == "https://tinbao.example.vn/console"),
-                "the link on a line of its own: {}",
-                m.body
-            );
-            for text in [&m.body, &m.raw, &m.subject] {
-                assert!(!text.contains("CANARY"), "{engine:?}: tip text leaked");
-                assert!(!text.contains(&receipt) && !text.contains(&digits));
-                assert!(!text.contains("psychosis"), "no category beyond urgent");
-            }
-            // Decoded text only: short words could turn up inside base64 by chance.
-            for text in [&m.body, &m.subject] {
-                assert!(!text.contains("dao") && !text.contains("ngáo"));
-            }
-            let id = &app.raw_tip_ids().await[0];
-            assert!(!m.raw.contains(id.as_str()), "no tip id in the mail");
+        for text in [&m.body, &m.raw, &m.subject] {
+            assert!(!text.contains("CANARY"), "{engine:?}: tip text leaked");
+            assert!(!text.contains(&receipt) && !text.contains(&digits));
+            assert!(!text.contains("psychosis"), "no category beyond urgent");
         }
-
-        // The SLA clock: past its deadline, one email per officer, once.
-        app.exec("UPDATE tips SET due_at = 1").await;
-        let mails = smtp.wait_for(4).await;
-        let overdue: Vec<&Mail> = mails[2..].iter().collect();
-        let mut to: Vec<&str> = overdue.iter().map(|m| m.rcpt.as_str()).collect();
-        to.sort();
-        assert_eq!(to, ["canbo1@hoankiem.test", "truong@hoankiem.test"]);
-        for m in &overdue {
-            assert_eq!(m.subject, "1 tin báo đã quá hạn xử lý tại Phường Hoàn Kiếm");
-            assert!(m.body.contains("https://tinbao.example.vn/console"));
-            assert!(m
-                .body
-                .starts_with("1 tin báo đã quá hạn xử lý tại Phường Hoàn Kiếm"));
-            assert!(!m.raw.contains("CANARY") && !m.body.contains("CANARY"));
+        // Decoded text only: short words could turn up inside base64 by chance.
+        for text in [&m.body, &m.subject] {
+            assert!(!text.contains("dao") && !text.contains("ngáo"));
         }
-        let marks = wait_marked(&app).await;
-        tokio::time::sleep(Duration::from_millis(3500)).await;
-        assert_eq!(
-            smtp.messages().len(),
-            4,
-            "{engine:?}: no second overdue alert"
-        );
-        assert_eq!(overdue_marks(&app).await, marks, "the mark is not moved");
-
-        // A tip naming no commune belongs to the province's queue.
-        let mut tip = tip_json("Người lên cơn ngoài đường");
-        tip["category"] = "psychosis".into();
-        tip["happening_now"] = true.into();
-        tip["commune"] = serde_json::Value::Null;
-        app.api_tip(tip).await;
-        let mails = smtp.wait_for(5).await;
-        assert_eq!(mails[4].rcpt, "pc04@hanoi.test");
-        assert_eq!(mails[4].subject, "Có tin báo KHẨN tại Thành phố Hà Nội");
-
-        app.stop().await;
+        let id = &app.raw_tip_ids().await[0];
+        assert!(!m.raw.contains(id.as_str()), "no tip id in the mail");
     }
+
+    // The SLA clock: past its deadline, one email per officer, once.
+    app.exec("UPDATE tips SET due_at = 1").await;
+    let mails = smtp.wait_for(4).await;
+    let overdue: Vec<&Mail> = mails[2..].iter().collect();
+    let mut to: Vec<&str> = overdue.iter().map(|m| m.rcpt.as_str()).collect();
+    to.sort();
+    assert_eq!(to, ["canbo1@hoankiem.test", "truong@hoankiem.test"]);
+    for m in &overdue {
+        assert_eq!(m.subject, "1 tin báo đã quá hạn xử lý tại Phường Hoàn Kiếm");
+        assert!(m.body.contains("https://tinbao.example.vn/console"));
+        assert!(m
+            .body
+            .starts_with("1 tin báo đã quá hạn xử lý tại Phường Hoàn Kiếm"));
+        assert!(!m.raw.contains("CANARY") && !m.body.contains("CANARY"));
+    }
+    let marks = wait_marked(&app).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        smtp.messages().len(),
+        4,
+        "{engine:?}: no second overdue alert"
+    );
+    assert_eq!(overdue_marks(&app).await, marks, "the mark is not moved");
+
+    // A tip naming no commune belongs to the province's queue.
+    let mut tip = tip_json("Người lên cơn ngoài đường");
+    tip["category"] = "psychosis".into();
+    tip["happening_now"] = true.into();
+    tip["commune"] = serde_json::Value::Null;
+    app.api_tip(tip).await;
+    let mails = smtp.wait_for(5).await;
+    assert_eq!(mails[4].rcpt, "pc04@hanoi.test");
+    assert_eq!(mails[4].subject, "Có tin báo KHẨN tại Thành phố Hà Nội");
+
+    app.stop().await;
 }
 
-#[tokio::test]
-async fn an_overdue_alert_waits_out_an_smtp_outage() {
-    for engine in engines() {
-        // Nothing listens on the port yet: every send fails.
-        let port = free_port();
-        let app = spawn_app_with(engine, |c| {
-            c.smtp.enabled = true;
-            c.smtp.port = port;
-            c.sla_clock_seconds = 1;
-        })
-        .await;
-        app.exec(ACCOUNTS).await;
-        app.api_tip(tip_json("Bán ma túy ở quán nước")).await;
-        app.exec("UPDATE tips SET due_at = 1").await;
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert_eq!(
-            overdue_marks(&app).await,
-            [None],
-            "{engine:?}: not marked while mail fails"
-        );
+engine_test!(an_overdue_alert_waits_out_an_smtp_outage);
+async fn an_overdue_alert_waits_out_an_smtp_outage(engine: Engine) {
+    // Nothing listens on the port yet: every send fails.
+    let port = free_port();
+    let app = spawn_app_with(engine, |c| {
+        c.smtp.enabled = true;
+        c.smtp.port = port;
+        c.sla_clock_seconds = 1;
+    })
+    .await;
+    app.exec(ACCOUNTS).await;
+    app.api_tip(tip_json("Bán ma túy ở quán nước")).await;
+    app.exec("UPDATE tips SET due_at = 1").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        overdue_marks(&app).await,
+        [None],
+        "{engine:?}: not marked while mail fails"
+    );
 
-        let smtp = SmtpSink::start_on(port).await;
-        let mails = smtp.wait_for(2).await;
-        assert_eq!(
-            recipients(&mails),
-            ["canbo1@hoankiem.test", "truong@hoankiem.test"]
-        );
-        assert_eq!(
-            mails[0].subject,
-            "1 tin báo đã quá hạn xử lý tại Phường Hoàn Kiếm"
-        );
-        wait_marked(&app).await;
-        app.stop().await;
-    }
+    let smtp = SmtpSink::start_on(port).await;
+    let mails = smtp.wait_for(2).await;
+    assert_eq!(
+        recipients(&mails),
+        ["canbo1@hoankiem.test", "truong@hoankiem.test"]
+    );
+    assert_eq!(
+        mails[0].subject,
+        "1 tin báo đã quá hạn xử lý tại Phường Hoàn Kiếm"
+    );
+    wait_marked(&app).await;
+    app.stop().await;
 }
 
-#[tokio::test]
+postgres_test!(one_process_runs_the_sla_clock_on_a_shared_postgres);
 async fn one_process_runs_the_sla_clock_on_a_shared_postgres() {
-    if !engines().contains(&Engine::Postgres) {
-        return;
-    }
     let smtp = SmtpSink::start().await;
     let a = spawn_app_with(Engine::Postgres, |c| {
         c.smtp.enabled = true;

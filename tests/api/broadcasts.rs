@@ -9,7 +9,7 @@ use crate::alerts::SmtpSink;
 use crate::channels::{eventually, post_twilio, post_zalo, SID, WAIT};
 use crate::console_support::create_account;
 use crate::fakes::{android, telegram, twilio, zalo};
-use crate::helpers::{engines, spawn_app_with, Engine, Server, TestApp};
+use crate::helpers::{engine_test, postgres_test, spawn_app_with, Engine, Server, TestApp};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use tinbao::accounts::{Account, Role};
@@ -86,9 +86,12 @@ fn link_in(app: &TestApp, text: &str, path: &str) -> String {
     app.url(&rest[..end])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_channel_from_subscription_to_delivery_with_opt_outs_during_sending() {
-    for engine in engines() {
+engine_test!(
+    every_channel_from_subscription_to_delivery_with_opt_outs_during_sending,
+    flavor = "multi_thread",
+    worker_threads = 2
+);
+async fn every_channel_from_subscription_to_delivery_with_opt_outs_during_sending(engine: Engine) {
         let tg = telegram::FakeTelegram::start("123456:TEST-token_abc").await;
         let za = zalo::FakeZalo::start().await;
         let tw = twilio::FakeTwilio::start(SID, crate::channels::TOKEN).await;
@@ -372,12 +375,10 @@ async fn every_channel_from_subscription_to_delivery_with_opt_outs_during_sendin
             .unwrap();
         assert!(leaver_sub.is_empty());
         app.stop().await;
-    }
 }
 
-#[tokio::test]
-async fn provider_opt_out_signals_end_subscriptions() {
-    for engine in engines() {
+engine_test!(provider_opt_out_signals_end_subscriptions);
+async fn provider_opt_out_signals_end_subscriptions(engine: Engine) {
         let tg = telegram::FakeTelegram::start("123456:TEST-token_abc").await;
         let za = zalo::FakeZalo::start().await;
         let tw = twilio::FakeTwilio::start(SID, crate::channels::TOKEN).await;
@@ -479,7 +480,6 @@ async fn provider_opt_out_signals_end_subscriptions() {
             "cancelled"
         );
         app.stop().await;
-    }
 }
 
 /// Subscribes `n` numbers through signed Android gateway webhooks (as residents would).
@@ -601,11 +601,8 @@ async fn a_killed_server_resumes_the_broadcast_without_skipping_or_repeating_any
     store.close().await;
 }
 
-#[tokio::test]
+postgres_test!(two_servers_on_postgresql_share_a_broadcast_and_its_rate);
 async fn two_servers_on_postgresql_share_a_broadcast_and_its_rate() {
-    if !engines().contains(&Engine::Postgres) {
-        return;
-    }
     const N: usize = 120;
     let tg = telegram::FakeTelegram::start("123456:TEST-token_abc").await;
     let app = spawn_app_with(Engine::Postgres, |c| {
@@ -648,14 +645,13 @@ async fn two_servers_on_postgresql_share_a_broadcast_and_its_rate() {
     app.stop().await;
 }
 
+engine_test!(the_console_writes_previews_approves_and_follows_a_broadcast);
 /// The console as village heads and officers use it: the head sees counts (never an
 /// address), writes on the compose page, previews recipients and SMS segments, keeps
 /// everything typed on an error, cannot reach another village, read a tip or approve its
 /// own broadcast; an officer approves; the page follows the progress to the results.
-#[tokio::test]
-async fn the_console_writes_previews_approves_and_follows_a_broadcast() {
+async fn the_console_writes_previews_approves_and_follows_a_broadcast(engine: Engine) {
     use crate::console_support::{element_text, login_as};
-    for engine in engines() {
         let gw = android::FakeAndroid::start("user", "pass").await;
         let app = spawn_app_with(engine, |c| {
             c.sms.android = gw.config("android-webhook-secret");
@@ -684,9 +680,8 @@ async fn the_console_writes_previews_approves_and_follows_a_broadcast() {
         app.api_tip(crate::helpers::tip_json("tin không cho trưởng thôn"))
             .await;
         let tip = app.raw_tip_ids().await[0].clone();
-        let get = |who: &crate::console_support::Officer, path: &str| {
-            who.client.get(app.url(path)).send()
-        };
+    let get =
+        |who: &crate::console_support::Officer, path: &str| who.client.get(app.url(path)).send();
 
         // Home is the broadcasts page: counts per channel, never an address, no tip.
         let home = get(&head, "/console").await.unwrap();
@@ -863,5 +858,4 @@ async fn the_console_writes_previews_approves_and_follows_a_broadcast() {
             .unwrap();
         assert_eq!(foreign.status(), 403);
         app.stop().await;
-    }
 }

@@ -3,7 +3,7 @@
 //! police follow-up both ways, an opt-out; signatures, retries, outages.
 
 use crate::fakes::{android, telegram, twilio, zalo};
-use crate::helpers::{engines, spawn_app_with, TestApp};
+use crate::helpers::{engine_test, postgres_test, spawn_app_with, Engine, TestApp};
 use std::time::Duration;
 use tinbao::crypto::Receipt;
 use tinbao::store::TipRow;
@@ -65,9 +65,8 @@ async fn conversation(app: &TestApp, tip: &TipRow) -> Vec<(String, String)> {
 
 // ---------------------------------------------------------------- Telegram
 
-#[tokio::test]
-async fn telegram_conversation_gives_a_receipt_and_follow_ups_go_both_ways() {
-    for engine in engines() {
+engine_test!(telegram_conversation_gives_a_receipt_and_follow_ups_go_both_ways);
+async fn telegram_conversation_gives_a_receipt_and_follow_ups_go_both_ways(engine: Engine) {
         let tg = telegram::FakeTelegram::start("123456:TEST-token_abc").await;
         let app = spawn_app_with(engine, |c| {
             c.telegram = tg.config();
@@ -159,12 +158,10 @@ async fn telegram_conversation_gives_a_receipt_and_follow_ups_go_both_ways() {
         // Only one process ever polled, with no webhook left behind.
         assert_eq!(tg.max_concurrent_pollers(), 1);
         app.stop().await;
-    }
 }
 
-#[tokio::test]
-async fn telegram_outage_delays_messages_and_loses_none() {
-    for engine in engines() {
+engine_test!(telegram_outage_delays_messages_and_loses_none);
+async fn telegram_outage_delays_messages_and_loses_none(engine: Engine) {
         let tg = telegram::FakeTelegram::start("123456:TEST-token_abc").await;
         let app = spawn_app_with(engine, |c| {
             c.telegram = tg.config();
@@ -199,17 +196,12 @@ async fn telegram_outage_delays_messages_and_loses_none() {
         })
         .await;
         app.stop().await;
-    }
 }
 
-#[tokio::test]
+postgres_test!(only_one_server_polls_telegram_when_several_share_postgresql);
 async fn only_one_server_polls_telegram_when_several_share_postgresql() {
-    for engine in engines() {
-        if engine != crate::helpers::Engine::Postgres {
-            continue;
-        }
         let tg = telegram::FakeTelegram::start("123456:TEST-token_abc").await;
-        let app = spawn_app_with(engine, |c| c.telegram = tg.config()).await;
+    let app = spawn_app_with(Engine::Postgres, |c| c.telegram = tg.config()).await;
         let second = app.second_instance().await;
         let third = app.second_instance().await;
         for i in 0..5 {
@@ -222,12 +214,10 @@ async fn only_one_server_polls_telegram_when_several_share_postgresql() {
         third.stop_keep_db().await;
         second.stop_keep_db().await;
         app.stop().await;
-    }
 }
 
-#[tokio::test]
-async fn telegram_webhook_mode_checks_the_secret_token() {
-    for engine in engines() {
+engine_test!(telegram_webhook_mode_checks_the_secret_token);
+async fn telegram_webhook_mode_checks_the_secret_token(engine: Engine) {
         let tg = telegram::FakeTelegram::start("123456:TEST-token_abc").await;
         let app = spawn_app_with(engine, |c| {
             c.telegram = tg.config();
@@ -276,7 +266,6 @@ async fn telegram_webhook_mode_checks_the_secret_token() {
         assert_eq!(tg.sent().len(), 1);
         assert_eq!(tg.calls("getUpdates"), 0, "no polling in webhook mode");
         app.stop().await;
-    }
 }
 
 // ---------------------------------------------------------------- Zalo
@@ -294,9 +283,8 @@ pub(crate) async fn post_zalo(app: &TestApp, event: serde_json::Value) -> reqwes
         .status()
 }
 
-#[tokio::test]
-async fn zalo_conversation_signatures_retries_and_the_reply_window() {
-    for engine in engines() {
+engine_test!(zalo_conversation_signatures_retries_and_the_reply_window);
+async fn zalo_conversation_signatures_retries_and_the_reply_window(engine: Engine) {
         let za = zalo::FakeZalo::start().await;
         let app = spawn_app_with(engine, |c| {
             c.zalo = za.config();
@@ -463,7 +451,6 @@ async fn zalo_conversation_signatures_retries_and_the_reply_window() {
         })
         .await;
         app.stop().await;
-    }
 }
 
 fn zalo_signature(body: &[u8], timestamp: &str) -> String {
@@ -501,9 +488,8 @@ pub(crate) async fn post_twilio(
         .status()
 }
 
-#[tokio::test]
-async fn twilio_whole_tip_in_one_sms_follow_ups_and_stop() {
-    for engine in engines() {
+engine_test!(twilio_whole_tip_in_one_sms_follow_ups_and_stop);
+async fn twilio_whole_tip_in_one_sms_follow_ups_and_stop(engine: Engine) {
         let tw = twilio::FakeTwilio::start(SID, TOKEN).await;
         let app = spawn_app_with(engine, |c| {
             c.sms.twilio = tw.config("+84900000070");
@@ -582,12 +568,10 @@ async fn twilio_whole_tip_in_one_sms_follow_ups_and_stop() {
         })
         .await;
         app.stop().await;
-    }
 }
 
-#[tokio::test]
-async fn android_gateway_tip_signatures_and_replay_window() {
-    for engine in engines() {
+engine_test!(android_gateway_tip_signatures_and_replay_window);
+async fn android_gateway_tip_signatures_and_replay_window(engine: Engine) {
         let gw = android::FakeAndroid::start("user", "pass").await;
         let secret = "android-webhook-secret";
         let app = spawn_app_with(engine, |c| {
@@ -659,12 +643,10 @@ async fn android_gateway_tip_signatures_and_replay_window() {
         })
         .await;
         app.stop().await;
-    }
 }
 
-#[tokio::test]
-async fn closing_a_tip_erases_its_reply_address_and_no_address_is_stored_in_clear() {
-    for engine in engines() {
+engine_test!(closing_a_tip_erases_its_reply_address_and_no_address_is_stored_in_clear);
+async fn closing_a_tip_erases_its_reply_address_and_no_address_is_stored_in_clear(engine: Engine) {
         let tw = twilio::FakeTwilio::start(SID, TOKEN).await;
         let app = spawn_app_with(engine, |c| {
             c.sms.twilio = tw.config("+84900000070");
@@ -700,5 +682,4 @@ async fn closing_a_tip_erases_its_reply_address_and_no_address_is_stored_in_clea
             .unwrap();
         assert!(store.tip_contact(&tip.id).await.unwrap().is_none());
         app.stop().await;
-    }
 }

@@ -100,196 +100,193 @@ fn form_for(path: &str, csrf: &str, other_tip: &str) -> Vec<(String, String)> {
     f
 }
 
-#[tokio::test]
-async fn every_console_route_allows_or_denies_every_role_as_the_table_says() {
-    for engine in engines() {
-        let app = spawn_app(engine).await;
-        app.api_tip(tip_json("tin trong phường Hoàn Kiếm")).await;
-        let mut with_photo = tip_json("tin có ảnh");
-        with_photo["photos"] = serde_json::json!([base64_jpeg()]);
-        app.api_tip(with_photo).await;
-        let ids = app.raw_tip_ids().await;
-        let tip = ids[1].clone();
-        let other_tip = ids[0].clone();
-        let photo = app.state.intake.store().attachments(&tip).await.unwrap()[0]
-            .id
-            .clone();
-        let (target, _) = create_account(&app, Role::Officer, "target", None, Some(70)).await;
+engine_test!(every_console_route_allows_or_denies_every_role_as_the_table_says);
+async fn every_console_route_allows_or_denies_every_role_as_the_table_says(engine: Engine) {
+    let app = spawn_app(engine).await;
+    app.api_tip(tip_json("tin trong phường Hoàn Kiếm")).await;
+    let mut with_photo = tip_json("tin có ảnh");
+    with_photo["photos"] = serde_json::json!([base64_jpeg()]);
+    app.api_tip(with_photo).await;
+    let ids = app.raw_tip_ids().await;
+    let tip = ids[1].clone();
+    let other_tip = ids[0].clone();
+    let photo = app.state.intake.store().attachments(&tip).await.unwrap()[0]
+        .id
+        .clone();
+    let (target, _) = create_account(&app, Role::Officer, "target", None, Some(70)).await;
 
-        // (name, role, province, commune) of every kind of user the table speaks of.
-        let kinds: [(&str, Role, Option<i64>, Option<i64>); 6] = [
-            ("officer", Role::Officer, None, Some(70)),
-            ("chief", Role::Chief, None, Some(70)),
-            ("province", Role::Province, Some(1), None),
-            ("village_head", Role::VillageHead, None, Some(70)),
-            ("admin", Role::Admin, None, None),
-            // An officer of another commune (Phường Cửa Nam, also in Hà Nội).
-            ("other_officer", Role::Officer, None, Some(73)),
-        ];
-        let mut users = Vec::new();
-        for (name, role, province, commune) in kinds {
-            users.push((name, login_as(&app, role, name, province, commune).await));
-        }
-        // A broadcast the village head wrote to its village, and a template of commune 70.
-        let head = users.iter().find(|u| u.0 == "village_head").unwrap();
-        let head = tinbao::accounts::Account::from_row(
-            &app.state
-                .intake
-                .store()
-                .account(&head.1.id)
-                .await
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
-        let village = head.village_id.unwrap();
-        let broadcast = app
-            .state
-            .broadcasts
-            .create(
-                &head,
-                &tinbao::broadcast::Draft {
-                    title: "Tháng hành động".into(),
-                    texts: [("vi".to_string(), "Họp thôn 19h".to_string())].into(),
-                    transports: vec![tinbao::channels::Transport::Zalo],
-                    villages: vec![village],
-                    send_at: None,
-                },
-            )
-            .await
-            .unwrap()
-            .id;
-        app.state
+    // (name, role, province, commune) of every kind of user the table speaks of.
+    let kinds: [(&str, Role, Option<i64>, Option<i64>); 6] = [
+        ("officer", Role::Officer, None, Some(70)),
+        ("chief", Role::Chief, None, Some(70)),
+        ("province", Role::Province, Some(1), None),
+        ("village_head", Role::VillageHead, None, Some(70)),
+        ("admin", Role::Admin, None, None),
+        // An officer of another commune (Phường Cửa Nam, also in Hà Nội).
+        ("other_officer", Role::Officer, None, Some(73)),
+    ];
+    let mut users = Vec::new();
+    for (name, role, province, commune) in kinds {
+        users.push((name, login_as(&app, role, name, province, commune).await));
+    }
+    // A broadcast the village head wrote to its village, and a template of commune 70.
+    let head = users.iter().find(|u| u.0 == "village_head").unwrap();
+    let head = tinbao::accounts::Account::from_row(
+        &app.state
             .intake
             .store()
-            .insert_template(&tinbao::store::TemplateRow {
-                id: "tpl1".into(),
-                commune_code: 70,
-                name: "26/6".into(),
-                title: "Ngày 26/6".into(),
-                texts: r#"{"vi":"Họp thôn"}"#.into(),
-                transports: "zalo".into(),
-                created_by: head.id.clone(),
-                created_at: 0,
-            })
+            .account(&head.1.id)
             .await
-            .unwrap();
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let village = head.village_id.unwrap();
+    let broadcast = app
+        .state
+        .broadcasts
+        .create(
+            &head,
+            &tinbao::broadcast::Draft {
+                title: "Tháng hành động".into(),
+                texts: [("vi".to_string(), "Họp thôn 19h".to_string())].into(),
+                transports: vec![tinbao::channels::Transport::Zalo],
+                villages: vec![village],
+                send_at: None,
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    app.state
+        .intake
+        .store()
+        .insert_template(&tinbao::store::TemplateRow {
+            id: "tpl1".into(),
+            commune_code: 70,
+            name: "26/6".into(),
+            title: "Ngày 26/6".into(),
+            texts: r#"{"vi":"Họp thôn"}"#.into(),
+            transports: "zalo".into(),
+            created_by: head.id.clone(),
+            created_at: 0,
+        })
+        .await
+        .unwrap();
 
-        let mut spare = 0;
-        let specs = route_specs();
-        for spec in &specs {
-            let Some(who) = allowed(spec.method.as_str(), spec.path) else {
-                panic!(
-                    "{} {} has no row in the access table",
-                    spec.method, spec.path
-                );
+    let mut spare = 0;
+    let specs = route_specs();
+    for spec in &specs {
+        let Some(who) = allowed(spec.method.as_str(), spec.path) else {
+            panic!(
+                "{} {} has no row in the access table",
+                spec.method, spec.path
+            );
+        };
+        let path = spec
+            .path
+            .replace("{id}", &tip)
+            .replace("{photo}", &photo)
+            .replace("{account}", &target)
+            .replace("{broadcast}", &broadcast)
+            .replace("{template}", "tpl1")
+            .replace("{village}", &village.to_string());
+        for (name, main_user) in users.iter() {
+            // Ending sessions: use a spare account of the same kind, keep the main one.
+            let (client, csrf) = if spec.path.contains("logout") {
+                let (_, role, province, commune) =
+                    kinds.iter().find(|k| k.0 == *name).copied().unwrap();
+                spare += 1;
+                let (id, _) =
+                    create_account(&app, role, &format!("spare{spare}"), province, commune).await;
+                extra_session(&app, &id).await
+            } else {
+                (main_user.client.clone(), main_user.csrf.clone())
             };
-            let path = spec
-                .path
-                .replace("{id}", &tip)
-                .replace("{photo}", &photo)
-                .replace("{account}", &target)
-                .replace("{broadcast}", &broadcast)
-                .replace("{template}", "tpl1")
-                .replace("{village}", &village.to_string());
-            for (name, main_user) in users.iter() {
-                // Ending sessions: use a spare account of the same kind, keep the main one.
-                let (client, csrf) = if spec.path.contains("logout") {
-                    let (_, role, province, commune) =
-                        kinds.iter().find(|k| k.0 == *name).copied().unwrap();
-                    spare += 1;
-                    let (id, _) =
-                        create_account(&app, role, &format!("spare{spare}"), province, commune)
-                            .await;
-                    extra_session(&app, &id).await
+            let user = Session { client, csrf };
+            let is_get = spec.method.as_str() == "GET";
+            if !is_get && spec.access != Access::Public {
+                // Without the CSRF token: 403 whoever asks.
+                let res = user
+                    .client
+                    .post(app.url(&path))
+                    .form(&[("x", "1")])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    res.status(),
+                    StatusCode::FORBIDDEN,
+                    "{name} {path} without CSRF"
+                );
+            }
+            let res = if spec.path == "/console/login" && !is_get {
+                // The login form carries its own double-submit token.
+                let html = user
+                    .client
+                    .get(app.url("/console/login"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                let pre = field(&html, "name=\"csrf\"").unwrap();
+                user.client
+                    .post(app.url(&path))
+                    .form(&[
+                        ("csrf", pre.as_str()),
+                        ("username", "nobody"),
+                        ("password", "wrong"),
+                    ])
+                    .send()
+                    .await
+                    .unwrap()
+            } else if is_get {
+                if spec.path == "/console/events" {
+                    // A stream: only the status line matters.
+                    tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        user.client.get(app.url(&path)).send(),
+                    )
+                    .await
+                    .unwrap()
+                    .unwrap()
                 } else {
-                    (main_user.client.clone(), main_user.csrf.clone())
-                };
-                let user = Session { client, csrf };
-                let is_get = spec.method.as_str() == "GET";
-                if !is_get && spec.access != Access::Public {
-                    // Without the CSRF token: 403 whoever asks.
-                    let res = user
-                        .client
-                        .post(app.url(&path))
-                        .form(&[("x", "1")])
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(
-                        res.status(),
-                        StatusCode::FORBIDDEN,
-                        "{name} {path} without CSRF"
-                    );
+                    user.client.get(app.url(&path)).send().await.unwrap()
                 }
-                let res = if spec.path == "/console/login" && !is_get {
-                    // The login form carries its own double-submit token.
-                    let html = user
-                        .client
-                        .get(app.url("/console/login"))
-                        .send()
-                        .await
-                        .unwrap()
-                        .text()
-                        .await
-                        .unwrap();
-                    let pre = field(&html, "name=\"csrf\"").unwrap();
-                    user.client
-                        .post(app.url(&path))
-                        .form(&[
-                            ("csrf", pre.as_str()),
-                            ("username", "nobody"),
-                            ("password", "wrong"),
-                        ])
-                        .send()
-                        .await
-                        .unwrap()
-                } else if is_get {
-                    if spec.path == "/console/events" {
-                        // A stream: only the status line matters.
-                        tokio::time::timeout(
-                            std::time::Duration::from_secs(5),
-                            user.client.get(app.url(&path)).send(),
-                        )
-                        .await
-                        .unwrap()
-                        .unwrap()
-                    } else {
-                        user.client.get(app.url(&path)).send().await.unwrap()
-                    }
-                } else {
-                    user.client
-                        .post(app.url(&path))
-                        .form(&form_for(spec.path, &user.csrf, &other_tip))
-                        .send()
-                        .await
-                        .unwrap()
-                };
-                let status = res.status();
-                // Another commune's officer is refused every tip, broadcast and village of
-                // commune 70 (its role would allow the route).
-                let scoped = ["{id}", "{broadcast}", "{village}"]
-                    .iter()
-                    .any(|p| spec.path.contains(p));
-                let expect_allowed = who.contains(name) && !(*name == "other_officer" && scoped);
-                if expect_allowed {
-                    assert!(
-                        status != StatusCode::FORBIDDEN && !status.is_server_error(),
-                        "{name} may {} {path}: {status}",
-                        spec.method
-                    );
-                } else {
-                    assert_eq!(
-                        status,
-                        StatusCode::FORBIDDEN,
-                        "{name} may not {} {path}",
-                        spec.method
-                    );
-                }
+            } else {
+                user.client
+                    .post(app.url(&path))
+                    .form(&form_for(spec.path, &user.csrf, &other_tip))
+                    .send()
+                    .await
+                    .unwrap()
+            };
+            let status = res.status();
+            // Another commune's officer is refused every tip, broadcast and village of
+            // commune 70 (its role would allow the route).
+            let scoped = ["{id}", "{broadcast}", "{village}"]
+                .iter()
+                .any(|p| spec.path.contains(p));
+            let expect_allowed = who.contains(name) && !(*name == "other_officer" && scoped);
+            if expect_allowed {
+                assert!(
+                    status != StatusCode::FORBIDDEN && !status.is_server_error(),
+                    "{name} may {} {path}: {status}",
+                    spec.method
+                );
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::FORBIDDEN,
+                    "{name} may not {} {path}",
+                    spec.method
+                );
             }
         }
-        app.stop().await;
     }
+    app.stop().await;
 }
 
 struct Session {
@@ -302,661 +299,655 @@ fn base64_jpeg() -> String {
     base64::engine::general_purpose::STANDARD.encode(jpeg_with_gps(40, 30))
 }
 
-#[tokio::test]
-async fn triage_reply_hotline_and_the_tipster_sees_the_answer() {
-    for engine in engines() {
-        let app = spawn_app(engine).await;
-        let receipt = app.api_tip(tip_json("Có người bán ma túy ở chợ")).await;
-        let dup_receipt = app
-            .api_tip(tip_json("Cũng báo việc bán ma túy ở chợ"))
-            .await;
-        let ids = app.raw_tip_ids().await;
-        let (tip, dup) = (ids[0].clone(), ids[1].clone());
-        let chief = login_as(&app, Role::Chief, "chief", None, Some(70)).await;
-        let officer = login_as(&app, Role::Officer, "officer", None, Some(70)).await;
-        let post = |u: &Officer, path: String, form: Vec<(&'static str, String)>| {
-            let mut form = form;
-            form.push(("csrf", u.csrf.clone()));
-            let req = u.client.post(app.url(&path)).form(&form);
-            async move { req.send().await.unwrap() }
-        };
+engine_test!(triage_reply_hotline_and_the_tipster_sees_the_answer);
+async fn triage_reply_hotline_and_the_tipster_sees_the_answer(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let receipt = app.api_tip(tip_json("Có người bán ma túy ở chợ")).await;
+    let dup_receipt = app
+        .api_tip(tip_json("Cũng báo việc bán ma túy ở chợ"))
+        .await;
+    let ids = app.raw_tip_ids().await;
+    let (tip, dup) = (ids[0].clone(), ids[1].clone());
+    let chief = login_as(&app, Role::Chief, "chief", None, Some(70)).await;
+    let officer = login_as(&app, Role::Officer, "officer", None, Some(70)).await;
+    let post = |u: &Officer, path: String, form: Vec<(&'static str, String)>| {
+        let mut form = form;
+        form.push(("csrf", u.csrf.clone()));
+        let req = u.client.post(app.url(&path)).form(&form);
+        async move { req.send().await.unwrap() }
+    };
 
-        let queue = officer
-            .client
-            .get(app.url("/console/queue"))
-            .send()
+    let queue = officer
+        .client
+        .get(app.url("/console/queue"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(queue.contains(&format!("/console/tips/{tip}")));
+    let page = officer
+        .client
+        .get(app.url(&format!("/console/tips/{tip}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    assert!(
+        page.text()
             .await
             .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(queue.contains(&format!("/console/tips/{tip}")));
-        let page = officer
-            .client
-            .get(app.url(&format!("/console/tips/{tip}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(page.headers()["cache-control"], "no-store");
-        assert!(
-            page.text()
-                .await
-                .unwrap()
-                .contains("Có người bán ma túy ở chợ"),
-            "decrypted for the officer"
-        );
+            .contains("Có người bán ma túy ở chợ"),
+        "decrypted for the officer"
+    );
 
-        assert_eq!(
-            post(
-                &officer,
-                format!("/console/tips/{tip}/status"),
-                vec![("status", "triaged".into())]
-            )
-            .await
-            .status(),
-            303
-        );
-        assert_eq!(
-            post(
-                &officer,
-                format!("/console/tips/{tip}/assign"),
-                vec![("assignee", officer.id.clone())]
-            )
-            .await
-            .status(),
-            303
-        );
-        assert_eq!(
-            post(
-                &officer,
-                format!("/console/tips/{tip}/note"),
-                vec![("text", "ghi chú nội bộ bí mật".into())]
-            )
-            .await
-            .status(),
-            303
-        );
-        assert_eq!(
-            post(
-                &officer,
-                format!("/console/tips/{tip}/message"),
-                vec![("text", "Cảm ơn bạn, chúng tôi đang xác minh.".into())]
-            )
-            .await
-            .status(),
-            303
-        );
-        assert_eq!(
-            post(
-                &officer,
-                format!("/console/tips/{dup}/duplicate"),
-                vec![("of", tip.clone())]
-            )
-            .await
-            .status(),
-            303
-        );
-        assert_eq!(
-            post(
-                &officer,
-                format!("/console/tips/{tip}/message"),
-                vec![("text", "Đã bắt giữ đối tượng.".into())]
-            )
-            .await
-            .status(),
-            303
-        );
-        assert_eq!(
-            post(
-                &chief,
-                format!("/console/tips/{tip}/reward"),
-                vec![("eligible", "1".into())]
-            )
-            .await
-            .status(),
-            303
-        );
-        // A closed tip needs an outcome.
-        let res = post(
+    assert_eq!(
+        post(
             &officer,
             format!("/console/tips/{tip}/status"),
-            vec![("status", "closed".into())],
+            vec![("status", "triaged".into())]
         )
-        .await;
-        assert!(res.headers()["location"]
-            .to_str()
-            .unwrap()
-            .contains("error=outcome_required"));
-        assert_eq!(
-            post(
-                &officer,
-                format!("/console/tips/{tip}/status"),
-                vec![("status", "closed".into()), ("outcome", "actioned".into())]
-            )
-            .await
-            .status(),
-            303
-        );
+        .await
+        .status(),
+        303
+    );
+    assert_eq!(
+        post(
+            &officer,
+            format!("/console/tips/{tip}/assign"),
+            vec![("assignee", officer.id.clone())]
+        )
+        .await
+        .status(),
+        303
+    );
+    assert_eq!(
+        post(
+            &officer,
+            format!("/console/tips/{tip}/note"),
+            vec![("text", "ghi chú nội bộ bí mật".into())]
+        )
+        .await
+        .status(),
+        303
+    );
+    assert_eq!(
+        post(
+            &officer,
+            format!("/console/tips/{tip}/message"),
+            vec![("text", "Cảm ơn bạn, chúng tôi đang xác minh.".into())]
+        )
+        .await
+        .status(),
+        303
+    );
+    assert_eq!(
+        post(
+            &officer,
+            format!("/console/tips/{dup}/duplicate"),
+            vec![("of", tip.clone())]
+        )
+        .await
+        .status(),
+        303
+    );
+    assert_eq!(
+        post(
+            &officer,
+            format!("/console/tips/{tip}/message"),
+            vec![("text", "Đã bắt giữ đối tượng.".into())]
+        )
+        .await
+        .status(),
+        303
+    );
+    assert_eq!(
+        post(
+            &chief,
+            format!("/console/tips/{tip}/reward"),
+            vec![("eligible", "1".into())]
+        )
+        .await
+        .status(),
+        303
+    );
+    // A closed tip needs an outcome.
+    let res = post(
+        &officer,
+        format!("/console/tips/{tip}/status"),
+        vec![("status", "closed".into())],
+    )
+    .await;
+    assert!(res.headers()["location"]
+        .to_str()
+        .unwrap()
+        .contains("error=outcome_required"));
+    assert_eq!(
+        post(
+            &officer,
+            format!("/console/tips/{tip}/status"),
+            vec![("status", "closed".into()), ("outcome", "actioned".into())]
+        )
+        .await
+        .status(),
+        303
+    );
 
-        let row = app.state.intake.store().tip(&tip).await.unwrap().unwrap();
-        assert_eq!(
-            (row.status.as_str(), row.outcome.as_deref()),
-            ("closed", Some("actioned"))
-        );
-        let triage = app
-            .state
-            .intake
-            .store()
-            .triage(&tip)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(triage.assignee_id.as_deref(), Some(officer.id.as_str()));
-        assert!(triage.reward_eligible);
+    let row = app.state.intake.store().tip(&tip).await.unwrap().unwrap();
+    assert_eq!(
+        (row.status.as_str(), row.outcome.as_deref()),
+        ("closed", Some("actioned"))
+    );
+    let triage = app
+        .state
+        .intake
+        .store()
+        .triage(&tip)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(triage.assignee_id.as_deref(), Some(officer.id.as_str()));
+    assert!(triage.reward_eligible);
 
-        // The tipster reads the answer and the reward note; the duplicate's tipster too.
-        let v: serde_json::Value = app.api_status(&receipt).await.json().await.unwrap();
-        assert_eq!(v["status"], "processed");
-        assert_eq!(v["reward_eligible"], true);
-        let texts: Vec<&str> = v["messages"]
+    // The tipster reads the answer and the reward note; the duplicate's tipster too.
+    let v: serde_json::Value = app.api_status(&receipt).await.json().await.unwrap();
+    assert_eq!(v["status"], "processed");
+    assert_eq!(v["reward_eligible"], true);
+    let texts: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "Cảm ơn bạn, chúng tôi đang xác minh.",
+            "Đã bắt giữ đối tượng."
+        ]
+    );
+    let html = app
+        .client
+        .post(app.url("/status"))
+        .form(&[("receipt", receipt.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("id=\"reward\""));
+    let v: serde_json::Value = app.api_status(&dup_receipt).await.json().await.unwrap();
+    assert!(
+        v["messages"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| m["text"].as_str().unwrap())
-            .collect();
-        assert_eq!(
-            texts,
-            [
-                "Cảm ơn bạn, chúng tôi đang xác minh.",
-                "Đã bắt giữ đối tượng."
-            ]
-        );
-        let html = app
-            .client
-            .post(app.url("/status"))
-            .form(&[("receipt", receipt.as_str())])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(html.contains("id=\"reward\""));
-        let v: serde_json::Value = app.api_status(&dup_receipt).await.json().await.unwrap();
-        assert!(
-            v["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m["text"] == "Đã bắt giữ đối tượng."),
-            "the duplicate's tipster still gets answers"
-        );
+            .any(|m| m["text"] == "Đã bắt giữ đối tượng."),
+        "the duplicate's tipster still gets answers"
+    );
 
-        // The tipster answers; it shows in the timeline.
-        app.client
-            .post(app.url("/status/reply"))
-            .multipart(
-                reqwest::multipart::Form::new()
-                    .text("receipt", receipt.clone())
-                    .text("message", "Xe máy biển 29A"),
-            )
-            .send()
-            .await
-            .unwrap();
-        let page = officer
-            .client
-            .get(app.url(&format!("/console/tips/{tip}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(page.contains("Xe máy biển 29A") && page.contains("ghi chú nội bộ bí mật"));
-
-        // Every read and change is in the audit log, and the chain holds.
-        let trail = app.state.intake.store().audit_for_tip(&tip).await.unwrap();
-        let actions: Vec<&str> = trail.iter().map(|a| a.action.as_str()).collect();
-        for a in [
-            "tip.open",
-            "tip.status",
-            "tip.assign",
-            "tip.note",
-            "tip.message",
-            "tip.reward",
-        ] {
-            assert!(actions.contains(&a), "{a} audited: {actions:?}");
-        }
-        assert!(
-            trail.iter().all(|a| !a.detail.contains("ma túy")),
-            "no tip content in the audit log"
-        );
-        assert!(tinbao::audit::verify(app.state.intake.store())
-            .await
-            .unwrap()
-            .intact());
-
-        // Hotline: the duty officer types a call and reads the receipt out.
-        let res = post(
-            &officer,
-            "/console/hotline".into(),
-            vec![
-                ("category", "psychosis".into()),
-                ("happening_now", "1".into()),
-                ("description", "Người gọi báo có người ngáo đá".into()),
-            ],
+    // The tipster answers; it shows in the timeline.
+    app.client
+        .post(app.url("/status/reply"))
+        .multipart(
+            reqwest::multipart::Form::new()
+                .text("receipt", receipt.clone())
+                .text("message", "Xe máy biển 29A"),
         )
-        .await;
-        assert_eq!(res.status(), 200);
-        let html = res.text().await.unwrap();
-        let hotline_receipt = element_text(&html, "receipt").unwrap();
-        let v: serde_json::Value = app.api_status(&hotline_receipt).await.json().await.unwrap();
-        assert_eq!(v["category"], "psychosis");
-        let rows = app
-            .state
-            .intake
-            .store()
-            .queue(
-                tinbao::store::QueueScope::Commune(70),
-                &Default::default(),
-                10,
-            )
-            .await
-            .unwrap();
-        assert_eq!(rows[0].channel, "hotline");
-        assert_eq!(rows[0].priority, 0, "most urgent first");
+        .send()
+        .await
+        .unwrap();
+    let page = officer
+        .client
+        .get(app.url(&format!("/console/tips/{tip}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Xe máy biển 29A") && page.contains("ghi chú nội bộ bí mật"));
 
-        // Transfer to another commune: it leaves this queue.
-        assert_eq!(
-            post(
-                &officer,
-                format!("/console/tips/{}/transfer", rows[0].id),
-                vec![
-                    ("commune", "73".into()),
-                    ("reason", "đúng địa bàn Cửa Nam".into())
-                ]
-            )
-            .await
-            .status(),
-            303
-        );
-        let moved = app
-            .state
-            .intake
-            .store()
-            .tip(&rows[0].id)
+    // Every read and change is in the audit log, and the chain holds.
+    let trail = app.state.intake.store().audit_for_tip(&tip).await.unwrap();
+    let actions: Vec<&str> = trail.iter().map(|a| a.action.as_str()).collect();
+    for a in [
+        "tip.open",
+        "tip.status",
+        "tip.assign",
+        "tip.note",
+        "tip.message",
+        "tip.reward",
+    ] {
+        assert!(actions.contains(&a), "{a} audited: {actions:?}");
+    }
+    assert!(
+        trail.iter().all(|a| !a.detail.contains("ma túy")),
+        "no tip content in the audit log"
+    );
+    assert!(tinbao::audit::verify(app.state.intake.store())
+        .await
+        .unwrap()
+        .intact());
+
+    // Hotline: the duty officer types a call and reads the receipt out.
+    let res = post(
+        &officer,
+        "/console/hotline".into(),
+        vec![
+            ("category", "psychosis".into()),
+            ("happening_now", "1".into()),
+            ("description", "Người gọi báo có người ngáo đá".into()),
+        ],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    let hotline_receipt = element_text(&html, "receipt").unwrap();
+    let v: serde_json::Value = app.api_status(&hotline_receipt).await.json().await.unwrap();
+    assert_eq!(v["category"], "psychosis");
+    let rows = app
+        .state
+        .intake
+        .store()
+        .queue(
+            tinbao::store::QueueScope::Commune(70),
+            &Default::default(),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows[0].channel, "hotline");
+    assert_eq!(rows[0].priority, 0, "most urgent first");
+
+    // Transfer to another commune: it leaves this queue.
+    assert_eq!(
+        post(
+            &officer,
+            format!("/console/tips/{}/transfer", rows[0].id),
+            vec![
+                ("commune", "73".into()),
+                ("reason", "đúng địa bàn Cửa Nam".into())
+            ]
+        )
+        .await
+        .status(),
+        303
+    );
+    let moved = app
+        .state
+        .intake
+        .store()
+        .tip(&rows[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(moved.commune_code, Some(73));
+    assert_eq!(
+        officer
+            .client
+            .get(app.url(&format!("/console/tips/{}", rows[0].id)))
+            .send()
             .await
             .unwrap()
-            .unwrap();
-        assert_eq!(moved.commune_code, Some(73));
-        assert_eq!(
-            officer
-                .client
-                .get(app.url(&format!("/console/tips/{}", rows[0].id)))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            403
-        );
-        app.stop().await;
-    }
+            .status(),
+        403
+    );
+    app.stop().await;
 }
 
-#[tokio::test]
-async fn province_officers_route_unplaced_tips_and_see_commune_counts() {
-    for engine in engines() {
-        let app = spawn_app(engine).await;
-        let mut t = tip_json("tin chưa rõ xã");
-        t["commune"] = serde_json::Value::Null;
-        app.api_tip(t).await;
-        app.api_tip(tip_json("tin ở Hoàn Kiếm")).await;
-        let p = login_as(&app, Role::Province, "tinh", Some(1), None).await;
-        let html = p
+engine_test!(province_officers_route_unplaced_tips_and_see_commune_counts);
+async fn province_officers_route_unplaced_tips_and_see_commune_counts(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let mut t = tip_json("tin chưa rõ xã");
+    t["commune"] = serde_json::Value::Null;
+    app.api_tip(t).await;
+    app.api_tip(tip_json("tin ở Hoàn Kiếm")).await;
+    let p = login_as(&app, Role::Province, "tinh", Some(1), None).await;
+    let html = p
+        .client
+        .get(app.url("/console/queue"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ids = app.raw_tip_ids().await;
+    assert!(
+        html.contains(&format!("/console/tips/{}", ids[0])),
+        "the unplaced tip"
+    );
+    assert!(
+        !html.contains(&format!("/console/tips/{}", ids[1])),
+        "not the commune's tip"
+    );
+    assert!(html.contains("Phường Hoàn Kiếm"), "counts per commune");
+    let res = p
+        .client
+        .post(app.url(&format!("/console/tips/{}/transfer", ids[0])))
+        .form(&[
+            ("csrf", p.csrf.as_str()),
+            ("commune", "70"),
+            ("reason", "địa chỉ thuộc Hoàn Kiếm"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        app.state
+            .intake
+            .store()
+            .tip(&ids[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .commune_code,
+        Some(70)
+    );
+    // A commune in another province is refused.
+    // Phường Thục Phán is in Cao Bằng, not Hà Nội.
+    let res = p
+        .client
+        .post(app.url(&format!("/console/tips/{}/transfer", ids[0])))
+        .form(&[
+            ("csrf", p.csrf.as_str()),
+            ("commune", "1273"),
+            ("reason", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers()["location"]
+        .to_str()
+        .unwrap()
+        .contains("error=unknown_commune"));
+    app.stop().await;
+}
+
+engine_test!(anything_a_tipster_typed_renders_inert_in_the_console);
+async fn anything_a_tipster_typed_renders_inert_in_the_console(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let payloads = [
+        "<script>alert('x')</script>",
+        "<img src=x onerror=alert(1)>",
+        "<style>body{display:none}</style>",
+        "\"><iframe src=//evil>",
+    ];
+    let all = payloads.join(" ");
+    let receipt = app
+        .api_tip(serde_json::json!({
+            "category": "other", "province": 1, "commune": 70,
+            "village": payloads[0], "place_details": all, "occurred_at": payloads[1],
+            "description": all, "contact": all
+        }))
+        .await;
+    app.client
+        .post(app.url("/status/reply"))
+        .multipart(
+            reqwest::multipart::Form::new()
+                .text("receipt", receipt)
+                .text("message", all.clone()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let officer = login_as(&app, Role::Officer, "officer", None, Some(70)).await;
+    let id = app.raw_tip_ids().await[0].clone();
+    for path in [format!("/console/tips/{id}"), "/console/queue".to_owned()] {
+        let html = officer
             .client
+            .get(app.url(&path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for p in payloads {
+            assert!(!html.contains(p), "{p} rendered raw on {path}");
+        }
+        assert!(
+            !html.contains("<script>a")
+                && !html.contains("<img src=x")
+                && !html.contains("<iframe")
+        );
+    }
+    let html = officer
+        .client
+        .get(app.url(&format!("/console/tips/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"),
+        "shown as text"
+    );
+    app.stop().await;
+}
+
+engine_test!(sessions_expire_log_out_everywhere_and_failed_logins_lock_across_processes);
+async fn sessions_expire_log_out_everywhere_and_failed_logins_lock_across_processes(
+    engine: Engine,
+) {
+    let app = spawn_app(engine).await;
+    let a = login_as(&app, Role::Officer, "officer", None, Some(70)).await;
+    assert_eq!(
+        a.client
             .get(app.url("/console/queue"))
             .send()
             .await
             .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let ids = app.raw_tip_ids().await;
-        assert!(
-            html.contains(&format!("/console/tips/{}", ids[0])),
-            "the unplaced tip"
-        );
-        assert!(
-            !html.contains(&format!("/console/tips/{}", ids[1])),
-            "not the commune's tip"
-        );
-        assert!(html.contains("Phường Hoàn Kiếm"), "counts per commune");
-        let res = p
-            .client
-            .post(app.url(&format!("/console/tips/{}/transfer", ids[0])))
-            .form(&[
-                ("csrf", p.csrf.as_str()),
-                ("commune", "70"),
-                ("reason", "địa chỉ thuộc Hoàn Kiếm"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 303);
-        assert_eq!(
-            app.state
-                .intake
-                .store()
-                .tip(&ids[0])
-                .await
-                .unwrap()
-                .unwrap()
-                .commune_code,
-            Some(70)
-        );
-        // A commune in another province is refused.
-        // Phường Thục Phán is in Cao Bằng, not Hà Nội.
-        let res = p
-            .client
-            .post(app.url(&format!("/console/tips/{}/transfer", ids[0])))
-            .form(&[
-                ("csrf", p.csrf.as_str()),
-                ("commune", "1273"),
-                ("reason", "x"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert!(res.headers()["location"]
-            .to_str()
-            .unwrap()
-            .contains("error=unknown_commune"));
-        app.stop().await;
-    }
-}
+            .status(),
+        200
+    );
 
-#[tokio::test]
-async fn anything_a_tipster_typed_renders_inert_in_the_console() {
-    for engine in engines() {
-        let app = spawn_app(engine).await;
-        let payloads = [
-            "<script>alert('x')</script>",
-            "<img src=x onerror=alert(1)>",
-            "<style>body{display:none}</style>",
-            "\"><iframe src=//evil>",
-        ];
-        let all = payloads.join(" ");
-        let receipt = app
-            .api_tip(serde_json::json!({
-                "category": "other", "province": 1, "commune": 70,
-                "village": payloads[0], "place_details": all, "occurred_at": payloads[1],
-                "description": all, "contact": all
-            }))
-            .await;
-        app.client
-            .post(app.url("/status/reply"))
-            .multipart(
-                reqwest::multipart::Form::new()
-                    .text("receipt", receipt)
-                    .text("message", all.clone()),
-            )
-            .send()
-            .await
-            .unwrap();
-        let officer = login_as(&app, Role::Officer, "officer", None, Some(70)).await;
-        let id = app.raw_tip_ids().await[0].clone();
-        for path in [format!("/console/tips/{id}"), "/console/queue".to_owned()] {
-            let html = officer
-                .client
-                .get(app.url(&path))
+    // Idle for more than 30 minutes: back to the login page.
+    app.exec(&format!(
+        "UPDATE sessions SET last_seen_at = last_seen_at - {}",
+        31 * 60_000
+    ))
+    .await;
+    let res = a
+        .client
+        .get(app.url("/console/queue"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["location"], "/console/login");
+
+    // A fresh login (a new TOTP step), then a 12-hour-old session ends too.
+    let login = |c: reqwest::Client, password: String| {
+        let app = &app;
+        async move {
+            let html = c
+                .get(app.url("/console/login"))
                 .send()
                 .await
                 .unwrap()
                 .text()
                 .await
                 .unwrap();
-            for p in payloads {
-                assert!(!html.contains(p), "{p} rendered raw on {path}");
-            }
-            assert!(
-                !html.contains("<script>a")
-                    && !html.contains("<img src=x")
-                    && !html.contains("<iframe")
-            );
-        }
-        let html = officer
-            .client
-            .get(app.url(&format!("/console/tips/{id}")))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(
-            html.contains("&#60;script&#62;") || html.contains("&lt;script&gt;"),
-            "shown as text"
-        );
-        app.stop().await;
-    }
-}
-
-#[tokio::test]
-async fn sessions_expire_log_out_everywhere_and_failed_logins_lock_across_processes() {
-    for engine in engines() {
-        let app = spawn_app(engine).await;
-        let a = login_as(&app, Role::Officer, "officer", None, Some(70)).await;
-        assert_eq!(
-            a.client
-                .get(app.url("/console/queue"))
+            let pre = field(&html, "name=\"csrf\"").unwrap();
+            c.post(app.url("/console/login"))
+                .form(&[
+                    ("csrf", pre.as_str()),
+                    ("username", "officer"),
+                    ("password", password.as_str()),
+                ])
                 .send()
                 .await
                 .unwrap()
-                .status(),
-            200
-        );
-
-        // Idle for more than 30 minutes: back to the login page.
-        app.exec(&format!(
-            "UPDATE sessions SET last_seen_at = last_seen_at - {}",
-            31 * 60_000
-        ))
-        .await;
-        let res = a
-            .client
-            .get(app.url("/console/queue"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.headers()["location"], "/console/login");
-
-        // A fresh login (a new TOTP step), then a 12-hour-old session ends too.
-        let login = |c: reqwest::Client, password: String| {
-            let app = &app;
-            async move {
-                let html = c
-                    .get(app.url("/console/login"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
-                let pre = field(&html, "name=\"csrf\"").unwrap();
-                c.post(app.url("/console/login"))
-                    .form(&[
-                        ("csrf", pre.as_str()),
-                        ("username", "officer"),
-                        ("password", password.as_str()),
-                    ])
-                    .send()
-                    .await
-                    .unwrap()
-            }
-        };
-        let c1 = client();
-        let res = login(c1.clone(), a.password.clone()).await;
-        assert_eq!(
-            res.headers()["location"],
-            "/console/totp",
-            "TOTP every time"
-        );
-        let html = c1
-            .get(app.url("/console/totp"))
+        }
+    };
+    let c1 = client();
+    let res = login(c1.clone(), a.password.clone()).await;
+    assert_eq!(
+        res.headers()["location"],
+        "/console/totp",
+        "TOTP every time"
+    );
+    let html = c1
+        .get(app.url("/console/totp"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = field(&html, "name=\"csrf\"").unwrap();
+    // The code already used at enrolment cannot be replayed.
+    let res = c1
+        .post(app.url("/console/totp"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("code", totp_code(&a.secret).as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = c1
+        .post(app.url("/console/totp"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("code", next_totp_code(&a.secret).as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["location"], "/console");
+    assert_eq!(
+        c1.get(app.url("/console/queue"))
             .send()
             .await
             .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let csrf = field(&html, "name=\"csrf\"").unwrap();
-        // The code already used at enrolment cannot be replayed.
-        let res = c1
-            .post(app.url("/console/totp"))
-            .form(&[
-                ("csrf", csrf.as_str()),
-                ("code", totp_code(&a.secret).as_str()),
-            ])
+            .status(),
+        200
+    );
+    app.exec(&format!(
+        "UPDATE sessions SET created_at = created_at - {}",
+        13 * 3_600_000
+    ))
+    .await;
+    assert_eq!(
+        c1.get(app.url("/console/queue"))
             .send()
             .await
-            .unwrap();
+            .unwrap()
+            .status(),
+        303
+    );
+
+    // Five wrong passwords lock the account, on this process and on another one.
+    for _ in 0..5 {
+        let res = login(client(), "sai mật khẩu".into()).await;
         assert_eq!(res.status(), 401);
-        let res = c1
-            .post(app.url("/console/totp"))
-            .form(&[
-                ("csrf", csrf.as_str()),
-                ("code", next_totp_code(&a.secret).as_str()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.headers()["location"], "/console");
-        assert_eq!(
-            c1.get(app.url("/console/queue"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-        app.exec(&format!(
-            "UPDATE sessions SET created_at = created_at - {}",
-            13 * 3_600_000
-        ))
-        .await;
-        assert_eq!(
-            c1.get(app.url("/console/queue"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            303
-        );
-
-        // Five wrong passwords lock the account, on this process and on another one.
-        for _ in 0..5 {
-            let res = login(client(), "sai mật khẩu".into()).await;
-            assert_eq!(res.status(), 401);
-            assert!(res
-                .text()
-                .await
-                .unwrap()
-                .contains("Sai tên đăng nhập hoặc mật khẩu."));
-        }
-        let res = login(client(), a.password.clone()).await;
-        assert_eq!(res.status(), 429, "locked even with the right password");
         assert!(res
             .text()
             .await
             .unwrap()
-            .contains("Đăng nhập sai quá nhiều lần"));
-        let second = app.second_instance().await;
-        let html = client()
-            .get(second.url("/console/login"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(html.contains("csrf"));
-        let c2 = client();
-        let html = c2
-            .get(second.url("/console/login"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let pre = field(&html, "name=\"csrf\"").unwrap();
-        let res = c2
-            .post(second.url("/console/login"))
-            .form(&[
-                ("csrf", pre.as_str()),
-                ("username", "officer"),
-                ("password", a.password.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            res.status(),
-            429,
-            "the lock holds on another server process"
-        );
-        second.stop_keep_db().await;
-
-        // Log out everywhere ends every session of the account.
-        app.exec("DELETE FROM login_failures").await;
-        let b = login_as(&app, Role::Chief, "chief", None, Some(70)).await;
-        let c3 = client();
-        let html = c3
-            .get(app.url("/console/login"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let pre = field(&html, "name=\"csrf\"").unwrap();
-        c3.post(app.url("/console/login"))
-            .form(&[
-                ("csrf", pre.as_str()),
-                ("username", "chief"),
-                ("password", b.password.as_str()),
-            ])
-            .send()
-            .await
-            .unwrap();
-        let res = b
-            .client
-            .post(app.url("/console/logout-everywhere"))
-            .form(&[("csrf", b.csrf.as_str())])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 303);
-        assert_eq!(
-            b.client
-                .get(app.url("/console/queue"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            303
-        );
-        assert_eq!(
-            c3.get(app.url("/console/totp"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            303,
-            "the other device's session is gone"
-        );
-        app.stop().await;
+            .contains("Sai tên đăng nhập hoặc mật khẩu."));
     }
+    let res = login(client(), a.password.clone()).await;
+    assert_eq!(res.status(), 429, "locked even with the right password");
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("Đăng nhập sai quá nhiều lần"));
+    let second = app.second_instance().await;
+    let html = client()
+        .get(second.url("/console/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("csrf"));
+    let c2 = client();
+    let html = c2
+        .get(second.url("/console/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let pre = field(&html, "name=\"csrf\"").unwrap();
+    let res = c2
+        .post(second.url("/console/login"))
+        .form(&[
+            ("csrf", pre.as_str()),
+            ("username", "officer"),
+            ("password", a.password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        429,
+        "the lock holds on another server process"
+    );
+    second.stop_keep_db().await;
+
+    // Log out everywhere ends every session of the account.
+    app.exec("DELETE FROM login_failures").await;
+    let b = login_as(&app, Role::Chief, "chief", None, Some(70)).await;
+    let c3 = client();
+    let html = c3
+        .get(app.url("/console/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let pre = field(&html, "name=\"csrf\"").unwrap();
+    c3.post(app.url("/console/login"))
+        .form(&[
+            ("csrf", pre.as_str()),
+            ("username", "chief"),
+            ("password", b.password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let res = b
+        .client
+        .post(app.url("/console/logout-everywhere"))
+        .form(&[("csrf", b.csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(
+        b.client
+            .get(app.url("/console/queue"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
+    assert_eq!(
+        c3.get(app.url("/console/totp"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        303,
+        "the other device's session is gone"
+    );
+    app.stop().await;
 }
 
 #[tokio::test]

@@ -18,24 +18,96 @@ pub enum Engine {
     Postgres,
 }
 
-/// SQLite always; PostgreSQL when `TEST_DATABASE_URL` is set (and always under CI).
-pub fn engines() -> Vec<Engine> {
-    let mut v = vec![Engine::Sqlite];
+/// Whether the PostgreSQL case of `test` runs: when `TEST_DATABASE_URL` is set. Under CI
+/// (`CI` set) a missing URL fails the test, so PostgreSQL is never silently untested;
+/// elsewhere the case is skipped with a note.
+pub fn postgres_enabled(test: &str) -> bool {
     if std::env::var("TEST_DATABASE_URL").is_ok() {
-        v.push(Engine::Postgres);
+        true
     } else if std::env::var_os("CI").is_some() {
         panic!("CI must set TEST_DATABASE_URL so that PostgreSQL is tested too");
     } else {
-        eprintln!("note: TEST_DATABASE_URL unset, testing SQLite only");
+        eprintln!("note: TEST_DATABASE_URL unset, skipping {test}");
+        false
     }
-    v
 }
 
-/// A fresh PostgreSQL database, dropped by [`PgDb::drop_db`].
+/// Makes the `async fn NAME(engine: Engine)` written just below it two test cases,
+/// `NAME::sqlite` and `NAME::postgres`, each on its own runtime, so one engine's failure
+/// never hides the other's result. The body is compiled once; the cases only call it.
+/// Arguments after the name go to `#[tokio::test(...)]`. The PostgreSQL case follows
+/// [`postgres_enabled`].
+///
+/// ```ignore
+/// engine_test!(receipts_survive_a_restart);
+/// /// What the test checks, as usual.
+/// async fn receipts_survive_a_restart(engine: Engine) { ... }
+///
+/// engine_test!(fan_out_keeps_the_rate, flavor = "multi_thread", worker_threads = 2);
+/// async fn fan_out_keeps_the_rate(engine: Engine) { ... }
+/// ```
+macro_rules! engine_test {
+    ($name:ident) => {
+        $crate::helpers::engine_test!(@cases $name, [::tokio::test]);
+    };
+    ($name:ident, $($tokio:tt)+) => {
+        $crate::helpers::engine_test!(@cases $name, [::tokio::test($($tokio)+)]);
+    };
+    (@cases $name:ident, [$($attr:tt)+]) => {
+        mod $name {
+            #[$($attr)+]
+            async fn sqlite() {
+                super::$name($crate::helpers::Engine::Sqlite).await;
+            }
+
+            #[$($attr)+]
+            async fn postgres() {
+                if $crate::helpers::postgres_enabled(concat!(module_path!(), "::postgres")) {
+                    super::$name($crate::helpers::Engine::Postgres).await;
+                }
+            }
+        }
+    };
+}
+pub(crate) use engine_test;
+
+/// Makes the `async fn NAME()` written just below it one test case, `NAME::postgres`, for
+/// what only PostgreSQL has (several processes on one database, advisory locks). It runs
+/// as [`postgres_enabled`] says; arguments after the name go to `#[tokio::test(...)]`.
+///
+/// ```ignore
+/// postgres_test!(two_servers_share_the_outbox);
+/// async fn two_servers_share_the_outbox() { ... }
+/// ```
+macro_rules! postgres_test {
+    ($name:ident) => {
+        $crate::helpers::postgres_test!(@case $name, [::tokio::test]);
+    };
+    ($name:ident, $($tokio:tt)+) => {
+        $crate::helpers::postgres_test!(@case $name, [::tokio::test($($tokio)+)]);
+    };
+    (@case $name:ident, [$($attr:tt)+]) => {
+        mod $name {
+            #[$($attr)+]
+            async fn postgres() {
+                if $crate::helpers::postgres_enabled(concat!(module_path!(), "::postgres")) {
+                    super::$name().await;
+                }
+            }
+        }
+    };
+}
+pub(crate) use postgres_test;
+
+/// A fresh PostgreSQL database, dropped (with any connection still open to it) when this
+/// handle is dropped, so a test that panics leaves nothing behind. [`PgDb::keep`] leaves
+/// the database in place.
 pub struct PgDb {
     pub url: String,
     name: String,
     admin: String,
+    /// Whether dropping the handle drops the database.
+    owned: bool,
 }
 
 impl PgDb {
@@ -51,7 +123,12 @@ impl PgDb {
             .expect("create test database");
         let base = admin.split('?').next().unwrap();
         let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
-        PgDb { url, name, admin }
+        PgDb {
+            url,
+            name,
+            admin,
+            owned: true,
+        }
     }
 
     /// A fresh database when the engine is PostgreSQL.
@@ -69,14 +146,43 @@ impl PgDb {
             .collect()
     }
 
-    pub async fn drop_db(&self) {
-        if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut conn)
-            .await;
+    /// Lets go of the handle without dropping the database.
+    pub fn keep(mut self) {
+        self.owned = false;
+    }
+}
+
+impl Drop for PgDb {
+    /// `DROP DATABASE ... WITH (FORCE)` on a thread of its own with its own runtime (a
+    /// runtime cannot be entered from the test's), waited for; errors are ignored, since
+    /// this also runs while a failed test unwinds.
+    fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let dropper = std::thread::Builder::new()
+            .name(format!("drop {name}"))
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async {
+                    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+                        let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                        let _ = sqlx::query(&sql).execute(&mut conn).await;
+                        let _ = conn.close().await;
+                        Some(())
+                    })
+                    .await;
+                });
+            });
+        if let Ok(dropper) = dropper {
+            let _ = dropper.join();
         }
     }
 }
@@ -90,12 +196,14 @@ pub struct TestApp {
     pub state: AppState,
     pub config: Config,
     pub dir: tempfile::TempDir,
+    /// The app's own PostgreSQL database: dropped with the app, even when a test panics.
     pub pg: Option<PgDb>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-/// A configuration for a test: a temp data folder, port 0, no timing floor.
+/// A configuration for a test: a temp data folder, port 0, no timing floor; on PostgreSQL a
+/// fresh database, which lives as long as the returned [`PgDb`].
 pub async fn test_config(engine: Engine, dir: &Path) -> (Config, Option<PgDb>) {
     let mut config = Config {
         listen: "127.0.0.1:0".into(),
@@ -191,16 +299,13 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Stops the server and, on PostgreSQL, drops the database.
+    /// Stops the server; on PostgreSQL the database goes with it (its [`PgDb`] is dropped).
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
-        if let Some(pg) = &self.pg {
-            pg.drop_db().await;
         }
     }
 
@@ -372,7 +477,8 @@ pub fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String
 }
 
 impl TestApp {
-    /// A second server process on the same database (and key file).
+    /// A second server process on the same database (and key file). It holds no [`PgDb`]:
+    /// stopping or dropping it never drops the shared database.
     pub async fn second_instance(&self) -> TestApp {
         let mut config = self.config.clone();
         config.listen = "127.0.0.1:0".into();
@@ -382,7 +488,9 @@ impl TestApp {
 
     /// Stops a server without dropping the shared database.
     pub async fn stop_keep_db(mut self) {
-        self.pg = None;
+        if let Some(pg) = self.pg.take() {
+            pg.keep();
+        }
         self.stop().await;
     }
 }

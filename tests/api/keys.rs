@@ -4,53 +4,51 @@
 use crate::helpers::*;
 use tinbao::intake::IntakeError;
 
-#[tokio::test]
-async fn a_sealed_field_moved_to_another_tip_or_field_fails_to_open() {
-    for engine in engines() {
-        let app = spawn_app(engine).await;
-        app.api_tip(tip_json("tin A")).await;
-        app.api_tip(tip_json("tin B")).await;
-        let ids = app.raw_tip_ids().await;
-        let (a, b) = (&ids[0], &ids[1]);
-        assert_eq!(
-            app.state
-                .intake
-                .open_tip(b)
-                .await
-                .unwrap()
-                .unwrap()
-                .description,
-            "tin B"
-        );
-        app.exec(&format!("UPDATE tips SET description = (SELECT description FROM tips WHERE id = '{a}') WHERE id = '{b}'")).await;
-        assert!(
-            matches!(
-                app.state.intake.open_tip(b).await,
-                Err(IntakeError::Sealed(_))
-            ),
-            "moved to another tip"
-        );
-        app.exec(&format!(
-            "UPDATE tips SET description = place_details WHERE id = '{a}'"
-        ))
-        .await;
-        assert!(
-            matches!(
-                app.state.intake.open_tip(a).await,
-                Err(IntakeError::Sealed(_))
-            ),
-            "moved to another field"
-        );
-        app.exec(&format!("UPDATE tips SET wrapped_key = (SELECT wrapped_key FROM tips WHERE id = '{a}') WHERE id = '{b}'")).await;
-        assert!(
-            matches!(
-                app.state.intake.open_tip(b).await,
-                Err(IntakeError::Sealed(_))
-            ),
-            "a data key moved to another tip"
-        );
-        app.stop().await;
-    }
+engine_test!(a_sealed_field_moved_to_another_tip_or_field_fails_to_open);
+async fn a_sealed_field_moved_to_another_tip_or_field_fails_to_open(engine: Engine) {
+    let app = spawn_app(engine).await;
+    app.api_tip(tip_json("tin A")).await;
+    app.api_tip(tip_json("tin B")).await;
+    let ids = app.raw_tip_ids().await;
+    let (a, b) = (&ids[0], &ids[1]);
+    assert_eq!(
+        app.state
+            .intake
+            .open_tip(b)
+            .await
+            .unwrap()
+            .unwrap()
+            .description,
+        "tin B"
+    );
+    app.exec(&format!("UPDATE tips SET description = (SELECT description FROM tips WHERE id = '{a}') WHERE id = '{b}'")).await;
+    assert!(
+        matches!(
+            app.state.intake.open_tip(b).await,
+            Err(IntakeError::Sealed(_))
+        ),
+        "moved to another tip"
+    );
+    app.exec(&format!(
+        "UPDATE tips SET description = place_details WHERE id = '{a}'"
+    ))
+    .await;
+    assert!(
+        matches!(
+            app.state.intake.open_tip(a).await,
+            Err(IntakeError::Sealed(_))
+        ),
+        "moved to another field"
+    );
+    app.exec(&format!("UPDATE tips SET wrapped_key = (SELECT wrapped_key FROM tips WHERE id = '{a}') WHERE id = '{b}'")).await;
+    assert!(
+        matches!(
+            app.state.intake.open_tip(b).await,
+            Err(IntakeError::Sealed(_))
+        ),
+        "a data key moved to another tip"
+    );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -140,48 +138,43 @@ async fn submit(base: &str, text: &str) -> String {
         .to_owned()
 }
 
-#[tokio::test]
-async fn keys_rotate_rewrap_and_retire() {
-    for engine in engines() {
-        let dir = tempfile::tempdir().unwrap();
-        let pg = PgDb::for_engine(engine).await;
-        let env = PgDb::env(&pg);
-        let server = Server::start(dir.path(), &env).await;
-        let old = submit(&server.base, "trước khi xoay khóa").await;
-        drop(server);
+engine_test!(keys_rotate_rewrap_and_retire);
+async fn keys_rotate_rewrap_and_retire(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = PgDb::for_engine(engine).await;
+    let env = PgDb::env(&pg);
+    let server = Server::start(dir.path(), &env).await;
+    let old = submit(&server.base, "trước khi xoay khóa").await;
+    drop(server);
 
-        let (ok, out) = run_cli(dir.path(), &["keys", "rotate"], &env);
-        assert!(ok, "{out}");
-        assert!(out.contains("new key k2 is current"));
-        let (ok, out) = run_cli(dir.path(), &["keys", "retire", "k1"], &env);
-        assert!(!ok && out.contains("still use k1"), "{out}");
+    let (ok, out) = run_cli(dir.path(), &["keys", "rotate"], &env);
+    assert!(ok, "{out}");
+    assert!(out.contains("new key k2 is current"));
+    let (ok, out) = run_cli(dir.path(), &["keys", "retire", "k1"], &env);
+    assert!(!ok && out.contains("still use k1"), "{out}");
 
-        let server = Server::start(dir.path(), &env).await;
-        let new = submit(&server.base, "sau khi xoay khóa").await;
-        assert_eq!(check(&server.base, &old).await, 200);
-        drop(server);
-        let (_, out) = run_cli(dir.path(), &["keys", "status"], &env);
-        assert!(
-            out.contains("k1: 1 tips") && out.contains("k2 (current): 1 tips"),
-            "{out}"
-        );
+    let server = Server::start(dir.path(), &env).await;
+    let new = submit(&server.base, "sau khi xoay khóa").await;
+    assert_eq!(check(&server.base, &old).await, 200);
+    drop(server);
+    let (_, out) = run_cli(dir.path(), &["keys", "status"], &env);
+    assert!(
+        out.contains("k1: 1 tips") && out.contains("k2 (current): 1 tips"),
+        "{out}"
+    );
 
-        let (ok, out) = run_cli(dir.path(), &["keys", "rewrap"], &env);
-        assert!(
-            ok && out.contains("re-wrapped 1 data keys under k2"),
-            "{out}"
-        );
-        let (ok, out) = run_cli(dir.path(), &["keys", "retire", "k1"], &env);
-        assert!(ok, "{out}");
-        let text = std::fs::read_to_string(dir.path().join("var/keys.toml")).unwrap();
-        assert!(!text.contains("k1 ="), "k1 is gone from the key file");
+    let (ok, out) = run_cli(dir.path(), &["keys", "rewrap"], &env);
+    assert!(
+        ok && out.contains("re-wrapped 1 data keys under k2"),
+        "{out}"
+    );
+    let (ok, out) = run_cli(dir.path(), &["keys", "retire", "k1"], &env);
+    assert!(ok, "{out}");
+    let text = std::fs::read_to_string(dir.path().join("var/keys.toml")).unwrap();
+    assert!(!text.contains("k1 ="), "k1 is gone from the key file");
 
-        let server = Server::start(dir.path(), &env).await;
-        assert_eq!(check(&server.base, &old).await, 200);
-        assert_eq!(check(&server.base, &new).await, 200);
-        drop(server);
-        if let Some(pg) = pg {
-            pg.drop_db().await;
-        }
-    }
+    let server = Server::start(dir.path(), &env).await;
+    assert_eq!(check(&server.base, &old).await, 200);
+    assert_eq!(check(&server.base, &new).await, 200);
+    drop(server);
 }

@@ -4,6 +4,8 @@ use crate::helpers::*;
 use tinbao::geo::shipped_units;
 use tinbao::store::{NewAttachment, NewMessageRecord, NewTipRecord, Store, WrappedKeyRow};
 
+/// A fresh store on `engine`. Keep the [`PgDb`] bound (`_pg`, not `_`) to the end of the
+/// test: dropping it drops the database.
 async fn open(engine: Engine, dir: &std::path::Path) -> (Store, Option<PgDb>) {
     let (config, pg) = test_config(engine, dir).await;
     let store = tinbao::app::open_store(&config).await.unwrap();
@@ -41,11 +43,10 @@ fn record(id: &str, mac: u8) -> NewTipRecord {
     }
 }
 
-#[tokio::test]
-async fn every_engine_passes_the_repository_conformance_suite() {
-    for engine in engines() {
+engine_test!(every_engine_passes_the_repository_conformance_suite);
+async fn every_engine_passes_the_repository_conformance_suite(engine: Engine) {
         let dir = tempfile::tempdir().unwrap();
-        let (store, pg) = open(engine, dir.path()).await;
+    let (store, _pg) = open(engine, dir.path()).await;
         assert!(store.ping().await);
         // Migrations are idempotent, and so is loading the shipped units.
         store.migrate().await.unwrap();
@@ -154,8 +155,4 @@ async fn every_engine_passes_the_repository_conformance_suite() {
         assert_eq!(store.tips_under_key("k1").await.unwrap(), 0);
         assert!(store.keys_to_rewrap("k2", 10).await.unwrap().is_empty());
         store.close().await;
-        if let Some(pg) = pg {
-            pg.drop_db().await;
-        }
-    }
 }

@@ -35,185 +35,179 @@ fn jpeg_part(bytes: Vec<u8>) -> Part {
         .unwrap()
 }
 
-#[tokio::test]
-async fn form_tip_receipt_status_police_message_reply_and_photo() {
-    for engine in engines() {
-        let app = spawn_app(engine).await;
-        let page = app.client.get(app.url("/")).send().await.unwrap();
-        assert_eq!(page.status(), 200);
-        let html = page.text().await.unwrap();
-        assert!(html.contains("Gửi tin báo"), "Vietnamese by default");
-        assert!(html.contains("name=\"description\""));
+engine_test!(form_tip_receipt_status_police_message_reply_and_photo);
+async fn form_tip_receipt_status_police_message_reply_and_photo(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let page = app.client.get(app.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Gửi tin báo"), "Vietnamese by default");
+    assert!(html.contains("name=\"description\""));
 
-        let form = tip_form("Có người bán ma túy ở quán nước")
-            .part("photos", jpeg_part(jpeg_with_gps(64, 48)));
-        let res = app
-            .client
-            .post(app.url("/tips"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "{engine:?}");
-        assert_eq!(res.headers()["cache-control"], "no-store");
-        let html = res.text().await.unwrap();
-        let receipt = receipt_from(&html);
-        assert_eq!(receipt.len(), 19, "receipt shown as 4-4-4-4: {receipt}");
-        assert!(
-            !html.contains("Có người bán"),
-            "the receipt page shows nothing of the tip"
-        );
+    let form = tip_form("Có người bán ma túy ở quán nước")
+        .part("photos", jpeg_part(jpeg_with_gps(64, 48)));
+    let res = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{engine:?}");
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let html = res.text().await.unwrap();
+    let receipt = receipt_from(&html);
+    assert_eq!(receipt.len(), 19, "receipt shown as 4-4-4-4: {receipt}");
+    assert!(
+        !html.contains("Có người bán"),
+        "the receipt page shows nothing of the tip"
+    );
 
-        // Check my tip: received, no messages yet.
-        let res = app
-            .client
-            .post(app.url("/status"))
-            .form(&[("receipt", receipt.as_str()), ("lang", "vi")])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.headers()["cache-control"], "no-store");
-        let html = res.text().await.unwrap();
-        assert!(html.contains("Đã tiếp nhận"), "{html}");
+    // Check my tip: received, no messages yet.
+    let res = app
+        .client
+        .post(app.url("/status"))
+        .form(&[("receipt", receipt.as_str()), ("lang", "vi")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Đã tiếp nhận"), "{html}");
 
-        // The police write; the tipster reads it with the receipt.
-        let ids = app.raw_tip_ids().await;
-        assert_eq!(ids.len(), 1);
-        assert!(app
+    // The police write; the tipster reads it with the receipt.
+    let ids = app.raw_tip_ids().await;
+    assert_eq!(ids.len(), 1);
+    assert!(app
+        .state
+        .intake
+        .police_message(&ids[0], "Cảm ơn, bạn có biết giờ mở cửa không?")
+        .await
+        .unwrap());
+    let html = app
+        .client
+        .post(app.url("/status"))
+        .form(&[("receipt", receipt.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("bạn có biết giờ mở cửa không?"));
+
+    // The tipster answers with text and a photo.
+    let reply = Form::new()
+        .text("receipt", receipt.clone())
+        .text("lang", "vi")
+        .text("message", "Mở cửa từ 21 giờ")
+        .part("photo", jpeg_part(jpeg_with_gps(32, 32)));
+    let res = app
+        .client
+        .post(app.url("/status/reply"))
+        .multipart(reply)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Đã gửi"), "{html}");
+    assert!(html.contains("Mở cửa từ 21 giờ"));
+
+    // The API sees the same conversation.
+    let v: serde_json::Value = app.api_status(&receipt).await.json().await.unwrap();
+    assert_eq!(v["status"], "received");
+    assert_eq!(v["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(v["messages"][0]["author"], "police");
+    assert_eq!(v["messages"][1]["author"], "tipster");
+    assert_eq!(v["messages"][1]["photos"], 1);
+
+    // Both photos are stored, re-encoded, with no EXIF or GPS left.
+    let opened = app.state.intake.open_tip(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(opened.description, "Có người bán ma túy ở quán nước");
+    assert_eq!(opened.place_details.as_deref(), Some("nhà số 12 cuối ngõ"));
+    assert_eq!(opened.village_text.as_deref(), Some("Tổ dân phố 7"));
+    let attachments = app.state.intake.store().attachments(&ids[0]).await.unwrap();
+    assert_eq!(attachments.len(), 2);
+    for a in attachments {
+        let jpeg = app
             .state
             .intake
-            .police_message(&ids[0], "Cảm ơn, bạn có biết giờ mở cửa không?")
-            .await
-            .unwrap());
-        let html = app
-            .client
-            .post(app.url("/status"))
-            .form(&[("receipt", receipt.as_str())])
-            .send()
+            .open_attachment(&ids[0], &a.id)
             .await
             .unwrap()
-            .text()
-            .await
             .unwrap();
-        assert!(html.contains("bạn có biết giờ mở cửa không?"));
-
-        // The tipster answers with text and a photo.
-        let reply = Form::new()
-            .text("receipt", receipt.clone())
-            .text("lang", "vi")
-            .text("message", "Mở cửa từ 21 giờ")
-            .part("photo", jpeg_part(jpeg_with_gps(32, 32)));
-        let res = app
-            .client
-            .post(app.url("/status/reply"))
-            .multipart(reply)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        let html = res.text().await.unwrap();
-        assert!(html.contains("Đã gửi"), "{html}");
-        assert!(html.contains("Mở cửa từ 21 giờ"));
-
-        // The API sees the same conversation.
-        let v: serde_json::Value = app.api_status(&receipt).await.json().await.unwrap();
-        assert_eq!(v["status"], "received");
-        assert_eq!(v["messages"].as_array().unwrap().len(), 2);
-        assert_eq!(v["messages"][0]["author"], "police");
-        assert_eq!(v["messages"][1]["author"], "tipster");
-        assert_eq!(v["messages"][1]["photos"], 1);
-
-        // Both photos are stored, re-encoded, with no EXIF or GPS left.
-        let opened = app.state.intake.open_tip(&ids[0]).await.unwrap().unwrap();
-        assert_eq!(opened.description, "Có người bán ma túy ở quán nước");
-        assert_eq!(opened.place_details.as_deref(), Some("nhà số 12 cuối ngõ"));
-        assert_eq!(opened.village_text.as_deref(), Some("Tổ dân phố 7"));
-        let attachments = app.state.intake.store().attachments(&ids[0]).await.unwrap();
-        assert_eq!(attachments.len(), 2);
-        for a in attachments {
-            let jpeg = app
-                .state
-                .intake
-                .open_attachment(&ids[0], &a.id)
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
-            assert!(!contains(&jpeg, b"Exif"), "EXIF removed");
-            assert!(!contains(&jpeg, &GPS_LAT), "GPS removed");
-            assert!(!contains(&jpeg, b"secret-comment-tinbao"));
-        }
-        app.stop().await;
+        assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
+        assert!(!contains(&jpeg, b"Exif"), "EXIF removed");
+        assert!(!contains(&jpeg, &GPS_LAT), "GPS removed");
+        assert!(!contains(&jpeg, b"secret-comment-tinbao"));
     }
+    app.stop().await;
 }
 
-#[tokio::test]
-async fn priority_deadline_and_routing_follow_the_domain() {
-    for engine in engines() {
-        let app = spawn_app(engine).await;
-        let store = app.state.intake.store().clone();
-        let mut urgent = tip_json("Người ngáo đá cầm dao ngoài chợ");
-        urgent["category"] = "psychosis".into();
-        urgent["happening_now"] = true.into();
-        app.api_tip(urgent).await;
-        let mut province_only = tip_json("Có điểm sử dụng ma túy");
-        province_only["commune"] = serde_json::Value::Null;
-        app.api_tip(province_only).await;
-        let mut unplaced = tip_json("Không rõ ở đâu");
-        unplaced["commune"] = serde_json::Value::Null;
-        unplaced["province"] = serde_json::Value::Null;
-        unplaced["category"] = "other".into();
-        app.api_tip(unplaced).await;
-        let ids = app.raw_tip_ids().await;
-        let a = store.tip(&ids[0]).await.unwrap().unwrap();
-        assert_eq!(a.priority, 0, "psychosis happening now is urgent");
-        assert_eq!(a.due_at - a.created_at, 3_600_000, "due within the hour");
-        assert_eq!((a.province_code, a.commune_code), (Some(1), Some(70)));
-        assert_eq!(a.status, "new");
-        let b = store.tip(&ids[1]).await.unwrap().unwrap();
-        assert_eq!((b.province_code, b.commune_code), (Some(1), None));
-        assert_eq!(b.due_at - b.created_at, 24 * 3_600_000);
-        let c = store.tip(&ids[2]).await.unwrap().unwrap();
-        assert_eq!((c.province_code, c.commune_code), (None, None));
-        assert_eq!(c.priority, 3);
-        app.stop().await;
-    }
+engine_test!(priority_deadline_and_routing_follow_the_domain);
+async fn priority_deadline_and_routing_follow_the_domain(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let store = app.state.intake.store().clone();
+    let mut urgent = tip_json("Người ngáo đá cầm dao ngoài chợ");
+    urgent["category"] = "psychosis".into();
+    urgent["happening_now"] = true.into();
+    app.api_tip(urgent).await;
+    let mut province_only = tip_json("Có điểm sử dụng ma túy");
+    province_only["commune"] = serde_json::Value::Null;
+    app.api_tip(province_only).await;
+    let mut unplaced = tip_json("Không rõ ở đâu");
+    unplaced["commune"] = serde_json::Value::Null;
+    unplaced["province"] = serde_json::Value::Null;
+    unplaced["category"] = "other".into();
+    app.api_tip(unplaced).await;
+    let ids = app.raw_tip_ids().await;
+    let a = store.tip(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(a.priority, 0, "psychosis happening now is urgent");
+    assert_eq!(a.due_at - a.created_at, 3_600_000, "due within the hour");
+    assert_eq!((a.province_code, a.commune_code), (Some(1), Some(70)));
+    assert_eq!(a.status, "new");
+    let b = store.tip(&ids[1]).await.unwrap().unwrap();
+    assert_eq!((b.province_code, b.commune_code), (Some(1), None));
+    assert_eq!(b.due_at - b.created_at, 24 * 3_600_000);
+    let c = store.tip(&ids[2]).await.unwrap().unwrap();
+    assert_eq!((c.province_code, c.commune_code), (None, None));
+    assert_eq!(c.priority, 3);
+    app.stop().await;
 }
 
-#[tokio::test]
-async fn a_listed_village_is_kept_as_queue_metadata() {
-    for engine in engines() {
-        let app = spawn_app(engine).await;
-        let store = app.state.intake.store().clone();
-        let village = store.add_village(70, "Tổ dân phố số 3").await.unwrap();
-        let mut tip = tip_json("Có người lạ bán hàng");
-        tip["village"] = "tổ dân phố số 3".into();
-        app.api_tip(tip).await;
-        let html = app
-            .client
-            .post(app.url("/tips"))
-            .multipart(
-                Form::new()
-                    .text("province", "1")
-                    .text("commune", "70")
-                    .text("action", "pick_province"),
-            )
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(
-            html.contains("<option value=\"Tổ dân phố số 3\">"),
-            "the commune's villages are offered"
-        );
-        let ids = app.raw_tip_ids().await;
-        let row = store.tip(&ids[0]).await.unwrap().unwrap();
-        assert_eq!(row.village_id, Some(village));
-        assert!(row.village_text.is_none());
-        app.stop().await;
-    }
+engine_test!(a_listed_village_is_kept_as_queue_metadata);
+async fn a_listed_village_is_kept_as_queue_metadata(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let store = app.state.intake.store().clone();
+    let village = store.add_village(70, "Tổ dân phố số 3").await.unwrap();
+    let mut tip = tip_json("Có người lạ bán hàng");
+    tip["village"] = "tổ dân phố số 3".into();
+    app.api_tip(tip).await;
+    let html = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(
+            Form::new()
+                .text("province", "1")
+                .text("commune", "70")
+                .text("action", "pick_province"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("<option value=\"Tổ dân phố số 3\">"),
+        "the commune's villages are offered"
+    );
+    let ids = app.raw_tip_ids().await;
+    let row = store.tip(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(row.village_id, Some(village));
+    assert!(row.village_text.is_none());
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -252,37 +246,35 @@ async fn bad_photos_are_refused_with_a_clear_message_and_the_text_kept() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn wrong_receipts_get_the_same_generic_answer() {
-    for engine in engines() {
-        let app = spawn_app(engine).await;
-        let receipt = app.api_tip(tip_json("Tin thật")).await;
-        let wrong = if receipt.starts_with('0') {
-            "1111-1111-1111-1111"
-        } else {
-            "0000-0000-0000-0000"
-        };
-        let res = app.api_status(wrong).await;
-        assert_eq!(res.status(), 404);
-        let not_found: serde_json::Value = res.json().await.unwrap();
-        let res = app.api_status("not a receipt").await;
-        assert_eq!(res.status(), 404);
-        let malformed: serde_json::Value = res.json().await.unwrap();
-        assert_eq!(not_found, malformed, "malformed and unknown look alike");
-        let html = app
-            .client
-            .post(app.url("/status"))
-            .form(&[("receipt", wrong)])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(html.contains("Không tìm thấy tin báo"));
-        assert_eq!(app.api_status(&receipt).await.status(), 200);
-        app.stop().await;
-    }
+engine_test!(wrong_receipts_get_the_same_generic_answer);
+async fn wrong_receipts_get_the_same_generic_answer(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let receipt = app.api_tip(tip_json("Tin thật")).await;
+    let wrong = if receipt.starts_with('0') {
+        "1111-1111-1111-1111"
+    } else {
+        "0000-0000-0000-0000"
+    };
+    let res = app.api_status(wrong).await;
+    assert_eq!(res.status(), 404);
+    let not_found: serde_json::Value = res.json().await.unwrap();
+    let res = app.api_status("not a receipt").await;
+    assert_eq!(res.status(), 404);
+    let malformed: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(not_found, malformed, "malformed and unknown look alike");
+    let html = app
+        .client
+        .post(app.url("/status"))
+        .form(&[("receipt", wrong)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Không tìm thấy tin báo"));
+    assert_eq!(app.api_status(&receipt).await.status(), 200);
+    app.stop().await;
 }
 
 #[tokio::test]

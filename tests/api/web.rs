@@ -5,71 +5,69 @@
 use crate::helpers::*;
 use reqwest::multipart::Form;
 
-#[tokio::test]
-async fn a_bad_form_rerenders_with_messages_and_everything_typed() {
-    for engine in engines() {
-        let app = spawn_app(engine).await;
-        let form = Form::new()
-            .text("lang", "vi")
-            .text("province", "1")
-            .text("commune", "70")
-            .text("village", "Thôn <Đông>")
-            .text("place_details", "cạnh \"cây đa\"")
-            .text("occurred_at", "sáng nay")
-            .text("happening_now", "1")
-            .text("description", "x".repeat(5001))
-            .text("contact_opt_in", "1")
-            .text("contact", "")
-            .text("action", "submit");
-        let res = app
-            .client
-            .post(app.url("/tips"))
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 422);
-        let html = res.text().await.unwrap();
-        assert!(html.contains("Hãy chọn loại tin báo."), "missing category");
-        assert!(html.contains("Nội dung quá dài."), "too long");
-        assert!(
-            html.contains("hãy điền cách liên lạc"),
-            "contact ticked but empty"
-        );
-        assert!(html.contains(&"x".repeat(5001)), "description kept");
-        assert!(
-            html.contains("Thôn &#60;Đông&#62;") || html.contains("Thôn &lt;Đông&gt;"),
-            "village kept, escaped"
-        );
-        assert!(html.contains("sáng nay"));
-        assert!(html.contains("name=\"happening_now\" value=\"1\" checked"));
-        assert!(
-            html.contains("<option value=\"70\" selected>"),
-            "commune kept"
-        );
-        assert!(app.raw_tip_ids().await.is_empty());
+engine_test!(a_bad_form_rerenders_with_messages_and_everything_typed);
+async fn a_bad_form_rerenders_with_messages_and_everything_typed(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let form = Form::new()
+        .text("lang", "vi")
+        .text("province", "1")
+        .text("commune", "70")
+        .text("village", "Thôn <Đông>")
+        .text("place_details", "cạnh \"cây đa\"")
+        .text("occurred_at", "sáng nay")
+        .text("happening_now", "1")
+        .text("description", "x".repeat(5001))
+        .text("contact_opt_in", "1")
+        .text("contact", "")
+        .text("action", "submit");
+    let res = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Hãy chọn loại tin báo."), "missing category");
+    assert!(html.contains("Nội dung quá dài."), "too long");
+    assert!(
+        html.contains("hãy điền cách liên lạc"),
+        "contact ticked but empty"
+    );
+    assert!(html.contains(&"x".repeat(5001)), "description kept");
+    assert!(
+        html.contains("Thôn &#60;Đông&#62;") || html.contains("Thôn &lt;Đông&gt;"),
+        "village kept, escaped"
+    );
+    assert!(html.contains("sáng nay"));
+    assert!(html.contains("name=\"happening_now\" value=\"1\" checked"));
+    assert!(
+        html.contains("<option value=\"70\" selected>"),
+        "commune kept"
+    );
+    assert!(app.raw_tip_ids().await.is_empty());
 
-        // The API answers the same problems as JSON, in the asked language.
-        let res = app
-            .client
-            .post(app.url("/api/v1/tips"))
-            .header("accept-language", "en-GB,en;q=0.8")
-            .json(&serde_json::json!({"category": "nope", "description": "  "}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 422);
-        let v: serde_json::Value = res.json().await.unwrap();
-        let fields: Vec<&str> = v["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f["field"].as_str().unwrap())
-            .collect();
-        assert_eq!(fields, ["category", "description"]);
-        assert_eq!(v["fields"][1]["message"], "Please write your tip.");
-        app.stop().await;
-    }
+    // The API answers the same problems as JSON, in the asked language.
+    let res = app
+        .client
+        .post(app.url("/api/v1/tips"))
+        .header("accept-language", "en-GB,en;q=0.8")
+        .json(&serde_json::json!({"category": "nope", "description": "  "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let v: serde_json::Value = res.json().await.unwrap();
+    let fields: Vec<&str> = v["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["category", "description"]);
+    assert_eq!(v["fields"][1]["message"], "Please write your tip.");
+    app.stop().await;
 }
 
 #[tokio::test]
