@@ -5,7 +5,9 @@ use crate::crypto::{random_bytes, KeyRing};
 use crate::store::{AccountRow, Store};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use totp_rs::{Algorithm, Secret, TOTP};
+use std::net::IpAddr;
+use std::sync::Arc;
+use totp_rs::{Algorithm, TOTP};
 
 /// What an account may do (DESIGN.md, "Roles").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -278,13 +280,6 @@ pub fn totp(secret: &[u8], username: &str) -> Option<TOTP> {
     .ok()
 }
 
-/// A fresh TOTP secret (160 bits), sealed for the account, with its base32 text.
-pub fn new_totp_secret(keys: &KeyRing, account_id: &str) -> (Vec<u8>, String) {
-    let raw: [u8; 20] = random_bytes();
-    let text = Secret::Raw(raw.to_vec()).to_encoded().to_string();
-    (keys.seal_account_secret(account_id, &raw), text)
-}
-
 /// The time step a code matches (the current one, or one either side for clock drift).
 pub fn matching_step(totp: &TOTP, code: &str, now_secs: u64) -> Option<i64> {
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
@@ -296,6 +291,77 @@ pub fn matching_step(totp: &TOTP, code: &str, now_secs: u64) -> Option<i64> {
         .into_iter()
         .find(|s| totp.generate(s * 30) == code)
         .map(|s| s as i64)
+}
+
+/// The keyed parts of logging in, so that the console never holds a key: throttling
+/// keys that name neither the account nor the client in clear, and the sealed TOTP secret.
+#[derive(Clone)]
+pub struct Logins {
+    store: Store,
+    keys: Arc<KeyRing>,
+}
+
+/// The two counters a login attempt is throttled by: its account's and its client's (the
+/// client's changes every day). Both are keyed hashes.
+pub struct ThrottleKeys {
+    pub account: Vec<u8>,
+    pub client: Vec<u8>,
+}
+
+impl Logins {
+    /// Logins over the store, with the server's keys.
+    pub fn new(store: Store, keys: Arc<KeyRing>) -> Logins {
+        Logins { store, keys }
+    }
+
+    /// The throttling keys for `username` from `client` at `now` (ms).
+    pub fn throttle_keys(&self, username: &str, client: IpAddr, now: i64) -> ThrottleKeys {
+        ThrottleKeys {
+            account: self.account_key(username),
+            client: self
+                .keys
+                .daily_client_key(now / 86_400_000, &client.to_string()),
+        }
+    }
+
+    /// The account's throttling key alone.
+    pub fn account_key(&self, username: &str) -> Vec<u8> {
+        self.keys.account_key_for(username)
+    }
+
+    /// The TOTP generator an account enrols with: its pending secret, or a new one sealed
+    /// and stored (each visit of the enrolment page may reuse the pending one).
+    pub async fn enrolment_totp(&self, account: &Account) -> Result<Option<TOTP>, AccountError> {
+        let Some(row) = self.store.account(&account.id).await? else {
+            return Ok(None);
+        };
+        let pending = row
+            .totp_secret
+            .as_deref()
+            .and_then(|b| self.keys.open_account_secret(&account.id, b).ok());
+        let raw = match pending {
+            Some(raw) => raw,
+            None => {
+                let raw: [u8; 20] = random_bytes();
+                let sealed = self.keys.seal_account_secret(&account.id, &raw);
+                self.store
+                    .set_totp(&account.id, Some(&sealed), false, now_ms())
+                    .await?;
+                raw.to_vec()
+            }
+        };
+        Ok(totp(&raw, &account.username))
+    }
+
+    /// The time step `code` matches for the account's stored secret, if it does.
+    pub fn code_step(&self, row: &AccountRow, username: &str, code: &str, now: i64) -> Option<i64> {
+        let raw = self
+            .keys
+            .open_account_secret(&row.id, row.totp_secret.as_deref()?)
+            .ok()?;
+        let totp = totp(&raw, username)?;
+        matching_step(&totp, code, (now / 1000) as u64)
+    }
 }
 
 #[cfg(test)]

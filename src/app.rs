@@ -154,6 +154,7 @@ impl Application {
             limits: Arc::new(Limits::new(&config.rate_limit)),
             config: Arc::new(config),
             store: intake.store().clone(),
+            logins: crate::accounts::Logins::new(intake.store().clone(), intake.keys_arc()),
             intake,
             audit,
             metrics: crate::state::metrics_handle(),

@@ -104,10 +104,9 @@ pub async fn login(
     }
     let t = texts();
     let store = &state.store;
-    let keys = state.intake.keys();
     let now = now_ms();
-    let account_key = keys.account_key_for(f.username.trim());
-    let client_key = keys.daily_client_key(now / 86_400_000, &ip.to_string());
+    let keys = state.logins.throttle_keys(f.username.trim(), ip, now);
+    let (account_key, client_key) = (keys.account, keys.client);
     for key in [&account_key, &client_key] {
         if let Some(until) = store.login_locked_until(key).await? {
             if until > now {
@@ -312,30 +311,11 @@ async fn totp_form(
     let enrol = s.stage == "enrol";
     let (mut qr, mut secret) = (None, String::new());
     if enrol {
-        let store = &state.store;
-        let keys = state.intake.keys();
-        // Each visit of the enrolment page may reuse the pending secret.
-        let Some(row) = store.account(&s.account.id).await? else {
+        let Some(totp) = state.logins.enrolment_totp(&s.account).await? else {
             return Err(ConsoleError::forbidden());
         };
-        let raw = match row
-            .totp_secret
-            .as_deref()
-            .map(|b| keys.open_account_secret(&s.account.id, b))
-        {
-            Some(Ok(raw)) => raw,
-            _ => {
-                let (sealed, _) = accounts::new_totp_secret(keys, &s.account.id);
-                store
-                    .set_totp(&s.account.id, Some(&sealed), false, now_ms())
-                    .await?;
-                keys.open_account_secret(&s.account.id, &sealed)?
-            }
-        };
-        if let Some(totp) = accounts::totp(&raw, &s.account.username) {
-            qr = totp.get_qr_base64().ok();
-            secret = totp.get_secret_base32();
-        }
+        qr = totp.get_qr_base64().ok();
+        secret = totp.get_secret_base32();
     }
     Ok(render(
         status,
@@ -379,9 +359,9 @@ pub async fn totp_submit(
         return Ok(Redirect::to(stage_path(&s.stage)).into_response());
     }
     let store = &state.store;
-    let keys = state.intake.keys();
     let now = now_ms();
-    let account_key = keys.account_key_for(&s.account.username);
+    let keys = state.logins.throttle_keys(&s.account.username, ip, now);
+    let account_key = keys.account;
     if let Some(until) = store.login_locked_until(&account_key).await? {
         if until > now {
             let minutes = ((until - now) / 60_000 + 1).to_string();
@@ -392,18 +372,15 @@ pub async fn totp_submit(
     let Some(row) = store.account(&s.account.id).await? else {
         return Err(ConsoleError::forbidden());
     };
-    let step = row
-        .totp_secret
-        .as_deref()
-        .and_then(|b| keys.open_account_secret(&s.account.id, b).ok())
-        .and_then(|raw| accounts::totp(&raw, &s.account.username))
-        .and_then(|totp| accounts::matching_step(&totp, &f.code, (now / 1000) as u64));
+    let step = state
+        .logins
+        .code_step(&row, &s.account.username, &f.code, now);
     let fresh = match step {
         Some(step) => store.use_totp_step(&s.account.id, step).await?,
         None => false,
     };
     if !fresh {
-        let client_key = keys.daily_client_key(now / 86_400_000, &ip.to_string());
+        let client_key = keys.client;
         store
             .record_login_failure(&account_key, now, WINDOW_MS, MAX_ACCOUNT_FAILURES, LOCK_MS)
             .await?;

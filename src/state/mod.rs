@@ -9,6 +9,7 @@ pub use caches::{ConsoleCaches, TtlCache};
 pub use limits::{Action, Limited, Limits};
 pub use request::{pad_to, ClientIp, Lang};
 
+use crate::accounts::Logins;
 use crate::audit::AuditLog;
 use crate::broadcast::Broadcasts;
 use crate::config::Config;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub chat: Chat,
     /// Campaign broadcasts and their subscribers.
     pub broadcasts: Broadcasts,
+    /// The keyed parts of console logins (throttling keys, TOTP secrets).
+    pub logins: Logins,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).

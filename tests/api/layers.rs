@@ -9,8 +9,8 @@
 //!
 //! ```text
 //! layer 0: main, cli, app      the command line; app builds everything and runs it
-//! layer 1: state               what a request handler may reach
-//! layer 2: web, console        the edges: residents' pages, API, webhooks; the console
+//! layer 1: web, console        the edges: residents' pages, API, webhooks; the console
+//! layer 2: state               what a request handler may reach (AppState, extractors)
 //! layer 3: intake, dialog, broadcast, reports, delivery, audit, accounts, alerts
 //!                              the services
 //! layer 4: channels            provider adapters: transport only
@@ -26,6 +26,10 @@
 //! - every module of `src/` is in [`LAYERS`];
 //! - the modules form no cycle.
 //!
+//! `state` sits below the edges because every handler of `web` and `console` takes the
+//! `AppState` it defines, and above the services because it holds them: the state is the
+//! edges' view of the services, built by `app`.
+//!
 //! A new module joins a layer in [`LAYERS`]; a new sideways arrow joins [`PEER_ARROWS`]
 //! only if it is obviously right, and never both ways.
 
@@ -36,8 +40,8 @@ use std::path::Path;
 /// The layers, top (0) to bottom (6): an arrow may point down this list, never up.
 pub const LAYERS: &[&[&str]] = &[
     /* 0 */ &["main", "cli", "app"],
-    /* 1 */ &["state"],
-    /* 2 */ &["web", "console"],
+    /* 1 */ &["web", "console"],
+    /* 2 */ &["state"],
     /* 3 */
     &[
         "intake",
@@ -68,6 +72,8 @@ pub const PEER_ARROWS: &[(&str, &str)] = &[
     // A broadcast fans out into the outbox and checks who may approve it.
     ("broadcast", "delivery"),
     ("broadcast", "accounts"),
+    // Intake queues the police's follow-up messages to the tipster in the outbox.
+    ("intake", "delivery"),
     // Alerts go out through the outbox, about tips intake took in.
     ("alerts", "delivery"),
     ("alerts", "intake"),
@@ -684,7 +690,7 @@ fn the_checker_reports_a_forbidden_import_in_a_file() {
     );
     assert_eq!(
         found[0].to_string(),
-        "src/store/x.rs:2: store → web: up a layer: store is in layer 5, web in layer 2; \
+        "src/store/x.rs:2: store → web: up a layer: store is in layer 5, web in layer 1; \
          arrows point down"
     );
 }

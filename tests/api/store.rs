@@ -45,114 +45,114 @@ fn record(id: &str, mac: u8) -> NewTipRecord {
 
 engine_test!(every_engine_passes_the_repository_conformance_suite);
 async fn every_engine_passes_the_repository_conformance_suite(engine: Engine) {
-        let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
     let (store, _pg) = open(engine, dir.path()).await;
-        assert!(store.ping().await);
-        // Migrations are idempotent, and so is loading the shipped units.
-        store.migrate().await.unwrap();
-        assert_eq!(
-            store.ensure_admin_units(&shipped_units()).await.unwrap(),
-            3321
-        );
-        assert_eq!(
-            store.ensure_admin_units(&shipped_units()).await.unwrap(),
-            3321
-        );
-        assert_eq!(store.provinces().await.unwrap().len(), 34);
-        assert_eq!(store.communes().await.unwrap().len(), 3321);
+    assert!(store.ping().await);
+    // Migrations are idempotent, and so is loading the shipped units.
+    store.migrate().await.unwrap();
+    assert_eq!(
+        store.ensure_admin_units(&shipped_units()).await.unwrap(),
+        3321
+    );
+    assert_eq!(
+        store.ensure_admin_units(&shipped_units()).await.unwrap(),
+        3321
+    );
+    assert_eq!(store.provinces().await.unwrap().len(), 34);
+    assert_eq!(store.communes().await.unwrap().len(), 3321);
 
-        let v1 = store.add_village(70, "Thôn A").await.unwrap();
-        assert_eq!(store.add_village(70, "Thôn A").await.unwrap(), v1);
-        store.add_village(70, "Thôn B").await.unwrap();
-        let names: Vec<String> = store
-            .villages(70)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|v| v.name)
-            .collect();
-        assert_eq!(names, ["Thôn A", "Thôn B"]);
+    let v1 = store.add_village(70, "Thôn A").await.unwrap();
+    assert_eq!(store.add_village(70, "Thôn A").await.unwrap(), v1);
+    store.add_village(70, "Thôn B").await.unwrap();
+    let names: Vec<String> = store
+        .villages(70)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(names, ["Thôn A", "Thôn B"]);
 
-        store.add_key_check("k1", b"check", 1).await.unwrap();
-        store.add_key_check("k1", b"other", 2).await.unwrap();
-        assert_eq!(
-            store.key_checks().await.unwrap(),
-            vec![("k1".to_owned(), b"check".to_vec())]
-        );
-        assert_eq!(store.meta("m").await.unwrap(), None);
-        store.set_meta("m", b"1").await.unwrap();
-        store.set_meta("m", b"2").await.unwrap();
-        assert_eq!(store.meta("m").await.unwrap(), Some(b"2".to_vec()));
+    store.add_key_check("k1", b"check", 1).await.unwrap();
+    store.add_key_check("k1", b"other", 2).await.unwrap();
+    assert_eq!(
+        store.key_checks().await.unwrap(),
+        vec![("k1".to_owned(), b"check".to_vec())]
+    );
+    assert_eq!(store.meta("m").await.unwrap(), None);
+    store.set_meta("m", b"1").await.unwrap();
+    store.set_meta("m", b"2").await.unwrap();
+    assert_eq!(store.meta("m").await.unwrap(), Some(b"2".to_vec()));
 
-        let a = record("tip-a", 1);
-        let b = record("tip-b", 2);
-        store.insert_tips(&[&a, &b]).await.unwrap();
-        let dup = record("tip-c", 1);
-        let err = store.insert_tips(&[&dup]).await.unwrap_err();
-        assert!(err.is_unique_violation(), "a receipt MAC is unique");
-        assert!(
-            store.tip("tip-c").await.unwrap().is_none(),
-            "the failed batch left nothing"
-        );
+    let a = record("tip-a", 1);
+    let b = record("tip-b", 2);
+    store.insert_tips(&[&a, &b]).await.unwrap();
+    let dup = record("tip-c", 1);
+    let err = store.insert_tips(&[&dup]).await.unwrap_err();
+    assert!(err.is_unique_violation(), "a receipt MAC is unique");
+    assert!(
+        store.tip("tip-c").await.unwrap().is_none(),
+        "the failed batch left nothing"
+    );
 
-        let got = store.tip_by_receipt(&[2; 32]).await.unwrap().unwrap();
-        assert_eq!(got.id, "tip-b");
-        assert!(got.happening_now);
-        assert_eq!(got.village_text, Some(vec![4; 20]));
-        assert_eq!(got.place_details, None);
-        assert!(store.tip_by_receipt(&[3; 32]).await.unwrap().is_none());
+    let got = store.tip_by_receipt(&[2; 32]).await.unwrap().unwrap();
+    assert_eq!(got.id, "tip-b");
+    assert!(got.happening_now);
+    assert_eq!(got.village_text, Some(vec![4; 20]));
+    assert_eq!(got.place_details, None);
+    assert!(store.tip_by_receipt(&[3; 32]).await.unwrap().is_none());
 
-        store
-            .add_message(&NewMessageRecord {
-                id: "m1".into(),
-                tip_id: "tip-a".into(),
-                author: "police",
-                created_at: 5_000,
-                body: vec![7; 10],
-                attachments: vec![NewAttachment {
-                    id: "m1-a".into(),
-                    content_type: "image/jpeg".into(),
-                    size: 1,
-                    body: vec![8],
-                }],
-                outbox: Vec::new(),
-            })
-            .await
-            .unwrap();
-        let msgs = store.messages("tip-a").await.unwrap();
-        assert_eq!(msgs.len(), 1);
-        assert_eq!(msgs[0].author, "police");
-        let atts = store.attachments("tip-a").await.unwrap();
-        assert_eq!(atts.len(), 2);
-        assert_eq!(atts[1].message_id.as_deref(), Some("m1"));
-        assert_eq!(
-            store.attachment_body("tip-a", "m1-a").await.unwrap(),
-            Some(vec![8])
-        );
-        assert_eq!(
-            store.attachment_body("tip-b", "m1-a").await.unwrap(),
-            None,
-            "only the tip's own"
-        );
-        assert_eq!(store.tip("tip-a").await.unwrap().unwrap().updated_at, 5_000);
+    store
+        .add_message(&NewMessageRecord {
+            id: "m1".into(),
+            tip_id: "tip-a".into(),
+            author: "police",
+            created_at: 5_000,
+            body: vec![7; 10],
+            attachments: vec![NewAttachment {
+                id: "m1-a".into(),
+                content_type: "image/jpeg".into(),
+                size: 1,
+                body: vec![8],
+            }],
+            outbox: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let msgs = store.messages("tip-a").await.unwrap();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].author, "police");
+    let atts = store.attachments("tip-a").await.unwrap();
+    assert_eq!(atts.len(), 2);
+    assert_eq!(atts[1].message_id.as_deref(), Some("m1"));
+    assert_eq!(
+        store.attachment_body("tip-a", "m1-a").await.unwrap(),
+        Some(vec![8])
+    );
+    assert_eq!(
+        store.attachment_body("tip-b", "m1-a").await.unwrap(),
+        None,
+        "only the tip's own"
+    );
+    assert_eq!(store.tip("tip-a").await.unwrap().unwrap().updated_at, 5_000);
 
-        assert_eq!(store.tips_under_key("k1").await.unwrap(), 2);
-        let todo = store.keys_to_rewrap("k2", 10).await.unwrap();
-        assert_eq!(todo.len(), 2);
-        store
-            .store_rewrapped(
-                &todo
-                    .iter()
-                    .map(|r| WrappedKeyRow {
-                        id: r.id.clone(),
-                        key_id: "k2".into(),
-                        wrapped_key: vec![0],
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(store.tips_under_key("k1").await.unwrap(), 0);
-        assert!(store.keys_to_rewrap("k2", 10).await.unwrap().is_empty());
-        store.close().await;
+    assert_eq!(store.tips_under_key("k1").await.unwrap(), 2);
+    let todo = store.keys_to_rewrap("k2", 10).await.unwrap();
+    assert_eq!(todo.len(), 2);
+    store
+        .store_rewrapped(
+            &todo
+                .iter()
+                .map(|r| WrappedKeyRow {
+                    id: r.id.clone(),
+                    key_id: "k2".into(),
+                    wrapped_key: vec![0],
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.tips_under_key("k1").await.unwrap(), 0);
+    assert!(store.keys_to_rewrap("k2", 10).await.unwrap().is_empty());
+    store.close().await;
 }
