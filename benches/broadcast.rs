@@ -29,11 +29,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tinbao::broadcast::Broadcasts;
-use tinbao::channels::outbox::Providers;
 use tinbao::channels::sms::AndroidClient;
 use tinbao::channels::Transport;
 use tinbao::config::Config;
 use tinbao::crypto::KeyRing;
+use tinbao::delivery::Providers;
 use tinbao::store::{NewBroadcast, Store};
 
 const COMMUNE: i64 = 6172;
@@ -220,14 +220,13 @@ impl Bench {
 
     /// Starts the real outbox dispatcher, sending through the fake gateway.
     fn start_dispatcher(&self) {
-        let providers = Providers {
-            android: Some(AndroidClient::new(&self.config.sms.android)),
-            ..Providers::default()
-        };
-        tinbao::channels::outbox::spawn(
+        let mut providers = Providers::default();
+        providers.add(AndroidClient::new(&self.config.sms.android));
+        tinbao::delivery::spawn(
             self.store.clone(),
             self.keys.clone(),
             providers,
+            Some(Arc::new(self.b.clone())),
             &self.config,
             self.wake.clone(),
         );

@@ -1,4 +1,4 @@
-//! Chat and SMS conversations. Webhooks and the Telegram poller hand normalised
+//! Chat and SMS conversations. Webhooks and the Telegram poller ([`telegram_poll`]) hand normalised
 //! [`Inbound`] events to [`Chat::accept`], which seals them into the durable inbox (a
 //! provider's retry is recognised and dropped) and answers only once they are on disk.
 //! A processor then runs each event through the engine of `bots/` (chat) or the one-SMS
@@ -6,19 +6,20 @@
 
 pub mod bot;
 pub mod engine;
+pub mod telegram_poll;
 
-use crate::channels::{Inbound, InboundKind, PhotoRef, Transport};
+use crate::channels::{Inbound, InboundKind, Outgoing, PhotoRef, Transport};
 use crate::clock::now_ms;
 use crate::config::SmsNumber;
 use crate::crypto::{KeyRing, Receipt};
+use crate::delivery::{Outbox, Providers};
 use crate::geo::fold;
-use crate::intake::{outbox_row, ChatOrigin, Intake, IntakeError, TipInput};
+use crate::intake::{ChatOrigin, Intake, IntakeError, TipInput};
 use crate::store::{InboxRow, InboxWriter, NewInboxEvent, Store, TipContactRow};
 use crate::tips::Category;
 use bot::Bot;
-use engine::{Action, Context, DialogState, Draft, DraftPhoto};
+use engine::{Action, Context, DialogState, Draft};
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -31,9 +32,25 @@ const SEEN_CONTENT_MS: i64 = 5 * 60 * 1000;
 /// How long a claimed event stays with one processor.
 const LEASE_MS: i64 = 60_000;
 
-/// Fetches a photo a provider keeps (Telegram getFile, Zalo image URL).
+/// Fetches a photo a provider keeps (Telegram getFile, Zalo image URL), by the transport
+/// the photo came over.
 pub trait PhotoSource: Send + Sync {
-    fn fetch<'a>(&'a self, photo: &'a DraftPhoto) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+    fn fetch<'a>(
+        &'a self,
+        transport: Transport,
+        photo: &'a PhotoRef,
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+}
+
+/// Photos fetched from the provider that holds them.
+impl PhotoSource for Providers {
+    fn fetch<'a>(
+        &'a self,
+        transport: Transport,
+        photo: &'a PhotoRef,
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(self.fetch_photo(transport, photo))
+    }
 }
 
 /// Something the processor must know went wrong; the event is retried later.
@@ -56,72 +73,6 @@ impl From<IntakeError> for ChatError {
     }
 }
 
-/// An inbound event as sealed in the inbox.
-#[derive(Serialize, Deserialize)]
-struct StoredEvent {
-    transport: Transport,
-    sender: String,
-    to: Option<String>,
-    kind: StoredKind,
-}
-
-#[derive(Serialize, Deserialize)]
-enum StoredKind {
-    Message {
-        text: String,
-        photos: Vec<DraftPhoto>,
-        location: Option<(f64, f64)>,
-    },
-    Follow,
-    Unfollow,
-}
-
-impl StoredEvent {
-    fn from_inbound(i: &Inbound) -> StoredEvent {
-        StoredEvent {
-            transport: i.transport,
-            sender: i.sender.clone(),
-            to: i.to.clone(),
-            kind: match &i.kind {
-                InboundKind::Message {
-                    text,
-                    photos,
-                    location,
-                } => StoredKind::Message {
-                    text: text.clone(),
-                    photos: photos.iter().map(DraftPhoto::from).collect(),
-                    location: *location,
-                },
-                InboundKind::Follow => StoredKind::Follow,
-                InboundKind::Unfollow => StoredKind::Unfollow,
-            },
-        }
-    }
-
-    fn kind(&self) -> InboundKind {
-        match &self.kind {
-            StoredKind::Message {
-                text,
-                photos,
-                location,
-            } => InboundKind::Message {
-                text: text.clone(),
-                photos: photos
-                    .iter()
-                    .map(|p| match p {
-                        DraftPhoto::Bytes(b) => PhotoRef::Bytes(b.clone()),
-                        DraftPhoto::TelegramFile(f) => PhotoRef::TelegramFile(f.clone()),
-                        DraftPhoto::Url(u) => PhotoRef::Url(u.clone()),
-                    })
-                    .collect(),
-                location: *location,
-            },
-            StoredKind::Follow => InboundKind::Follow,
-            StoredKind::Unfollow => InboundKind::Unfollow,
-        }
-    }
-}
-
 /// The chat service shared by every chat and SMS channel. Cheap to clone.
 #[derive(Clone)]
 pub struct Chat {
@@ -135,7 +86,7 @@ struct Inner {
     bot: Bot,
     inbox: InboxWriter,
     wake_processor: Notify,
-    wake_outbox: Arc<Notify>,
+    outbox: Outbox,
     photos: Option<Arc<dyn PhotoSource>>,
     sms_numbers: Vec<SmsNumber>,
     /// Village subscriptions (set once the broadcast service exists).
@@ -143,11 +94,11 @@ struct Inner {
 }
 
 impl Chat {
-    /// Builds the service; `wake_outbox` is told when answers are queued.
+    /// Builds the service; answers go out through `outbox`.
     pub fn new(
         intake: Intake,
         bot: Bot,
-        wake_outbox: Arc<Notify>,
+        outbox: Outbox,
         photos: Option<Arc<dyn PhotoSource>>,
         sms_numbers: Vec<SmsNumber>,
     ) -> Chat {
@@ -164,7 +115,7 @@ impl Chat {
                 intake,
                 bot,
                 wake_processor: Notify::new(),
-                wake_outbox,
+                outbox,
                 photos,
                 sms_numbers,
                 broadcasts: std::sync::OnceLock::new(),
@@ -180,7 +131,7 @@ impl Chat {
     /// Subscribes the sender to the village `query` names; the answer's texts.
     async fn subscribe(
         &self,
-        ev: &StoredEvent,
+        ev: &Inbound,
         lang: &str,
         query: &str,
     ) -> Result<Vec<String>, ChatError> {
@@ -237,8 +188,7 @@ impl Chat {
                     now - SEEN_ID_MS,
                 ),
                 None => {
-                    let content = serde_json::to_string(&StoredEvent::from_inbound(e).kind)
-                        .unwrap_or_default();
+                    let content = serde_json::to_string(&e.kind).unwrap_or_default();
                     (
                         inner.keys.pseudonym(
                             "inbound-content",
@@ -249,7 +199,7 @@ impl Chat {
                 }
             };
             let reference = uuid::Uuid::new_v4().simple().to_string();
-            let plain = serde_json::to_vec(&StoredEvent::from_inbound(e)).unwrap_or_default();
+            let plain = serde_json::to_vec(e).unwrap_or_default();
             let event = inner.keys.seal_record("inbox", &reference, &plain);
             inner.inbox.insert(NewInboxEvent {
                 reference,
@@ -366,7 +316,7 @@ impl Chat {
             .keys
             .open_record("inbox", &row.reference, &row.event)
             .map_err(|_| ChatError::Sealed)?;
-        let ev: StoredEvent = serde_json::from_slice(&plain).map_err(|_| ChatError::Sealed)?;
+        let ev: Inbound = serde_json::from_slice(&plain).map_err(|_| ChatError::Sealed)?;
         let consumed = if ev.transport.is_sms() {
             self.sms(&ev, &row).await?
         } else {
@@ -389,20 +339,18 @@ impl Chat {
         if texts.is_empty() {
             return Ok(());
         }
-        let row = outbox_row(
-            &self.inner.keys,
+        let outbox = &self.inner.outbox;
+        let row = outbox.row(
             transport,
             None,
             None,
-            to,
-            &texts.join("\n\n"),
+            &Outgoing::new(to, texts.join("\n\n")),
         );
-        self.inner.store.enqueue(&[row]).await?;
-        self.inner.wake_outbox.notify_one();
+        outbox.enqueue(&[row]).await?;
         Ok(())
     }
 
-    async fn dialog(&self, ev: &StoredEvent, row: &InboxRow) -> Result<bool, ChatError> {
+    async fn dialog(&self, ev: &Inbound, row: &InboxRow) -> Result<bool, ChatError> {
         let inner = &self.inner;
         let now = now_ms();
         let sender = &row.sender;
@@ -431,10 +379,9 @@ impl Chat {
             geo,
             has_open_tip: !open.is_empty(),
         };
-        let kind = ev.kind();
         // A poster's link or code ("/start dk12", "DK 12") subscribes at once.
         let direct = match &ev.kind {
-            StoredKind::Message { text, .. } => direct_subscription(text),
+            InboundKind::Message { text, .. } => direct_subscription(text),
             _ => None,
         };
         let turn = match direct {
@@ -442,7 +389,7 @@ impl Chat {
                 action: Some(Action::Subscribe(query)),
                 ..engine::Turn::default()
             },
-            None => engine::step(&inner.bot, &mut state, &kind, &ctx),
+            None => engine::step(&inner.bot, &mut state, &ev.kind, &ctx),
         };
         let mut replies = turn.replies;
         let lang = state.lang.clone();
@@ -471,7 +418,7 @@ impl Chat {
                 photos,
             }) => {
                 let key = self
-                    .add_to_tip(receipt.as_deref(), &open, &text, &photos)
+                    .add_to_tip(ev.transport, receipt.as_deref(), &open, &text, &photos)
                     .await?;
                 replies.push(inner.bot.text(&lang, key).to_owned());
             }
@@ -479,7 +426,9 @@ impl Chat {
                 if open.is_empty() {
                     replies.push(inner.bot.text(&lang, "unknown").to_owned());
                 } else {
-                    let key = self.add_to_tip(None, &open, &text, &photos).await?;
+                    let key = self
+                        .add_to_tip(ev.transport, None, &open, &text, &photos)
+                        .await?;
                     replies.push(inner.bot.text(&lang, key).to_owned());
                 }
             }
@@ -513,7 +462,7 @@ impl Chat {
             }
         }
         // Someone who unfollowed cannot be written to.
-        if !matches!(ev.kind, StoredKind::Unfollow) {
+        if !matches!(ev.kind, InboundKind::Unfollow) {
             self.answer(ev.transport, &ev.sender, &replies).await?;
         }
         Ok(consumed)
@@ -522,7 +471,7 @@ impl Chat {
     /// Sends a drafted tip; `Ok(Err(text key))` when the person must fix something.
     async fn submit(
         &self,
-        ev: &StoredEvent,
+        ev: &Inbound,
         row: &InboxRow,
         lang: &str,
         draft: Draft,
@@ -530,7 +479,7 @@ impl Chat {
         let inner = &self.inner;
         let mut photos = Vec::new();
         for p in &draft.photos {
-            match self.fetch_photo(p).await {
+            match self.fetch_photo(ev.transport, p).await {
                 Ok(bytes) => photos.push(bytes),
                 Err(_) => return Ok(Err("error.photos_failed")),
             }
@@ -564,7 +513,7 @@ impl Chat {
             .await
         {
             Ok(_) => {
-                inner.wake_outbox.notify_one();
+                inner.outbox.wake();
                 Ok(Ok(()))
             }
             Err(IntakeError::Invalid(errors)) => {
@@ -578,10 +527,10 @@ impl Chat {
         }
     }
 
-    async fn fetch_photo(&self, p: &DraftPhoto) -> Result<Vec<u8>, String> {
+    async fn fetch_photo(&self, transport: Transport, p: &PhotoRef) -> Result<Vec<u8>, String> {
         match (p, &self.inner.photos) {
-            (DraftPhoto::Bytes(b), _) => Ok(b.clone()),
-            (_, Some(source)) => source.fetch(p).await,
+            (PhotoRef::Bytes(b), _) => Ok(b.clone()),
+            (_, Some(source)) => source.fetch(transport, p).await,
             (_, None) => Err("no photo source".into()),
         }
     }
@@ -628,14 +577,15 @@ impl Chat {
     /// text key of the answer.
     async fn add_to_tip(
         &self,
+        transport: Transport,
         receipt: Option<&str>,
         open: &[TipContactRow],
         text: &str,
-        photos: &[DraftPhoto],
+        photos: &[PhotoRef],
     ) -> Result<&'static str, ChatError> {
         let mut bytes = Vec::new();
         for p in photos {
-            match self.fetch_photo(p).await {
+            match self.fetch_photo(transport, p).await {
                 Ok(b) => bytes.push(b),
                 Err(_) => return Ok("error.photos_failed"),
             }
@@ -659,11 +609,11 @@ impl Chat {
     }
 
     /// SMS: a whole tip in one message, follow-ups by number, STOP/HUY.
-    async fn sms(&self, ev: &StoredEvent, row: &InboxRow) -> Result<bool, ChatError> {
+    async fn sms(&self, ev: &Inbound, row: &InboxRow) -> Result<bool, ChatError> {
         let inner = &self.inner;
         let bot = &inner.bot;
         let lang = bot.default_language.clone();
-        let StoredKind::Message { text, .. } = &ev.kind else {
+        let InboundKind::Message { text, .. } = &ev.kind else {
             return Ok(false);
         };
         let text = text.trim();
@@ -754,7 +704,7 @@ impl Chat {
             .await
         {
             Ok(_) => {
-                inner.wake_outbox.notify_one();
+                inner.outbox.wake();
                 Ok(true)
             }
             Err(IntakeError::Invalid(_)) => self
