@@ -386,7 +386,8 @@ impl Dispatcher {
             if let Some(c) = self.store.tip_contact(tip_id).await? {
                 if now - c.last_inbound_at > i64::try_from(window.as_millis()).unwrap_or(i64::MAX) {
                     let why = format!(
-                        "outside {t}'s {}-hour reply window",
+                        "outside {}'s {}-hour reply window",
+                        capitalised(t.as_str()),
                         window.as_secs() / 3600
                     );
                     return self
@@ -461,6 +462,15 @@ impl Dispatcher {
     }
 }
 
+/// A provider's name as a sentence spells it ("zalo" → "Zalo").
+fn capitalised(name: &str) -> String {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
 /// Whether a row is a bulk message (it names its batch, not its text).
 fn is_bulk(row: &OutboxRow) -> bool {
     row.broadcast_id.is_some()
@@ -483,5 +493,11 @@ mod tests {
         assert_eq!(slot_interval_us(1), 1_060_000);
         assert_eq!(slot_interval_us(50), 21_200);
         assert_eq!(slot_interval_us(0), 1_060_000);
+    }
+
+    #[test]
+    fn reply_window_reasons_spell_the_provider_as_before() {
+        assert_eq!(capitalised("zalo"), "Zalo");
+        assert_eq!(capitalised(""), "");
     }
 }

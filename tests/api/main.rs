@@ -13,6 +13,7 @@ mod console_support;
 mod fakes;
 mod helpers;
 mod keys;
+mod providers;
 mod store;
 mod tips;
 mod web;
