@@ -50,7 +50,7 @@ pub fn idempotency_id(row_id: &str) -> String {
 /// a message and the one `rate` places after it are 60 ms further apart than a second:
 /// slack for the time requests take to travel (a provider counts arrivals) before one
 /// more message would fall in a one-second window. It costs 6 % of the rate.
-pub fn slot_interval_us(per_second: u32) -> i64 {
+fn slot_interval_us(per_second: u32) -> i64 {
     let r = i64::from(per_second.max(1));
     1_060_000 / r
 }
@@ -85,7 +85,7 @@ struct Dispatcher {
 /// Starts the dispatcher over `providers`; bulk rows get their messages from `bulk`.
 /// `signal` wakes it when something is queued (it also looks every half second, for
 /// rows other processes queued).
-pub fn spawn(
+pub(super) fn spawn(
     store: Store,
     keys: Arc<KeyRing>,
     providers: Providers,

@@ -17,7 +17,7 @@ mod providers;
 mod quiet;
 mod vault;
 
-pub use dispatcher::{idempotency_id, slot_interval_us, spawn};
+pub use dispatcher::idempotency_id;
 pub use providers::{Providers, MAX_PHOTO_BYTES};
 pub use quiet::{parse_hhmm, QuietHours};
 pub use vault::DbVault;
@@ -94,7 +94,7 @@ impl Outbox {
         bulk: Option<Arc<dyn BulkSource>>,
         config: &Config,
     ) {
-        spawn(
+        dispatcher::spawn(
             self.store.clone(),
             self.keys.clone(),
             providers,

@@ -73,11 +73,6 @@ impl Providers {
         self.list.iter().find(|p| p.transport() == transport)
     }
 
-    /// The provider of a transport by its stored name, if there is one.
-    pub fn by_name(&self, name: &str) -> Option<&Arc<dyn Provider>> {
-        self.list.iter().find(|p| p.transport().as_str() == name)
-    }
-
     /// Every provider, in the order they were added.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
         self.list.iter()

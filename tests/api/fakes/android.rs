@@ -374,6 +374,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn android_client_sends_one_message_per_idempotency_key_and_strips_when_told() {
+        let fake = FakeAndroid::start(USER, PASSWORD).await;
+        let client = AndroidClient::new(&fake.config(SECRET)).with_strip_diacritics(true);
+        let message =
+            Outgoing::new("+84912345678", "Biên nhận “1234”").with_idempotency_key("row-key-1");
+        for _ in 0..2 {
+            assert_eq!(
+                client.send(&message).await,
+                SendOutcome::Accepted {
+                    provider_id: Some("row-key-1".into())
+                }
+            );
+        }
+        assert_eq!(
+            fake.sent(),
+            vec![("+84912345678".to_string(), "Bien nhan \"1234\"".to_string())],
+            "sent once, as GSM text"
+        );
+        assert_eq!(fake.message_ids(), vec!["row-key-1".to_string()]);
+        assert!(client.is_sms() && client.rate_per_second().is_some());
+    }
+
+    #[tokio::test]
     async fn android_client_with_wrong_password_is_rejected() {
         let fake = FakeAndroid::start(USER, PASSWORD).await;
         let mut cfg = fake.config(SECRET);
