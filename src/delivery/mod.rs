@@ -61,17 +61,6 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Builds the sealed row of `message` on `transport` (see [`outbox_row_for`]).
-    pub fn row(
-        &self,
-        transport: Transport,
-        tip_id: Option<&str>,
-        message_id: Option<&str>,
-        message: &Outgoing,
-    ) -> NewOutboxRow {
-        outbox_row_for(&self.keys, transport, tip_id, message_id, message)
-    }
-
     /// Queues rows in one transaction and wakes the dispatcher.
     pub async fn enqueue(&self, rows: &[NewOutboxRow]) -> StoreResult<()> {
         self.store.enqueue(rows).await?;
@@ -81,7 +70,7 @@ impl Outbox {
 
     /// Queues one message on `transport`, ahead of bulk traffic; returns its id.
     pub async fn queue(&self, transport: Transport, message: &Outgoing) -> StoreResult<String> {
-        let row = self.row(transport, None, None, message);
+        let row = outbox_row_for(&self.keys, transport, None, None, message);
         let id = row.id.clone();
         self.enqueue(&[row]).await?;
         Ok(id)

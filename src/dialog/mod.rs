@@ -339,14 +339,8 @@ impl Chat {
         if texts.is_empty() {
             return Ok(());
         }
-        let outbox = &self.inner.outbox;
-        let row = outbox.row(
-            transport,
-            None,
-            None,
-            &Outgoing::new(to, texts.join("\n\n")),
-        );
-        outbox.enqueue(&[row]).await?;
+        let message = Outgoing::new(to, texts.join("\n\n"));
+        self.inner.outbox.queue(transport, &message).await?;
         Ok(())
     }
 
