@@ -29,11 +29,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tinbao::broadcast::Broadcasts;
-use tinbao::channels::outbox::Providers;
 use tinbao::channels::sms::AndroidClient;
 use tinbao::channels::Transport;
 use tinbao::config::Config;
 use tinbao::crypto::KeyRing;
+use tinbao::delivery::{Outbox, Providers};
 use tinbao::store::{NewBroadcast, Store};
 
 const COMMUNE: i64 = 6172;
@@ -176,11 +176,10 @@ async fn wait_settled(
 /// gateway's limit (0: none).
 struct Bench {
     store: Store,
-    keys: Arc<KeyRing>,
+    outbox: Outbox,
     fake: Fake,
     config: Config,
     b: Broadcasts,
-    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Bench {
@@ -200,37 +199,29 @@ impl Bench {
         config.sms.android.username = "u".into();
         config.sms.android.password = "p".into();
         config.sms.android.rate_per_second = rate;
-        let wake = Arc::new(tokio::sync::Notify::new());
+        let outbox = Outbox::new(store.clone(), keys.clone());
         let b = Broadcasts::new(
             store.clone(),
-            keys.clone(),
+            keys,
             &config.broadcast,
             "http://127.0.0.1",
-            wake.clone(),
+            outbox.wake_signal(),
         );
         Ok(Bench {
             store,
-            keys,
+            outbox,
             fake,
             config,
             b,
-            wake,
         })
     }
 
     /// Starts the real outbox dispatcher, sending through the fake gateway.
     fn start_dispatcher(&self) {
-        let providers = Providers {
-            android: Some(AndroidClient::new(&self.config.sms.android)),
-            ..Providers::default()
-        };
-        tinbao::channels::outbox::spawn(
-            self.store.clone(),
-            self.keys.clone(),
-            providers,
-            &self.config,
-            self.wake.clone(),
-        );
+        let mut providers = Providers::default();
+        providers.add(AndroidClient::new(&self.config.sms.android));
+        self.outbox
+            .spawn_dispatcher(providers, Some(Arc::new(self.b.clone())), &self.config);
     }
 
     /// A new village with `n` subscribers, a broadcast to it started, and the time from

@@ -200,7 +200,7 @@ async fn alert_urgent(
                 return;
             }
             Ok(to) => mailer
-                .send(&to, &subject, &body)
+                .send_alert(&to, &subject, &body)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(format!("database error: {e}")),
@@ -272,7 +272,7 @@ async fn overdue_tick(
             continue;
         }
         let (subject, body) = overdue_message(geo, queue, ids.len(), public_url);
-        match mailer.send(&to, &subject, &body).await {
+        match mailer.send_alert(&to, &subject, &body).await {
             Ok(delivered) => {
                 metrics::counter!("tinbao_alert_emails_total", "kind" => "overdue")
                     .increment(delivered as u64);

@@ -1,8 +1,10 @@
 //! Wiring: opening the database and the keys, building the router, serving HTTP or HTTPS.
 
+use crate::channels::Provider;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::crypto::KeyRing;
+use crate::delivery::{Outbox, Providers};
 use crate::geo::{shipped_units, Geo};
 use crate::intake::Intake;
 use crate::state::{AppState, ConsoleCaches, Limits};
@@ -88,11 +90,22 @@ pub async fn open_keys(config: &Config, store: &Store) -> anyhow::Result<KeyRing
 pub struct Application {
     listener: std::net::TcpListener,
     state: AppState,
+    outbox: Outbox,
 }
 
 impl Application {
     /// Opens everything the configuration names and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Application::build_with(config, Vec::new()).await
+    }
+
+    /// As [`Application::build`], with more providers than the configuration names
+    /// (each replaces a configured one of the same transport): a provider defined
+    /// outside tinbao, or a test's fake.
+    pub async fn build_with(
+        config: Config,
+        extra_providers: Vec<Arc<dyn Provider>>,
+    ) -> anyhow::Result<Application> {
         let store = open_store(&config).await?;
         let communes = store
             .ensure_admin_units(&shipped_units())
@@ -109,7 +122,10 @@ impl Application {
         let audit = crate::audit::AuditLog::spawn(store.clone());
         let intake = Intake::new(store.clone(), writer, keys.clone(), geo, config.sla.clone());
         let bot = crate::dialog::bot::Bot::shipped()?;
-        let providers = crate::channels::setup::providers(&config, &store, &keys)?;
+        let mut providers = Providers::from_config(&config, &store, &keys)?;
+        for p in extra_providers {
+            providers.add_shared(p);
+        }
         let listener = std::net::TcpListener::bind(&config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         listener.set_nonblocking(true)?;
@@ -120,12 +136,12 @@ impl Application {
             crate::alerts::spawn(&intake, intake.store().clone(), mailer, &config);
         }
         // Chat and SMS: the inbox processor, the outbox dispatcher, Telegram polling.
-        let wake_outbox = Arc::new(tokio::sync::Notify::new());
-        let photos = Arc::new(crate::channels::setup::ProviderPhotos(providers.clone()));
+        let outbox = Outbox::new(store.clone(), keys.clone());
+        let photos = Arc::new(providers.clone());
         let chat = crate::dialog::Chat::new(
             intake.clone(),
             bot,
-            wake_outbox.clone(),
+            outbox.clone(),
             Some(photos),
             config.sms.numbers.clone(),
         );
@@ -135,19 +151,14 @@ impl Application {
             keys.clone(),
             &config.broadcast,
             &config.public_url,
-            wake_outbox.clone(),
+            outbox.wake_signal(),
         );
         broadcasts.spawn_runner();
         chat.attach_broadcasts(broadcasts.clone());
-        crate::channels::outbox::spawn(
-            store.clone(),
-            keys,
-            providers.clone(),
-            &config,
-            wake_outbox,
-        );
-        crate::channels::setup::spawn_telegram_webhook_registration(&config, &providers);
-        crate::channels::setup::spawn_telegram_poller(&config, &providers, chat.clone(), store);
+        // Broadcast fan-out hands the outbox rows; the broadcasts compose their messages.
+        outbox.spawn_dispatcher(providers, Some(Arc::new(broadcasts.clone())), &config);
+        crate::dialog::telegram_poll::spawn_webhook_registration(&config)?;
+        crate::dialog::telegram_poll::spawn_poller(&config, chat.clone(), store)?;
         let state = AppState {
             chat,
             broadcasts,
@@ -160,7 +171,11 @@ impl Application {
             metrics: crate::state::metrics_handle(),
             console_cache: Arc::new(ConsoleCaches::default()),
         };
-        Ok(Application { listener, state })
+        Ok(Application {
+            listener,
+            state,
+            outbox,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -171,6 +186,11 @@ impl Application {
     /// The shared state (tests reach the intake service through it).
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The outbox: messages queued here go out through the providers.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     /// Serves until `shutdown` completes, then drains connections.

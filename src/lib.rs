@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod crypto;
+pub mod delivery;
 pub mod dialog;
 pub mod geo;
 pub mod i18n;

@@ -4,17 +4,18 @@
 //! where the dispatcher sends each message within its channel's rate (follow-ups to
 //! tipsters first). Village heads see counts, never an address, never a tip.
 
+mod outbox;
 pub mod rules;
 
 use crate::accounts::{Account, Role};
 use crate::channels::sms::{prepare_text, segments};
-use crate::channels::Transport;
-use crate::clock::{now_ms, VN_OFFSET_MS};
+use crate::channels::{Outgoing, Transport};
+use crate::clock::now_ms;
 use crate::config::BroadcastConfig;
 use crate::crypto::KeyRing;
 use crate::store::{
-    BroadcastRow, BroadcastStatus, CountRow, NewBroadcast, NewSubscriber, ResultRow, Store,
-    SubscriberRow,
+    BroadcastRow, BroadcastStatus, CountRow, NewBroadcast, NewSubscriber, OutboxStatus, ResultRow,
+    Store, SubscriberRow,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,55 +37,7 @@ pub const SUBSCRIBE_TRANSPORTS: &[Transport] = &[
     Transport::Email,
 ];
 
-/// Local minutes of the day (Asia/Ho_Chi_Minh) at `ms` since the epoch.
-fn local_minute(ms: i64) -> i64 {
-    ((ms + VN_OFFSET_MS) / 60_000).rem_euclid(1440)
-}
-
-/// Parses `HH:MM` into minutes of the day.
-pub fn parse_hhmm(s: &str) -> Option<i64> {
-    let (h, m) = s.trim().split_once(':')?;
-    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
-    ((0..24).contains(&h) && (0..60).contains(&m)).then_some(h * 60 + m)
-}
-
-/// The hours in which no bulk SMS goes out (21:00–07:00 local time by default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QuietHours {
-    start: i64,
-    end: i64,
-}
-
-impl QuietHours {
-    /// From the configuration; invalid times fall back to 21:00–07:00.
-    pub fn from_config(c: &BroadcastConfig) -> QuietHours {
-        QuietHours {
-            start: parse_hhmm(&c.quiet_start).unwrap_or(21 * 60),
-            end: parse_hhmm(&c.quiet_end).unwrap_or(7 * 60),
-        }
-    }
-
-    /// Whether `ms` falls in the quiet hours.
-    pub fn is_quiet(&self, ms: i64) -> bool {
-        let m = local_minute(ms);
-        match self.start.cmp(&self.end) {
-            std::cmp::Ordering::Equal => false,
-            std::cmp::Ordering::Less => m >= self.start && m < self.end,
-            std::cmp::Ordering::Greater => m >= self.start || m < self.end,
-        }
-    }
-
-    /// The first moment at or after `ms` that is not quiet.
-    pub fn next_open(&self, ms: i64) -> i64 {
-        if !self.is_quiet(ms) {
-            return ms;
-        }
-        let m = local_minute(ms);
-        let wait = (self.end - m).rem_euclid(1440);
-        // To the start of the end minute.
-        ms - ms.rem_euclid(60_000) + wait * 60_000
-    }
-}
+pub use crate::delivery::{parse_hhmm, QuietHours};
 
 /// What a broadcast is made of, as its author wrote it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -226,15 +179,6 @@ struct Inner {
     wake_runner: Notify,
 }
 
-/// The email a broadcast or a confirmation travels as (sealed in the outbox as JSON).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct EmailBody {
-    pub subject: String,
-    pub text: String,
-    /// One-click unsubscribe link (RFC 8058), when the mail is a broadcast.
-    pub unsubscribe: Option<String>,
-}
-
 impl Broadcasts {
     /// Builds the service.
     pub fn new(
@@ -334,25 +278,18 @@ impl Broadcasts {
             return Ok(Subscribed::Active { id });
         }
         let texts = crate::i18n::locales().texts(language);
-        let body = EmailBody {
-            subject: texts.get("subscribe.email_subject").to_owned(),
-            text: format!(
+        let mail = Outgoing::new(
+            normalise_address(transport, address),
+            format!(
                 "{}\n\n{}\n\n{}",
                 texts.fill("subscribe.email_confirm", &[("village", &village.name)]),
                 self.confirm_url(id),
                 texts.get("subscribe.email_ignore"),
             ),
-            unsubscribe: None,
-        };
-        let text = serde_json::to_string(&body).unwrap_or_default();
-        let row = crate::intake::outbox_row(
-            &self.inner.keys,
-            Transport::Email,
-            None,
-            None,
-            &normalise_address(transport, address),
-            &text,
-        );
+        )
+        .with_subject(texts.get("subscribe.email_subject"));
+        let row =
+            crate::delivery::outbox_row_for(&self.inner.keys, Transport::Email, None, None, &mail);
         store.enqueue(&[row]).await?;
         self.inner.wake_outbox.notify_one();
         Ok(Subscribed::Pending { id })
@@ -786,14 +723,14 @@ pub fn progress_of(b: &BroadcastRow, counts: &[CountRow], now: i64) -> Progress 
         ..Progress::default()
     };
     for c in counts {
-        let slot = match c.status.as_str() {
-            "queued" => 0,
-            "sent" => 1,
-            "delivered" => 2,
-            "failed" => 3,
-            "opted_out" => 4,
-            "cancelled" => 5,
-            _ => continue,
+        let slot = match OutboxStatus::parse(&c.status) {
+            Some(OutboxStatus::Queued) => 0,
+            Some(OutboxStatus::Sent) => 1,
+            Some(OutboxStatus::Delivered) => 2,
+            Some(OutboxStatus::Failed) => 3,
+            Some(OutboxStatus::OptedOut) => 4,
+            Some(OutboxStatus::Cancelled) => 5,
+            None => continue,
         };
         let entry = match p
             .by_transport
@@ -881,46 +818,6 @@ fn hex(b: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(h: i64, m: i64) -> i64 {
-        // 2026-06-26 local time (UTC+7).
-        let day = 1_782_432_000_000; // 2026-06-26 00:00 UTC
-        day + (h * 60 + m) * 60_000 - VN_OFFSET_MS
-    }
-
-    #[test]
-    fn quiet_hours_wrap_midnight() {
-        let q = QuietHours::from_config(&BroadcastConfig::default());
-        assert!(!q.is_quiet(at(20, 59)));
-        assert!(q.is_quiet(at(21, 0)));
-        assert!(q.is_quiet(at(23, 30)));
-        assert!(q.is_quiet(at(3, 0)));
-        assert!(q.is_quiet(at(6, 59)));
-        assert!(!q.is_quiet(at(7, 0)));
-        assert_eq!(q.next_open(at(22, 15)), at(7, 0) + 86_400_000);
-        assert_eq!(q.next_open(at(5, 10)), at(7, 0));
-        assert_eq!(q.next_open(at(12, 0)), at(12, 0));
-    }
-
-    #[test]
-    fn quiet_hours_can_be_off_or_daytime() {
-        let off = QuietHours::from_config(&BroadcastConfig {
-            quiet_start: "00:00".into(),
-            quiet_end: "00:00".into(),
-            ..BroadcastConfig::default()
-        });
-        assert!(!off.is_quiet(at(23, 0)));
-        let day = QuietHours::from_config(&BroadcastConfig {
-            quiet_start: "12:00".into(),
-            quiet_end: "13:30".into(),
-            ..BroadcastConfig::default()
-        });
-        assert!(day.is_quiet(at(12, 45)));
-        assert!(!day.is_quiet(at(13, 30)));
-        assert_eq!(day.next_open(at(12, 0)), at(13, 30));
-        assert_eq!(parse_hhmm("25:00"), None);
-        assert_eq!(parse_hhmm("7:05"), Some(425));
-    }
 
     #[test]
     fn text_falls_back_to_vietnamese() {

@@ -1,8 +1,11 @@
-//! Email to officers over SMTP (lettre, rustls with ring): plain-text UTF-8 messages, one
-//! per recipient so officers never see each other's addresses and one bad address does
-//! not stop the rest.
+//! Email over SMTP (lettre, rustls with ring): plain-text UTF-8 messages. Officers'
+//! alerts go one per recipient so officers never see each other's addresses and one bad
+//! address does not stop the rest; broadcast subscribers' mail goes through the outbox
+//! like any provider's messages.
 
+use super::{rate, Outgoing, Provider, SendOutcome, Transport};
 use crate::config::{SmtpConfig, SmtpSecurity};
+use futures_util::future::BoxFuture;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -29,6 +32,7 @@ pub enum MailError {
 pub struct Mailer {
     transport: Arc<AsyncSmtpTransport<Tokio1Executor>>,
     from: Mailbox,
+    rate: Option<u32>,
 }
 
 /// A short, address-free name for an SMTP failure (the server's own text may echo the
@@ -83,14 +87,23 @@ impl Mailer {
         Ok(Mailer {
             transport: Arc::new(builder.build()),
             from,
+            rate: None,
         })
     }
 
-    /// Sends `text_body` (plain text, UTF-8) under `subject` to each address in `to`, one
-    /// message per recipient. Returns how many recipients accepted it: `Ok(0)` when no
-    /// address was valid (nothing to retry), an error only when every valid recipient
-    /// failed, so the caller can try again later.
-    pub async fn send(
+    /// The same mailer, sending at most `per_second` messages a second through the
+    /// outbox (0: no limit).
+    pub fn with_rate_per_second(mut self, per_second: u32) -> Mailer {
+        self.rate = rate(per_second);
+        self
+    }
+
+    /// Sends an officers' alert: `text_body` (plain text, UTF-8) under `subject` to each
+    /// address in `to`, one message per recipient, at once (not through the outbox).
+    /// Returns how many recipients accepted it: `Ok(0)` when no address was valid
+    /// (nothing to retry), an error only when every valid recipient failed, so the caller
+    /// can try again later.
+    pub async fn send_alert(
         &self,
         to: &[String],
         subject: &str,
@@ -137,15 +150,14 @@ impl Mailer {
     /// Sends one plain-text message to one address, for the outbox: a campaign broadcast
     /// (with `List-Unsubscribe` and one-click `List-Unsubscribe-Post`, RFC 8058) or a
     /// subscription's confirmation link. A permanent SMTP refusal (5xx) or an address
-    /// that does not parse is [`super::SendOutcome::Rejected`]; anything else retryable.
-    pub async fn send_one(
+    /// that does not parse is [`SendOutcome::Rejected`]; anything else retryable.
+    async fn send_one(
         &self,
         to: &str,
         subject: &str,
         text_body: &str,
         unsubscribe: Option<&str>,
-    ) -> super::SendOutcome {
-        use super::SendOutcome;
+    ) -> SendOutcome {
         let Ok(mailbox) = to.parse::<Mailbox>() else {
             return SendOutcome::Rejected("email: the address does not parse".into());
         };
@@ -170,6 +182,25 @@ impl Mailer {
             Err(e) if e.is_permanent() => SendOutcome::Rejected(format!("email: {}", kind(&e))),
             Err(e) => SendOutcome::Transient(format!("email: {}", kind(&e))),
         }
+    }
+}
+
+impl Provider for Mailer {
+    fn transport(&self) -> Transport {
+        Transport::Email
+    }
+
+    fn send<'a>(&'a self, message: &'a Outgoing) -> BoxFuture<'a, SendOutcome> {
+        Box::pin(self.send_one(
+            &message.to,
+            message.subject.as_deref().unwrap_or_default(),
+            &message.text,
+            message.unsubscribe.as_deref(),
+        ))
+    }
+
+    fn rate_per_second(&self) -> Option<u32> {
+        self.rate
     }
 }
 

@@ -6,10 +6,12 @@
 //! error string this module returns carries them (nor the bot token, which sits in every
 //! Bot API URL, nor the raw answers of the API, which may echo a message).
 
-use super::{HookError, Inbound, InboundKind, PhotoRef, SendOutcome, Transport};
+use super::{http, HookError, Inbound, InboundKind, Outgoing, PhotoRef, Provider, SendOutcome};
+use super::{rate, Transport};
 use crate::config::TelegramConfig;
 use anyhow::Context as _;
 use axum::http::HeaderMap;
+use futures_util::future::BoxFuture;
 use std::time::Duration;
 use teloxide::payloads::{GetUpdatesSetters as _, SetWebhookSetters as _};
 use teloxide::requests::Requester as _;
@@ -34,11 +36,15 @@ const MAX_POLL_SECONDS: u32 = 50;
 /// Wait asked by a flood error whose answer names no wait.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// Telegram lets a bot write about one message a second to one chat.
+const PER_CHAT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A Telegram bot: sends messages, long-polls updates, downloads photos. Cheap to clone
 /// (teloxide's `Bot` is reference-counted inside).
 #[derive(Clone)]
 pub struct TelegramClient {
     bot: Bot,
+    rate: Option<u32>,
 }
 
 // By hand: the bot token must never reach a log through `{:?}`.
@@ -62,19 +68,19 @@ impl TelegramClient {
         // a client-side timeout instead of an empty answer; each call has its own, shorter
         // deadline below.
         let timeout = Duration::from_secs(u64::from(MAX_POLL_SECONDS)) + POLL_MARGIN;
-        let client = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(timeout.max(DOWNLOAD_TIMEOUT))
-            .tcp_nodelay(true)
+        let client = http::client_builder(CONNECT_TIMEOUT, timeout.max(DOWNLOAD_TIMEOUT))
             .build()
             .context("building the Telegram HTTP client")?;
         let bot = Bot::with_client(cfg.token.trim(), client).set_api_url(api_url);
-        Ok(TelegramClient { bot })
+        Ok(TelegramClient {
+            bot,
+            rate: rate(cfg.rate_per_second),
+        })
     }
 
     /// Sends `text` to the private chat `chat_id` (a decimal chat id) and says what
     /// Telegram made of it. Never panics, never logs the chat id or the text.
-    pub async fn send(&self, chat_id: &str, text: &str) -> SendOutcome {
+    async fn send_text(&self, chat_id: &str, text: &str) -> SendOutcome {
         let Ok(id) = chat_id.trim().parse::<i64>() else {
             return SendOutcome::Rejected("chat id is not a number".into());
         };
@@ -130,7 +136,7 @@ impl TelegramClient {
 
     /// Downloads a photo by its `file_id` (`getFile`, then the file URL), refusing one
     /// larger than `max_bytes`. The error text carries no file id, path or token.
-    pub async fn fetch_photo(&self, file_id: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
+    async fn download_file(&self, file_id: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
         let call = self.bot.get_file(FileId(file_id.to_owned()));
         let file = match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Err(_) => return Err("getFile timed out".into()),
@@ -146,7 +152,7 @@ impl TelegramClient {
         let url = file_url(self.bot.api_url(), self.bot.token(), &file.path)?;
         tokio::time::timeout(
             DOWNLOAD_TIMEOUT,
-            download(self.bot.client(), url, max_bytes),
+            http::download(self.bot.client(), url, max_bytes, "photo download"),
         )
         .await
         .map_err(|_| "photo download timed out".to_string())?
@@ -180,6 +186,38 @@ impl TelegramClient {
             Ok(Err(e)) => Err(format!("setWebhook failed: {}", describe(&e))),
             Ok(Ok(_)) => Ok(()),
         }
+    }
+}
+
+impl Provider for TelegramClient {
+    fn transport(&self) -> Transport {
+        Transport::Telegram
+    }
+
+    fn send<'a>(&'a self, message: &'a Outgoing) -> BoxFuture<'a, SendOutcome> {
+        Box::pin(self.send_text(&message.to, &message.text))
+    }
+
+    fn fetch_photo<'a>(
+        &'a self,
+        photo: &'a PhotoRef,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            match photo {
+                PhotoRef::TelegramFile(id) => self.download_file(id, max_bytes).await,
+                PhotoRef::Bytes(b) => Ok(b.clone()),
+                PhotoRef::Url(_) => Err("not a Telegram file".into()),
+            }
+        })
+    }
+
+    fn per_recipient_interval(&self) -> Option<Duration> {
+        Some(PER_CHAT_INTERVAL)
+    }
+
+    fn rate_per_second(&self) -> Option<u32> {
+        self.rate
     }
 }
 
@@ -219,49 +257,16 @@ fn file_url(mut base: reqwest::Url, token: &str, file_path: &str) -> Result<reqw
     Ok(base)
 }
 
-/// Fetches `url` into memory, stopping as soon as it grows past `max_bytes`.
-async fn download(
-    client: &reqwest::Client,
-    url: reqwest::Url,
-    max_bytes: usize,
-) -> Result<Vec<u8>, String> {
-    let mut response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| format!("photo download failed: {}", network_kind(&e)))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(format!("photo download failed: HTTP {}", status.as_u16()));
-    }
-    if response
-        .content_length()
-        .is_some_and(|n| n > max_bytes as u64)
-    {
-        return Err("photo is larger than allowed".into());
-    }
-    let mut bytes = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| format!("photo download failed: {}", network_kind(&e)))?
-    {
-        if bytes.len() + chunk.len() > max_bytes {
-            return Err("photo is larger than allowed".into());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes)
-}
-
 /// What one failed `sendMessage` means for the outbox.
 fn classify_send_error(e: &RequestError) -> SendOutcome {
     match e {
-        RequestError::RetryAfter(wait) => SendOutcome::RetryAfter(wait.duration()),
+        RequestError::RetryAfter(wait) => {
+            SendOutcome::RetryAfter(http::bound_retry_after(wait.duration()))
+        }
         RequestError::MigrateToChatId(_) => {
             SendOutcome::Rejected("chat was migrated to a supergroup".into())
         }
-        RequestError::Network(e) => SendOutcome::Transient(network_kind(e).into()),
+        RequestError::Network(e) => SendOutcome::Transient(http::network_failure(e).into()),
         RequestError::Io(_) => SendOutcome::Transient("i/o error".into()),
         RequestError::InvalidJson { .. } => {
             SendOutcome::Transient("unreadable answer from the Bot API".into())
@@ -308,7 +313,7 @@ fn classify_description(description: &str) -> SendOutcome {
             .and_then(|n| n.trim().parse::<u64>().ok())
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_RETRY_AFTER);
-        SendOutcome::RetryAfter(wait)
+        SendOutcome::RetryAfter(http::bound_retry_after(wait))
     } else if [
         "internal server error",
         "bad gateway",
@@ -331,27 +336,11 @@ fn describe(e: &RequestError) -> String {
     match e {
         RequestError::RetryAfter(wait) => format!("flood limit, retry after {} s", wait.seconds()),
         RequestError::MigrateToChatId(_) => "chat was migrated to a supergroup".into(),
-        RequestError::Network(e) => network_kind(e).into(),
+        RequestError::Network(e) => http::network_failure(e).into(),
         RequestError::Io(_) => "i/o error".into(),
         RequestError::InvalidJson { .. } => "unreadable answer from the Bot API".into(),
         RequestError::Api(ApiError::Unknown(d)) => scrub(d),
         RequestError::Api(api) => scrub(&api.to_string()),
-    }
-}
-
-/// The kind of a transport failure. reqwest's own message names the URL, and every Bot
-/// API URL holds the token.
-fn network_kind(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "broken answer body"
-    } else if e.is_request() {
-        "request failed"
-    } else {
-        "network error"
     }
 }
 

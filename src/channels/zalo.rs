@@ -12,7 +12,9 @@
 //!
 //! Nothing here logs or prints a sender id, a message text or a token.
 
-use super::{HookError, Inbound, InboundKind, PhotoRef, SendOutcome, Transport};
+use super::{http, rate, HookError, Inbound, InboundKind, Outgoing, PhotoRef, Provider};
+use super::{SendOutcome, Transport};
+use crate::clock::now_ms;
 use crate::config::ZaloConfig;
 use axum::http::HeaderMap;
 use futures_util::future::BoxFuture;
@@ -31,6 +33,13 @@ const EXPIRY_MARGIN_MS: i64 = 60_000;
 
 /// Zalo's tokens last 25 hours; assumed when a refresh answer omits `expires_in`.
 const DEFAULT_EXPIRES_IN_S: i64 = 90_000;
+
+/// Zalo lets an Official Account answer a person only for a while after their last
+/// message (48 hours for consultation messages).
+pub const REPLY_WINDOW: Duration = Duration::from_secs(48 * 3600);
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Computes the `X-ZEvent-Signature` value (`mac=` + lowercase hex) for a raw body.
 pub fn signature(app_id: &str, body: &[u8], timestamp: &str, oa_secret_key: &str) -> String {
@@ -321,6 +330,7 @@ struct Inner {
     app_id: String,
     app_secret_key: String,
     vault: Arc<dyn TokenVault>,
+    rate: Option<u32>,
     // One lock for reading and refreshing, so only one refresh runs at a time and a
     // caller that waited finds the fresh token instead of spending the refresh token again.
     state: tokio::sync::Mutex<TokenState>,
@@ -369,69 +379,11 @@ fn classify(code: i64) -> ErrorClass {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Describes a transport error without its URL or any payload.
-fn describe(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "request failed"
-    }
-}
-
-/// Reads a body of at most `max` bytes, stopping as soon as it is longer.
-async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
-    if resp
-        .content_length()
-        .is_some_and(|n| n > u64::try_from(max).unwrap_or(u64::MAX))
-    {
-        return Err(format!("answer larger than {max} bytes"));
-    }
-    let mut out = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                if out.len() + chunk.len() > max {
-                    return Err(format!("answer larger than {max} bytes"));
-                }
-                out.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(out),
-            Err(e) => return Err(format!("reading the answer {}", describe(&e))),
-        }
-    }
-}
-
-/// `Retry-After` in seconds (its date form is not used by Zalo), 1 s by default.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
-    let secs = headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(1);
-    Duration::from_secs(secs.clamp(1, 3600))
-}
-
 impl ZaloClient {
     /// A client for the OA at `cfg.api_url` / `cfg.oauth_url`. Tokens come from `vault`
     /// when it holds any, else from `cfg.access_token` / `cfg.refresh_token`.
     pub fn new(cfg: &ZaloConfig, vault: Arc<dyn TokenVault>) -> ZaloClient {
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(20))
-            .user_agent(concat!("tinbao/", env!("CARGO_PKG_VERSION")))
-            .build()
-            // Building fails only without a TLS backend, which the features guarantee.
-            .unwrap_or_default();
+        let http = http::client(CONNECT_TIMEOUT, CALL_TIMEOUT);
         ZaloClient {
             inner: Arc::new(Inner {
                 http,
@@ -440,6 +392,7 @@ impl ZaloClient {
                 app_id: cfg.app_id.clone(),
                 app_secret_key: cfg.app_secret_key.clone(),
                 vault,
+                rate: rate(cfg.rate_per_second),
                 state: tokio::sync::Mutex::new(TokenState {
                     loaded: false,
                     tokens: ZaloTokens {
@@ -459,7 +412,7 @@ impl ZaloClient {
     /// reply-window, quota and invalid-recipient errors are `Rejected` with a short reason
     /// that names no one; a person who blocked the OA is `OptedOut`; HTTP 429 is
     /// `RetryAfter`; 5xx, network errors and unknown Zalo codes are `Transient`.
-    pub async fn send(&self, user_id: &str, text: &str) -> SendOutcome {
+    async fn send_text(&self, user_id: &str, text: &str) -> SendOutcome {
         let token = match self.access_token().await {
             Ok(t) => t,
             Err(e) => return SendOutcome::Transient(e),
@@ -483,24 +436,9 @@ impl ZaloClient {
 
     /// Downloads an image a user sent (a Zalo CDN URL from a webhook), refusing more than
     /// `max_bytes`. Errors name neither the URL nor the sender.
-    pub async fn fetch_image(&self, url: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
-        let resp = self
-            .inner
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(|e| format!("Zalo image download {}", describe(&e)))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(format!(
-                "Zalo image download answered HTTP {}",
-                status.as_u16()
-            ));
-        }
-        read_capped(resp, max_bytes)
-            .await
-            .map_err(|e| format!("Zalo image: {e}"))
+    async fn fetch_image(&self, url: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
+        let url = reqwest::Url::parse(url).map_err(|_| "Zalo image: not a URL".to_string())?;
+        http::download(&self.inner.http, url, max_bytes, "Zalo image download").await
     }
 
     /// The access token to use now: loaded from the vault on first use, renewed first
@@ -557,7 +495,7 @@ impl ZaloClient {
             .form(&form)
             .send()
             .await
-            .map_err(|e| format!("Zalo token refresh {}", describe(&e)))?;
+            .map_err(|e| format!("Zalo token refresh: {}", http::network_failure(&e)))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!(
@@ -565,7 +503,7 @@ impl ZaloClient {
                 status.as_u16()
             ));
         }
-        let body = read_capped(resp, MAX_API_ANSWER)
+        let body = http::read_capped(resp, MAX_API_ANSWER)
             .await
             .map_err(|e| format!("Zalo token refresh: {e}"))?;
         let answer: Value = serde_json::from_slice(&body)
@@ -619,12 +557,15 @@ impl ZaloClient {
         {
             Ok(r) => r,
             Err(e) => {
-                return Attempt::Done(SendOutcome::Transient(format!("Zalo {}", describe(&e))))
+                return Attempt::Done(SendOutcome::Transient(format!(
+                    "Zalo: {}",
+                    http::network_failure(&e)
+                )))
             }
         };
         let status = resp.status();
         if status.as_u16() == 429 {
-            return Attempt::Done(SendOutcome::RetryAfter(retry_after(resp.headers())));
+            return Attempt::Done(SendOutcome::RetryAfter(http::retry_after(resp.headers())));
         }
         if status.as_u16() == 401 {
             return Attempt::TokenRejected;
@@ -635,7 +576,7 @@ impl ZaloClient {
                 status.as_u16()
             )));
         }
-        let answer = match read_capped(resp, MAX_API_ANSWER).await {
+        let answer = match http::read_capped(resp, MAX_API_ANSWER).await {
             Ok(b) => serde_json::from_slice::<Value>(&b).ok(),
             Err(e) => return Attempt::Done(SendOutcome::Transient(format!("Zalo: {e}"))),
         };
@@ -664,6 +605,38 @@ impl ZaloClient {
                 }
             },
         }
+    }
+}
+
+impl Provider for ZaloClient {
+    fn transport(&self) -> Transport {
+        Transport::Zalo
+    }
+
+    fn send<'a>(&'a self, message: &'a Outgoing) -> BoxFuture<'a, SendOutcome> {
+        Box::pin(self.send_text(&message.to, &message.text))
+    }
+
+    fn fetch_photo<'a>(
+        &'a self,
+        photo: &'a PhotoRef,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            match photo {
+                PhotoRef::Url(url) => self.fetch_image(url, max_bytes).await,
+                PhotoRef::Bytes(b) => Ok(b.clone()),
+                PhotoRef::TelegramFile(_) => Err("not a Zalo image".into()),
+            }
+        })
+    }
+
+    fn reply_window(&self) -> Option<Duration> {
+        Some(REPLY_WINDOW)
+    }
+
+    fn rate_per_second(&self) -> Option<u32> {
+        self.inner.rate
     }
 }
 

@@ -9,24 +9,6 @@ use crate::geo::{fold, Geo};
 use crate::tips::Category;
 use serde::{Deserialize, Serialize};
 
-/// A photo kept in the draft: where to fetch it once the tip is sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum DraftPhoto {
-    Bytes(Vec<u8>),
-    TelegramFile(String),
-    Url(String),
-}
-
-impl From<&PhotoRef> for DraftPhoto {
-    fn from(p: &PhotoRef) -> Self {
-        match p {
-            PhotoRef::Bytes(b) => DraftPhoto::Bytes(b.clone()),
-            PhotoRef::TelegramFile(f) => DraftPhoto::TelegramFile(f.clone()),
-            PhotoRef::Url(u) => DraftPhoto::Url(u.clone()),
-        }
-    }
-}
-
 /// The tip being written.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Draft {
@@ -36,7 +18,8 @@ pub struct Draft {
     pub commune_name: Option<String>,
     pub village: Option<String>,
     pub description: Option<String>,
-    pub photos: Vec<DraftPhoto>,
+    /// Where to fetch each photo once the tip is sent.
+    pub photos: Vec<PhotoRef>,
     /// Latitude, longitude, when the person shared a location.
     pub location: Option<(f64, f64)>,
 }
@@ -81,14 +64,11 @@ pub enum Action {
     Reply {
         receipt: Option<String>,
         text: String,
-        photos: Vec<DraftPhoto>,
+        photos: Vec<PhotoRef>,
     },
     /// Free text outside any step: an addition to this chat's open tip if it has one,
     /// otherwise a pointer to the help.
-    Idle {
-        text: String,
-        photos: Vec<DraftPhoto>,
-    },
+    Idle { text: String, photos: Vec<PhotoRef> },
     /// Subscribe to a village's broadcasts.
     Subscribe(String),
     /// Opt out of everything and forget this person.
@@ -188,7 +168,7 @@ pub fn step(bot: &Bot, state: &mut DialogState, input: &InboundKind, ctx: &Conte
                 state.greeted = true;
                 turn.action = Some(Action::Idle {
                     text: text.to_owned(),
-                    photos: photos.iter().map(DraftPhoto::from).collect(),
+                    photos: photos.to_vec(),
                 });
             }
         }
@@ -217,7 +197,7 @@ pub fn step(bot: &Bot, state: &mut DialogState, input: &InboundKind, ctx: &Conte
                 turn.action = Some(Action::Reply {
                     receipt,
                     text: text.to_owned(),
-                    photos: photos.iter().map(DraftPhoto::from).collect(),
+                    photos: photos.to_vec(),
                 });
             }
         }
@@ -446,10 +426,7 @@ fn tip_step(
                         &[("max", &step.max.to_string())],
                     ));
                 }
-                state
-                    .draft
-                    .photos
-                    .extend(photos.iter().take(room).map(DraftPhoto::from));
+                state.draft.photos.extend(photos.iter().take(room).cloned());
                 if !text.is_empty() && state.draft.description.is_some() {
                     // A caption adds to the description.
                     if let Some(d) = &mut state.draft.description {
@@ -656,7 +633,7 @@ mod tests {
                 assert_eq!(d.category.as_deref(), Some("psychosis"));
                 assert_eq!(d.commune, Some(6172));
                 assert_eq!(d.village.as_deref(), Some("Thôn Nà Sla"));
-                assert_eq!(d.photos, vec![DraftPhoto::TelegramFile("f1".into())]);
+                assert_eq!(d.photos, vec![PhotoRef::TelegramFile("f1".into())]);
             }
             other => panic!("expected a submit, got {other:?}"),
         }

@@ -1,4 +1,4 @@
-//! Chat and SMS conversations. Webhooks and the Telegram poller hand normalised
+//! Chat and SMS conversations. Webhooks and the Telegram poller ([`telegram_poll`]) hand normalised
 //! [`Inbound`] events to [`Chat::accept`], which seals them into the durable inbox (a
 //! provider's retry is recognised and dropped) and answers only once they are on disk.
 //! A processor then runs each event through the engine of `bots/` (chat) or the one-SMS
@@ -6,19 +6,20 @@
 
 pub mod bot;
 pub mod engine;
+pub mod telegram_poll;
 
-use crate::channels::{Inbound, InboundKind, PhotoRef, Transport};
+use crate::channels::{Inbound, InboundKind, Outgoing, PhotoRef, Transport};
 use crate::clock::now_ms;
 use crate::config::SmsNumber;
 use crate::crypto::{KeyRing, Receipt};
+use crate::delivery::{Outbox, Providers};
 use crate::geo::fold;
-use crate::intake::{outbox_row, ChatOrigin, Intake, IntakeError, TipInput};
+use crate::intake::{ChatOrigin, Intake, IntakeError, TipInput};
 use crate::store::{InboxRow, InboxWriter, NewInboxEvent, Store, TipContactRow};
 use crate::tips::Category;
 use bot::Bot;
-use engine::{Action, Context, DialogState, Draft, DraftPhoto};
+use engine::{Action, Context, DialogState, Draft};
 use futures_util::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -31,9 +32,25 @@ const SEEN_CONTENT_MS: i64 = 5 * 60 * 1000;
 /// How long a claimed event stays with one processor.
 const LEASE_MS: i64 = 60_000;
 
-/// Fetches a photo a provider keeps (Telegram getFile, Zalo image URL).
+/// Fetches a photo a provider keeps (Telegram getFile, Zalo image URL), by the transport
+/// the photo came over.
 pub trait PhotoSource: Send + Sync {
-    fn fetch<'a>(&'a self, photo: &'a DraftPhoto) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+    fn fetch<'a>(
+        &'a self,
+        transport: Transport,
+        photo: &'a PhotoRef,
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>>;
+}
+
+/// Photos fetched from the provider that holds them.
+impl PhotoSource for Providers {
+    fn fetch<'a>(
+        &'a self,
+        transport: Transport,
+        photo: &'a PhotoRef,
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(self.fetch_photo(transport, photo))
+    }
 }
 
 /// Something the processor must know went wrong; the event is retried later.
@@ -52,72 +69,6 @@ pub enum ChatError {
     Raced,
 }
 
-/// An inbound event as sealed in the inbox.
-#[derive(Serialize, Deserialize)]
-struct StoredEvent {
-    transport: Transport,
-    sender: String,
-    to: Option<String>,
-    kind: StoredKind,
-}
-
-#[derive(Serialize, Deserialize)]
-enum StoredKind {
-    Message {
-        text: String,
-        photos: Vec<DraftPhoto>,
-        location: Option<(f64, f64)>,
-    },
-    Follow,
-    Unfollow,
-}
-
-impl StoredEvent {
-    fn from_inbound(i: &Inbound) -> StoredEvent {
-        StoredEvent {
-            transport: i.transport,
-            sender: i.sender.clone(),
-            to: i.to.clone(),
-            kind: match &i.kind {
-                InboundKind::Message {
-                    text,
-                    photos,
-                    location,
-                } => StoredKind::Message {
-                    text: text.clone(),
-                    photos: photos.iter().map(DraftPhoto::from).collect(),
-                    location: *location,
-                },
-                InboundKind::Follow => StoredKind::Follow,
-                InboundKind::Unfollow => StoredKind::Unfollow,
-            },
-        }
-    }
-
-    fn kind(&self) -> InboundKind {
-        match &self.kind {
-            StoredKind::Message {
-                text,
-                photos,
-                location,
-            } => InboundKind::Message {
-                text: text.clone(),
-                photos: photos
-                    .iter()
-                    .map(|p| match p {
-                        DraftPhoto::Bytes(b) => PhotoRef::Bytes(b.clone()),
-                        DraftPhoto::TelegramFile(f) => PhotoRef::TelegramFile(f.clone()),
-                        DraftPhoto::Url(u) => PhotoRef::Url(u.clone()),
-                    })
-                    .collect(),
-                location: *location,
-            },
-            StoredKind::Follow => InboundKind::Follow,
-            StoredKind::Unfollow => InboundKind::Unfollow,
-        }
-    }
-}
-
 /// The chat service shared by every chat and SMS channel. Cheap to clone.
 #[derive(Clone)]
 pub struct Chat {
@@ -131,7 +82,7 @@ struct Inner {
     bot: Bot,
     inbox: InboxWriter,
     wake_processor: Notify,
-    wake_outbox: Arc<Notify>,
+    outbox: Outbox,
     photos: Option<Arc<dyn PhotoSource>>,
     sms_numbers: Vec<SmsNumber>,
     /// Village subscriptions (set once the broadcast service exists).
@@ -139,11 +90,11 @@ struct Inner {
 }
 
 impl Chat {
-    /// Builds the service; `wake_outbox` is told when answers are queued.
+    /// Builds the service; answers go out through `outbox`.
     pub fn new(
         intake: Intake,
         bot: Bot,
-        wake_outbox: Arc<Notify>,
+        outbox: Outbox,
         photos: Option<Arc<dyn PhotoSource>>,
         sms_numbers: Vec<SmsNumber>,
     ) -> Chat {
@@ -160,7 +111,7 @@ impl Chat {
                 intake,
                 bot,
                 wake_processor: Notify::new(),
-                wake_outbox,
+                outbox,
                 photos,
                 sms_numbers,
                 broadcasts: std::sync::OnceLock::new(),
@@ -176,7 +127,7 @@ impl Chat {
     /// Subscribes the sender to the village `query` names; the answer's texts.
     async fn subscribe(
         &self,
-        ev: &StoredEvent,
+        ev: &Inbound,
         lang: &str,
         query: &str,
     ) -> Result<Vec<String>, ChatError> {
@@ -231,8 +182,7 @@ impl Chat {
                     now - SEEN_ID_MS,
                 ),
                 None => {
-                    let content = serde_json::to_string(&StoredEvent::from_inbound(e).kind)
-                        .unwrap_or_default();
+                    let content = serde_json::to_string(&e.kind).unwrap_or_default();
                     (
                         inner.keys.pseudonym(
                             "inbound-content",
@@ -243,7 +193,7 @@ impl Chat {
                 }
             };
             let reference = uuid::Uuid::new_v4().simple().to_string();
-            let plain = serde_json::to_vec(&StoredEvent::from_inbound(e)).unwrap_or_default();
+            let plain = serde_json::to_vec(e).unwrap_or_default();
             let event = inner.keys.seal_record("inbox", &reference, &plain);
             inner.inbox.insert(NewInboxEvent {
                 reference,
@@ -360,7 +310,7 @@ impl Chat {
             .keys
             .open_record("inbox", &row.reference, &row.event)
             .map_err(|_| ChatError::Sealed)?;
-        let ev: StoredEvent = serde_json::from_slice(&plain).map_err(|_| ChatError::Sealed)?;
+        let ev: Inbound = serde_json::from_slice(&plain).map_err(|_| ChatError::Sealed)?;
         let consumed = if ev.transport.is_sms() {
             self.sms(&ev, &row).await?
         } else {
@@ -383,20 +333,12 @@ impl Chat {
         if texts.is_empty() {
             return Ok(());
         }
-        let row = outbox_row(
-            &self.inner.keys,
-            transport,
-            None,
-            None,
-            to,
-            &texts.join("\n\n"),
-        );
-        self.inner.store.enqueue(&[row]).await?;
-        self.inner.wake_outbox.notify_one();
+        let message = Outgoing::new(to, texts.join("\n\n"));
+        self.inner.outbox.queue(transport, &message).await?;
         Ok(())
     }
 
-    async fn dialog(&self, ev: &StoredEvent, row: &InboxRow) -> Result<bool, ChatError> {
+    async fn dialog(&self, ev: &Inbound, row: &InboxRow) -> Result<bool, ChatError> {
         let inner = &self.inner;
         let now = now_ms();
         let sender = &row.sender;
@@ -425,10 +367,9 @@ impl Chat {
             geo,
             has_open_tip: !open.is_empty(),
         };
-        let kind = ev.kind();
         // A poster's link or code ("/start dk12", "DK 12") subscribes at once.
         let direct = match &ev.kind {
-            StoredKind::Message { text, .. } => direct_subscription(text),
+            InboundKind::Message { text, .. } => direct_subscription(text),
             _ => None,
         };
         let turn = match direct {
@@ -436,7 +377,7 @@ impl Chat {
                 action: Some(Action::Subscribe(query)),
                 ..engine::Turn::default()
             },
-            None => engine::step(&inner.bot, &mut state, &kind, &ctx),
+            None => engine::step(&inner.bot, &mut state, &ev.kind, &ctx),
         };
         let mut replies = turn.replies;
         let lang = state.lang.clone();
@@ -465,7 +406,7 @@ impl Chat {
                 photos,
             }) => {
                 let key = self
-                    .add_to_tip(receipt.as_deref(), &open, &text, &photos)
+                    .add_to_tip(ev.transport, receipt.as_deref(), &open, &text, &photos)
                     .await?;
                 replies.push(inner.bot.text(&lang, key).to_owned());
             }
@@ -473,7 +414,9 @@ impl Chat {
                 if open.is_empty() {
                     replies.push(inner.bot.text(&lang, "unknown").to_owned());
                 } else {
-                    let key = self.add_to_tip(None, &open, &text, &photos).await?;
+                    let key = self
+                        .add_to_tip(ev.transport, None, &open, &text, &photos)
+                        .await?;
                     replies.push(inner.bot.text(&lang, key).to_owned());
                 }
             }
@@ -505,7 +448,7 @@ impl Chat {
             }
         }
         // Someone who unfollowed cannot be written to.
-        if !matches!(ev.kind, StoredKind::Unfollow) {
+        if !matches!(ev.kind, InboundKind::Unfollow) {
             self.answer(ev.transport, &ev.sender, &replies).await?;
         }
         Ok(consumed)
@@ -514,7 +457,7 @@ impl Chat {
     /// Sends a drafted tip; `Ok(Err(text key))` when the person must fix something.
     async fn submit(
         &self,
-        ev: &StoredEvent,
+        ev: &Inbound,
         row: &InboxRow,
         lang: &str,
         draft: Draft,
@@ -522,7 +465,7 @@ impl Chat {
         let inner = &self.inner;
         let mut photos = Vec::new();
         for p in &draft.photos {
-            match self.fetch_photo(p).await {
+            match self.fetch_photo(ev.transport, p).await {
                 Ok(bytes) => photos.push(bytes),
                 Err(_) => return Ok(Err("error.photos_failed")),
             }
@@ -556,7 +499,7 @@ impl Chat {
             .await
         {
             Ok(_) => {
-                inner.wake_outbox.notify_one();
+                inner.outbox.wake();
                 Ok(Ok(()))
             }
             Err(IntakeError::Invalid(errors)) => {
@@ -570,10 +513,10 @@ impl Chat {
         }
     }
 
-    async fn fetch_photo(&self, p: &DraftPhoto) -> Result<Vec<u8>, String> {
+    async fn fetch_photo(&self, transport: Transport, p: &PhotoRef) -> Result<Vec<u8>, String> {
         match (p, &self.inner.photos) {
-            (DraftPhoto::Bytes(b), _) => Ok(b.clone()),
-            (_, Some(source)) => source.fetch(p).await,
+            (PhotoRef::Bytes(b), _) => Ok(b.clone()),
+            (_, Some(source)) => source.fetch(transport, p).await,
             (_, None) => Err("no photo source".into()),
         }
     }
@@ -620,14 +563,15 @@ impl Chat {
     /// text key of the answer.
     async fn add_to_tip(
         &self,
+        transport: Transport,
         receipt: Option<&str>,
         open: &[TipContactRow],
         text: &str,
-        photos: &[DraftPhoto],
+        photos: &[PhotoRef],
     ) -> Result<&'static str, ChatError> {
         let mut bytes = Vec::new();
         for p in photos {
-            match self.fetch_photo(p).await {
+            match self.fetch_photo(transport, p).await {
                 Ok(b) => bytes.push(b),
                 Err(_) => return Ok("error.photos_failed"),
             }
@@ -651,11 +595,11 @@ impl Chat {
     }
 
     /// SMS: a whole tip in one message, follow-ups by number, STOP/HUY.
-    async fn sms(&self, ev: &StoredEvent, row: &InboxRow) -> Result<bool, ChatError> {
+    async fn sms(&self, ev: &Inbound, row: &InboxRow) -> Result<bool, ChatError> {
         let inner = &self.inner;
         let bot = &inner.bot;
         let lang = bot.default_language.clone();
-        let StoredKind::Message { text, .. } = &ev.kind else {
+        let InboundKind::Message { text, .. } = &ev.kind else {
             return Ok(false);
         };
         let text = text.trim();
@@ -746,7 +690,7 @@ impl Chat {
             .await
         {
             Ok(_) => {
-                inner.wake_outbox.notify_one();
+                inner.outbox.wake();
                 Ok(true)
             }
             Err(IntakeError::Invalid(_)) => self

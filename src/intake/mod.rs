@@ -8,10 +8,11 @@ use crate::channels::Transport;
 use crate::clock::now_ms;
 use crate::config::SlaConfig;
 use crate::crypto::{KeyRing, OpenError, Receipt, TipKey, WrappedKey};
+use crate::delivery::outbox_row;
 use crate::geo::Geo;
 use crate::store::{
     AttachmentMeta, ChatTipExtras, MessageRow, NewAttachment, NewMessageRecord, NewOutboxRow,
-    NewTipContact, NewTipRecord, NoteRow, Store, TipRow, TipWriter, PRIORITY_FOLLOW_UP,
+    NewTipContact, NewTipRecord, NoteRow, Store, TipRow, TipWriter,
 };
 use crate::tips::{Category, Channel, Priority, PublicStatus, Status};
 use photo::{CleanPhoto, PhotoLimits};
@@ -138,28 +139,6 @@ pub struct Intake {
     geo: Arc<Geo>,
     sla: SlaConfig,
     photo_limits: PhotoLimits,
-}
-
-/// Builds an outbox row for `text` to `address`, sealed and bound to the row's id.
-pub fn outbox_row(
-    keys: &KeyRing,
-    transport: Transport,
-    tip_id: Option<&str>,
-    message_id: Option<&str>,
-    address: &str,
-    text: &str,
-) -> NewOutboxRow {
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    NewOutboxRow {
-        recipient: keys.seal_record("outbox-to", &id, address.as_bytes()),
-        body: keys.seal_record("outbox-body", &id, text.as_bytes()),
-        transport: transport.as_str(),
-        priority: PRIORITY_FOLLOW_UP,
-        tip_id: tip_id.map(str::to_owned),
-        message_id: message_id.map(str::to_owned),
-        created_at: now_ms(),
-        id,
-    }
 }
 
 fn new_id() -> String {

@@ -192,7 +192,7 @@ pub enum Settle {
     /// `failed`, `opted_out` or `cancelled`, with a reason.
     Closed {
         id: String,
-        status: &'static str,
+        status: super::OutboxStatus,
         error: String,
         at: i64,
     },
@@ -680,7 +680,7 @@ impl Store {
                     Settle::Closed { id, status, error, at } => sqlx::query(
                         "UPDATE outbox SET status = $1, last_error = $2, settled_at = $3, recipient = NULL, body = NULL, \
                          claimed_until = 0 WHERE id = $4")
-                        .bind(*status).bind(error).bind(at).bind(id).execute(&mut *tx).await?,
+                        .bind(status.as_str()).bind(error).bind(at).bind(id).execute(&mut *tx).await?,
                 };
             }
             Ok(tx.commit().await?)

@@ -2,6 +2,7 @@
 //! de-duplication of provider retries), the bots' sealed dialog state, and the sealed reply
 //! addresses of open tips. Every address here is a keyed pseudonym or sealed bytes.
 
+use super::lease::Claim;
 use super::BeginWrite;
 use super::{Pool, Store, StoreResult};
 
@@ -95,33 +96,14 @@ impl Store {
         lease_until: i64,
         limit: i64,
     ) -> StoreResult<Vec<InboxRow>> {
-        let inner = "SELECT id FROM inbox i WHERE claimed_until < $2 \
-             AND NOT EXISTS (SELECT 1 FROM inbox j WHERE j.sender = i.sender AND j.id < i.id) \
-             ORDER BY id LIMIT $3";
-        let mut rows: Vec<InboxRow> = match &self.pool {
-            Pool::Sqlite(p) => {
-                sqlx::query_as(&format!(
-                    "UPDATE inbox SET claimed_until = $1, attempts = attempts + 1 \
-                     WHERE id IN ({inner}) RETURNING {INBOX_COLUMNS}"
-                ))
-                .bind(lease_until)
-                .bind(now)
-                .bind(limit)
-                .fetch_all(p)
-                .await?
-            }
-            Pool::Postgres(p) => {
-                sqlx::query_as(&format!(
-                    "UPDATE inbox SET claimed_until = $1, attempts = attempts + 1 \
-                     WHERE id IN ({inner} FOR UPDATE SKIP LOCKED) RETURNING {INBOX_COLUMNS}"
-                ))
-                .bind(lease_until)
-                .bind(now)
-                .bind(limit)
-                .fetch_all(p)
-                .await?
-            }
+        let claim = Claim {
+            table: "inbox",
+            from: "inbox i",
+            filter: "NOT EXISTS (SELECT 1 FROM inbox j WHERE j.sender = i.sender AND j.id < i.id)",
+            order: "id",
+            columns: INBOX_COLUMNS,
         };
+        let mut rows: Vec<InboxRow> = self.claim_leased(&claim, now, lease_until, limit).await?;
         rows.sort_by_key(|r| r.id);
         Ok(rows)
     }

@@ -6,7 +6,9 @@ mod records;
 mod writer;
 
 pub use chat::{ChatSessionRow, InboxRow, NewInboxEvent, TipContactRow};
-pub use outbox::{DeliveryRow, NewOutboxRow, OutboxRow, PRIORITY_BULK, PRIORITY_FOLLOW_UP};
+pub use outbox::{
+    DeliveryRow, NewOutboxRow, OutboxRow, OutboxStatus, PRIORITY_BULK, PRIORITY_FOLLOW_UP,
+};
 
 pub use records::*;
 pub use writer::{InboxWriter, SettleWriter, TipWriter};
@@ -114,6 +116,7 @@ impl BeginWrite for PgPool {
 mod audit;
 mod broadcast;
 mod chat;
+mod lease;
 mod outbox;
 pub use audit::{
     AuditHead, AuditRecord, NewAuditEntry, RecordedHead, UnreadableAuditRow, AUDIT_HEAD_META,

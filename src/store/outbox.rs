@@ -4,8 +4,62 @@
 //! (`FOR UPDATE SKIP LOCKED` on PostgreSQL). Recipient and text are sealed, and erased
 //! once the message is settled.
 
+use super::lease::Claim;
 use super::BeginWrite;
 use super::{Pool, Store, StoreResult};
+
+/// Where an outbox message stands (`outbox.status`), plus `delivered`, which the counts
+/// and a broadcast's results report for a sent message with a delivery report (it is
+/// never stored as a status: such a row stays `sent`, with `delivered_at`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutboxStatus {
+    /// Waiting to be sent (or retried).
+    Queued,
+    /// A provider took it.
+    Sent,
+    /// Sent, and the provider reported it reached the handset (reported only).
+    Delivered,
+    /// It will not be sent: the provider refused it, or the attempts ran out.
+    Failed,
+    /// The recipient opted out or blocked us before it could go.
+    OptedOut,
+    /// Its broadcast was cancelled before it went.
+    Cancelled,
+}
+
+impl OutboxStatus {
+    /// Every status, in the order reports list them.
+    pub const ALL: [OutboxStatus; 6] = [
+        OutboxStatus::Queued,
+        OutboxStatus::Sent,
+        OutboxStatus::Delivered,
+        OutboxStatus::Failed,
+        OutboxStatus::OptedOut,
+        OutboxStatus::Cancelled,
+    ];
+
+    /// The name stored and reported.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Queued => "queued",
+            OutboxStatus::Sent => "sent",
+            OutboxStatus::Delivered => "delivered",
+            OutboxStatus::Failed => "failed",
+            OutboxStatus::OptedOut => "opted_out",
+            OutboxStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Reads a stored or reported name.
+    pub fn parse(s: &str) -> Option<OutboxStatus> {
+        OutboxStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the message is settled: it will not be tried again.
+    pub fn is_settled(self) -> bool {
+        self != OutboxStatus::Queued
+    }
+}
 
 /// Follow-ups and receipts: sent ahead of bulk traffic.
 pub const PRIORITY_FOLLOW_UP: i64 = 0;
@@ -108,35 +162,18 @@ impl Store {
             return Ok(Vec::new());
         }
         let list = super::quoted_list(transports);
-        let inner = format!(
-            "SELECT id FROM outbox WHERE status = 'queued' AND next_attempt_at <= $2 \
-             AND claimed_until < $2 AND transport IN ({list}) AND priority <= {max_priority} \
-             ORDER BY priority, next_attempt_at LIMIT $3"
+        let filter = format!(
+            "status = 'queued' AND next_attempt_at <= $2 AND transport IN ({list}) \
+             AND priority <= {max_priority}"
         );
-        let mut rows: Vec<OutboxRow> = match &self.pool {
-            Pool::Sqlite(p) => {
-                sqlx::query_as(&format!(
-                    "UPDATE outbox SET claimed_until = $1, attempts = attempts + 1 \
-                     WHERE id IN ({inner}) RETURNING {OUTBOX_COLUMNS}"
-                ))
-                .bind(lease_until)
-                .bind(now)
-                .bind(limit)
-                .fetch_all(p)
-                .await?
-            }
-            Pool::Postgres(p) => {
-                sqlx::query_as(&format!(
-                    "UPDATE outbox SET claimed_until = $1, attempts = attempts + 1 \
-                     WHERE id IN ({inner} FOR UPDATE SKIP LOCKED) RETURNING {OUTBOX_COLUMNS}"
-                ))
-                .bind(lease_until)
-                .bind(now)
-                .bind(limit)
-                .fetch_all(p)
-                .await?
-            }
+        let claim = Claim {
+            table: "outbox",
+            from: "outbox",
+            filter: &filter,
+            order: "priority, next_attempt_at",
+            columns: OUTBOX_COLUMNS,
         };
+        let mut rows: Vec<OutboxRow> = self.claim_leased(&claim, now, lease_until, limit).await?;
         rows.sort_by_key(|r| (r.priority, r.created_at));
         Ok(rows)
     }
@@ -148,7 +185,7 @@ impl Store {
             .bind(tip_id).fetch_all(p).await)
     }
 
-    /// Messages by status (`queued`, `sent`, `failed`), for metrics and tests.
+    /// Messages by status (see [`OutboxStatus`]), for metrics and tests.
     pub async fn outbox_counts(&self) -> StoreResult<Vec<(String, i64)>> {
         on_pool!(self, p => sqlx::query_as("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status")
             .fetch_all(p).await)
@@ -158,5 +195,20 @@ impl Store {
     pub async fn outbox_next_due(&self) -> StoreResult<Option<i64>> {
         on_pool!(self, p => sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'queued'")
             .fetch_one(p).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OutboxStatus;
+
+    #[test]
+    fn outbox_statuses_read_back_their_names() {
+        for st in OutboxStatus::ALL {
+            assert_eq!(OutboxStatus::parse(st.as_str()), Some(st));
+        }
+        assert_eq!(OutboxStatus::OptedOut.as_str(), "opted_out");
+        assert_eq!(OutboxStatus::parse("sending"), None);
+        assert!(!OutboxStatus::Queued.is_settled() && OutboxStatus::Failed.is_settled());
     }
 }

@@ -4,7 +4,7 @@
 //! missing signature gets 401 and stores nothing, a malformed body 400, an oversized one
 //! 413, an unknown event 200 and is ignored, a database failure 503 (the provider retries).
 
-use crate::channels::{sms, telegram, zalo, HookError, Inbound, Transport};
+use crate::channels::{sms, telegram, zalo, HookError, Inbound};
 use crate::clock::now_ms;
 use crate::config::TelegramMode;
 use crate::state::AppState;
@@ -55,12 +55,7 @@ async fn accept(state: &AppState, events: Vec<Inbound>, ok: Response) -> Respons
 
 /// Records a provider's delivery report, then answers `ok`.
 async fn delivered(state: &AppState, provider_id: &str, ok: Response) -> Response {
-    match state
-        .intake
-        .store()
-        .outbox_delivered(provider_id, now_ms())
-        .await
-    {
+    match crate::delivery::mark_delivered(&state.store, provider_id).await {
         Ok(_) => ok,
         Err(e) => {
             tracing::error!(error = %e, "could not store a delivery report");
@@ -120,7 +115,7 @@ async fn twilio_hook(State(state): State<AppState>, headers: HeaderMap, body: By
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
             )
                 .into_response();
-            if let Some(sid) = sms::delivered_message(Transport::Twilio, &body) {
+            if let Some(sid) = sms::twilio::delivered_message(&body) {
                 return delivered(&state, &sid, ok).await;
             }
             accept(&state, events, ok).await
@@ -135,7 +130,7 @@ async fn android_hook(State(state): State<AppState>, headers: HeaderMap, body: B
         return StatusCode::NOT_FOUND.into_response();
     }
     match sms::verify_android(cfg, &headers, &body, now_ms()) {
-        Ok(events) => match sms::delivered_message(Transport::Android, &body) {
+        Ok(events) => match sms::android::delivered_message(&body) {
             Some(id) => delivered(&state, &id, json_ok()).await,
             None => accept(&state, events, json_ok()).await,
         },

@@ -14,6 +14,7 @@ mod fakes;
 mod helpers;
 mod keys;
 mod layers;
+mod providers;
 mod store;
 mod tips;
 mod web;

@@ -311,7 +311,7 @@ pub fn sms_delivered(event_id: &str, message_id: &str, phone_number: &str) -> St
 mod tests {
     use super::*;
     use tinbao::channels::sms::{verify_android, AndroidClient};
-    use tinbao::channels::{HookError, InboundKind, SendOutcome};
+    use tinbao::channels::{HookError, InboundKind, Outgoing, Provider, SendOutcome};
 
     const USER: &str = "gateway-user";
     const PASSWORD: &str = "gateway-password";
@@ -322,7 +322,9 @@ mod tests {
         let fake = FakeAndroid::start(USER, PASSWORD).await;
         let client = AndroidClient::new(&fake.config(SECRET));
 
-        let outcome = client.send("+84912345678", "Biên nhận 1234").await;
+        let outcome = client
+            .send(&Outgoing::new("+84912345678", "Biên nhận 1234"))
+            .await;
         assert!(
             matches!(&outcome, SendOutcome::Accepted { provider_id: Some(id) } if id.starts_with("fake")),
             "{outcome:?}"
@@ -335,11 +337,11 @@ mod tests {
 
         fake.fail_next(1, Failure::Http500);
         assert!(matches!(
-            client.send("+84912345678", "second").await,
+            client.send(&Outgoing::new("+84912345678", "second")).await,
             SendOutcome::Transient(_)
         ));
         assert!(matches!(
-            client.send("+84912345678", "second").await,
+            client.send(&Outgoing::new("+84912345678", "second")).await,
             SendOutcome::Accepted { .. }
         ));
 
@@ -350,13 +352,13 @@ mod tests {
             },
         );
         assert_eq!(
-            client.send("+84912345678", "third").await,
+            client.send(&Outgoing::new("+84912345678", "third")).await,
             SendOutcome::RetryAfter(Duration::from_secs(3))
         );
 
         fake.fail_next(1, Failure::Http400);
         assert_eq!(
-            client.send("+84912345678", "fourth").await,
+            client.send(&Outgoing::new("+84912345678", "fourth")).await,
             SendOutcome::Rejected("android gateway: HTTP 400".into())
         );
 
@@ -372,12 +374,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn android_client_sends_one_message_per_idempotency_key_and_strips_when_told() {
+        let fake = FakeAndroid::start(USER, PASSWORD).await;
+        let client = AndroidClient::new(&fake.config(SECRET)).with_strip_diacritics(true);
+        let message =
+            Outgoing::new("+84912345678", "Biên nhận “1234”").with_idempotency_key("row-key-1");
+        for _ in 0..2 {
+            assert_eq!(
+                client.send(&message).await,
+                SendOutcome::Accepted {
+                    provider_id: Some("row-key-1".into())
+                }
+            );
+        }
+        assert_eq!(
+            fake.sent(),
+            vec![("+84912345678".to_string(), "Bien nhan \"1234\"".to_string())],
+            "sent once, as GSM text"
+        );
+        assert_eq!(fake.message_ids(), vec!["row-key-1".to_string()]);
+        assert!(client.is_sms() && client.rate_per_second().is_some());
+    }
+
+    #[tokio::test]
     async fn android_client_with_wrong_password_is_rejected() {
         let fake = FakeAndroid::start(USER, PASSWORD).await;
         let mut cfg = fake.config(SECRET);
         cfg.password = "wrong".into();
         assert_eq!(
-            AndroidClient::new(&cfg).send("+84912345678", "x").await,
+            AndroidClient::new(&cfg)
+                .send(&Outgoing::new("+84912345678", "x"))
+                .await,
             SendOutcome::Rejected("android gateway: HTTP 401".into())
         );
         assert!(fake.sent().is_empty());

@@ -612,7 +612,7 @@ async fn download(
 mod tests {
     use super::*;
     use tinbao::channels::telegram::TelegramClient;
-    use tinbao::channels::{InboundKind, PhotoRef, SendOutcome};
+    use tinbao::channels::{InboundKind, Outgoing, PhotoRef, Provider, SendOutcome};
 
     const TOKEN: &str = "123456:TEST-token_abc";
 
@@ -710,7 +710,7 @@ mod tests {
     #[tokio::test]
     async fn send_is_accepted_and_recorded() {
         let (fake, client) = fake_and_client().await;
-        let outcome = client.send("555", "Cảm ơn bạn").await;
+        let outcome = client.send(&Outgoing::new("555", "Cảm ơn bạn")).await;
         assert!(
             matches!(
                 outcome,
@@ -728,7 +728,7 @@ mod tests {
     async fn send_to_a_non_numeric_chat_is_rejected_without_a_call() {
         let (fake, client) = fake_and_client().await;
         assert!(matches!(
-            client.send("@someone", "x").await,
+            client.send(&Outgoing::new("@someone", "x")).await,
             SendOutcome::Rejected(_)
         ));
         assert_eq!(fake.calls("sendMessage"), 0);
@@ -740,11 +740,11 @@ mod tests {
         fake.fail_next(1, Failure::Http500);
         // teloxide pauses 10 s after a 5xx before it reads the answer.
         assert!(matches!(
-            client.send("555", "x").await,
+            client.send(&Outgoing::new("555", "x")).await,
             SendOutcome::Transient(_)
         ));
         assert!(matches!(
-            client.send("555", "x").await,
+            client.send(&Outgoing::new("555", "x")).await,
             SendOutcome::Accepted { .. }
         ));
         assert_eq!(fake.sent().len(), 1);
@@ -755,7 +755,7 @@ mod tests {
         let (fake, client) = fake_and_client().await;
         fake.fail_next(1, Failure::TooManyRequests { retry_after: 3 });
         assert_eq!(
-            client.send("555", "x").await,
+            client.send(&Outgoing::new("555", "x")).await,
             SendOutcome::RetryAfter(Duration::from_secs(3))
         );
         assert!(fake.sent().is_empty());
@@ -765,7 +765,7 @@ mod tests {
     async fn send_to_a_person_who_blocked_the_bot_is_an_opt_out() {
         let (fake, client) = fake_and_client().await;
         fake.fail_next(1, Failure::Blocked);
-        match client.send("555", "x").await {
+        match client.send(&Outgoing::new("555", "x")).await {
             SendOutcome::OptedOut(reason) => assert!(!reason.contains("555")),
             other => panic!("expected an opt-out, got {other:?}"),
         }
@@ -778,7 +778,7 @@ mod tests {
         cfg.token = "999:wrong".into();
         let client = TelegramClient::new(&cfg).expect("client");
         assert!(matches!(
-            client.send("555", "x").await,
+            client.send(&Outgoing::new("555", "x")).await,
             SendOutcome::Transient(_)
         ));
         let err = client.get_updates(0, 0).await.expect_err("unauthorized");
@@ -798,11 +798,20 @@ mod tests {
         assert_eq!(text, "ở chợ");
         assert_eq!(photos, &[PhotoRef::TelegramFile("PHOTO-1".into())]);
         assert_eq!(
-            client.fetch_photo("PHOTO-1", 1 << 20).await.expect("photo"),
+            client
+                .fetch_photo(&PhotoRef::TelegramFile("PHOTO-1".into()), 1 << 20)
+                .await
+                .expect("photo"),
             bytes
         );
-        assert!(client.fetch_photo("PHOTO-1", 100).await.is_err());
-        assert!(client.fetch_photo("no-such-file", 1 << 20).await.is_err());
+        assert!(client
+            .fetch_photo(&PhotoRef::TelegramFile("PHOTO-1".into()), 100)
+            .await
+            .is_err());
+        assert!(client
+            .fetch_photo(&PhotoRef::TelegramFile("no-such-file".into()), 1 << 20)
+            .await
+            .is_err());
     }
 
     #[tokio::test]

@@ -298,7 +298,7 @@ pub fn form_body(params: &[(&str, &str)]) -> String {
 mod tests {
     use super::*;
     use tinbao::channels::sms::{verify_twilio, TwilioClient};
-    use tinbao::channels::{HookError, InboundKind, SendOutcome};
+    use tinbao::channels::{HookError, InboundKind, Outgoing, Provider, SendOutcome};
 
     const SID: &str = "AC0123456789abcdef0123456789abcdef";
     const TOKEN: &str = "fake-twilio-token";
@@ -309,7 +309,9 @@ mod tests {
         let client = TwilioClient::new(&fake.config("+84900000001"));
 
         // Accepted, with the SID Twilio returned.
-        let outcome = client.send("+84912345678", "Biên nhận 1234").await;
+        let outcome = client
+            .send(&Outgoing::new("+84912345678", "Biên nhận 1234"))
+            .await;
         assert!(
             matches!(&outcome, SendOutcome::Accepted { provider_id: Some(id) } if id.starts_with("SM")),
             "{outcome:?}"
@@ -318,11 +320,11 @@ mod tests {
         // 500, then the retry goes through.
         fake.fail_next(1, Failure::Http500);
         assert!(matches!(
-            client.send("+84912345678", "second").await,
+            client.send(&Outgoing::new("+84912345678", "second")).await,
             SendOutcome::Transient(_)
         ));
         assert!(matches!(
-            client.send("+84912345678", "second").await,
+            client.send(&Outgoing::new("+84912345678", "second")).await,
             SendOutcome::Accepted { .. }
         ));
 
@@ -334,13 +336,13 @@ mod tests {
             },
         );
         assert_eq!(
-            client.send("+84912345678", "third").await,
+            client.send(&Outgoing::new("+84912345678", "third")).await,
             SendOutcome::RetryAfter(Duration::from_secs(7))
         );
 
         // STOP: an opt-out whose reason names no number.
         fake.fail_next(1, Failure::Unsubscribed);
-        let outcome = client.send("+84912345678", "fourth").await;
+        let outcome = client.send(&Outgoing::new("+84912345678", "fourth")).await;
         match &outcome {
             SendOutcome::OptedOut(reason) => assert!(!reason.contains("84912345678")),
             other => panic!("expected OptedOut, got {other:?}"),
@@ -362,7 +364,9 @@ mod tests {
         let fake = FakeTwilio::start(SID, TOKEN).await;
         let mut cfg = fake.config("+84900000001");
         cfg.auth_token = "wrong".into();
-        let outcome = TwilioClient::new(&cfg).send("+84912345678", "x").await;
+        let outcome = TwilioClient::new(&cfg)
+            .send(&Outgoing::new("+84912345678", "x"))
+            .await;
         assert_eq!(
             outcome,
             SendOutcome::Rejected("twilio: error 20003 (HTTP 401)".into())
@@ -385,7 +389,9 @@ mod tests {
             api_url: format!("http://127.0.0.1:{port}"),
             ..Default::default()
         };
-        let outcome = TwilioClient::new(&cfg).send("+84912345678", "x").await;
+        let outcome = TwilioClient::new(&cfg)
+            .send(&Outgoing::new("+84912345678", "x"))
+            .await;
         match outcome {
             SendOutcome::Transient(reason) => assert!(!reason.contains("84912345678")),
             other => panic!("expected Transient, got {other:?}"),

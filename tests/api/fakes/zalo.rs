@@ -403,7 +403,7 @@ mod smoke {
     use tinbao::channels::zalo::{
         verify_and_parse, MemoryVault, ZaloClient, ZaloTokens, SIGNATURE_HEADER,
     };
-    use tinbao::channels::{InboundKind, SendOutcome};
+    use tinbao::channels::{InboundKind, Outgoing, PhotoRef, Provider, SendOutcome};
 
     async fn client(fake: &FakeZalo) -> (ZaloClient, Arc<MemoryVault>) {
         let vault = Arc::new(MemoryVault::new());
@@ -414,7 +414,7 @@ mod smoke {
     async fn send_is_accepted_and_recorded() {
         let fake = FakeZalo::start().await;
         let (zalo, _) = client(&fake).await;
-        let outcome = zalo.send("u1", "Cảm ơn bạn").await;
+        let outcome = zalo.send(&Outgoing::new("u1", "Cảm ơn bạn")).await;
         assert_eq!(
             outcome,
             SendOutcome::Accepted {
@@ -431,11 +431,11 @@ mod smoke {
         let (zalo, _) = client(&fake).await;
         fake.fail_next(1, FailKind::Http500);
         assert!(matches!(
-            zalo.send("u1", "a").await,
+            zalo.send(&Outgoing::new("u1", "a")).await,
             SendOutcome::Transient(_)
         ));
         assert!(matches!(
-            zalo.send("u1", "a").await,
+            zalo.send(&Outgoing::new("u1", "a")).await,
             SendOutcome::Accepted { .. }
         ));
         assert_eq!(fake.sent().await.len(), 1);
@@ -452,7 +452,7 @@ mod smoke {
             },
         );
         assert_eq!(
-            zalo.send("u1", "a").await,
+            zalo.send(&Outgoing::new("u1", "a")).await,
             SendOutcome::RetryAfter(Duration::from_secs(7))
         );
         assert!(fake.sent().await.is_empty());
@@ -464,7 +464,7 @@ mod smoke {
         let (zalo, vault) = client(&fake).await;
         fake.expire_token();
         assert!(matches!(
-            zalo.send("u1", "a").await,
+            zalo.send(&Outgoing::new("u1", "a")).await,
             SendOutcome::Accepted { .. }
         ));
         assert_eq!(fake.refreshes(), 1);
@@ -475,7 +475,7 @@ mod smoke {
         assert!(saved.expires_at_ms > now_ms());
         // The fresh token is used from now on, without another refresh.
         assert!(matches!(
-            zalo.send("u2", "b").await,
+            zalo.send(&Outgoing::new("u2", "b")).await,
             SendOutcome::Accepted { .. }
         ));
         assert_eq!(fake.refreshes(), 1);
@@ -488,7 +488,7 @@ mod smoke {
         fake.expire_token();
         let sends = (0..8).map(|i| {
             let zalo = zalo.clone();
-            async move { zalo.send(&format!("u{i}"), "x").await }
+            async move { zalo.send(&Outgoing::new(format!("u{i}"), "x")).await }
         });
         let outcomes = futures_util::future::join_all(sends).await;
         assert!(outcomes
@@ -504,7 +504,7 @@ mod smoke {
         // Both the first call and the retry answer the token error.
         fake.fail_next(2, FailKind::ZaloError { code: ERR_TOKEN });
         assert!(matches!(
-            zalo.send("u1", "a").await,
+            zalo.send(&Outgoing::new("u1", "a")).await,
             SendOutcome::Transient(_)
         ));
         assert_eq!(fake.refreshes(), 1);
@@ -515,7 +515,7 @@ mod smoke {
         let fake = FakeZalo::start().await;
         let (zalo, _) = client(&fake).await;
         fake.outside_window("u-quiet");
-        match zalo.send("u-quiet", "secret text").await {
+        match zalo.send(&Outgoing::new("u-quiet", "secret text")).await {
             SendOutcome::Rejected(reason) => {
                 assert!(reason.contains("window"), "{reason}");
                 assert!(!reason.contains("u-quiet") && !reason.contains("secret text"));
@@ -531,7 +531,7 @@ mod smoke {
         let (zalo, _) = client(&fake).await;
         fake.fail_next(1, FailKind::ZaloError { code: -244 });
         assert!(matches!(
-            zalo.send("u1", "a").await,
+            zalo.send(&Outgoing::new("u1", "a")).await,
             SendOutcome::OptedOut(_)
         ));
     }
@@ -543,12 +543,12 @@ mod smoke {
         let (first, vault) = client(&fake).await;
         fake.expire_token();
         assert!(matches!(
-            first.send("u1", "a").await,
+            first.send(&Outgoing::new("u1", "a")).await,
             SendOutcome::Accepted { .. }
         ));
         let second = ZaloClient::new(&fake.config(), vault.clone());
         assert!(matches!(
-            second.send("u1", "b").await,
+            second.send(&Outgoing::new("u1", "b")).await,
             SendOutcome::Accepted { .. }
         ));
         assert_eq!(fake.refreshes(), 1, "the saved token was reused");
@@ -564,7 +564,7 @@ mod smoke {
         }));
         let zalo = ZaloClient::new(&fake.config(), vault.clone());
         assert!(matches!(
-            zalo.send("u1", "a").await,
+            zalo.send(&Outgoing::new("u1", "a")).await,
             SendOutcome::Accepted { .. }
         ));
         assert_eq!(fake.refreshes(), 1);
@@ -576,11 +576,14 @@ mod smoke {
         let fake = FakeZalo::start().await;
         let (zalo, _) = client(&fake).await;
         let url = fake.host_image(vec![7u8; 1000]);
-        assert_eq!(zalo.fetch_image(&url, 1000).await, Ok(vec![7u8; 1000]));
-        let too_big = zalo.fetch_image(&url, 999).await;
+        assert_eq!(
+            zalo.fetch_photo(&PhotoRef::Url(url.clone()), 1000).await,
+            Ok(vec![7u8; 1000])
+        );
+        let too_big = zalo.fetch_photo(&PhotoRef::Url(url.clone()), 999).await;
         assert!(too_big.is_err());
         let missing = zalo
-            .fetch_image(&format!("{}/img/none.jpg", fake.base), 1000)
+            .fetch_photo(&PhotoRef::Url(format!("{}/img/none.jpg", fake.base)), 1000)
             .await;
         let err = missing.expect_err("404 is an error");
         assert!(!err.contains("none.jpg"), "the error names no URL: {err}");
@@ -595,7 +598,7 @@ mod smoke {
         cfg.api_url = "http://127.0.0.1:9".into();
         let zalo = ZaloClient::new(&cfg, Arc::new(MemoryVault::new()));
         assert!(matches!(
-            zalo.send("u1", "a").await,
+            zalo.send(&Outgoing::new("u1", "a")).await,
             SendOutcome::Transient(_)
         ));
     }
