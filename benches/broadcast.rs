@@ -103,7 +103,7 @@ async fn populate(
     let mut batch = Vec::with_capacity(10_000);
     for i in 0..n {
         batch.push(b.new_subscriber(
-            Transport::Android,
+            Transport::ANDROID,
             &format!("+849{:08}", offset + i),
             village,
             COMMUNE,

@@ -30,11 +30,11 @@ pub const MAX_TITLE_CHARS: usize = 120;
 pub const LANGUAGES: &[&str] = &["vi", "en"];
 /// Every channel a resident may subscribe on.
 pub const SUBSCRIBE_TRANSPORTS: &[Transport] = &[
-    Transport::Zalo,
-    Transport::Telegram,
-    Transport::Twilio,
-    Transport::Android,
-    Transport::Email,
+    Transport::ZALO,
+    Transport::TELEGRAM,
+    Transport::TWILIO,
+    Transport::ANDROID,
+    Transport::EMAIL,
 ];
 
 pub use crate::delivery::{parse_hhmm, QuietHours};
@@ -270,7 +270,7 @@ impl Broadcasts {
             village.commune_code,
             language,
         );
-        if transport == Transport::Email {
+        if transport == Transport::EMAIL {
             sub.status = "pending";
         }
         let (id, status) = store.upsert_subscriber(&sub).await?;
@@ -289,7 +289,7 @@ impl Broadcasts {
         )
         .with_subject(texts.get("subscribe.email_subject"));
         let row =
-            crate::delivery::outbox_row_for(&self.inner.keys, Transport::Email, None, None, &mail);
+            crate::delivery::outbox_row_for(&self.inner.keys, Transport::EMAIL, None, None, &mail);
         store.enqueue(&[row]).await?;
         self.inner.wake_outbox.notify_one();
         Ok(Subscribed::Pending { id })
@@ -780,8 +780,8 @@ pub fn text_for<'a>(texts: &'a BTreeMap<String, String>, language: &str) -> Opti
 pub fn normalise_address(transport: Transport, address: &str) -> String {
     let a = address.trim();
     match transport {
-        Transport::Email => a.to_lowercase(),
-        Transport::Twilio | Transport::Android => {
+        Transport::EMAIL => a.to_lowercase(),
+        Transport::TWILIO | Transport::ANDROID => {
             a.chars().filter(|c| !c.is_whitespace()).collect()
         }
         _ => a.to_owned(),

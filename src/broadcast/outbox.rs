@@ -6,7 +6,7 @@ use super::{open_subscriber_address, text_for, unsubscribe_url, Broadcasts};
 use crate::channels::{Outgoing, Transport};
 use crate::crypto::KeyRing;
 use crate::delivery::{BulkBatch, BulkSource, Composed, Recheck, Unsent};
-use crate::store::{OutboxRow, OutboxStatus, StoreResult, SubscriberRow};
+use crate::store::{BroadcastStatus, OutboxRow, OutboxStatus, StoreResult, SubscriberRow};
 use futures_util::future::BoxFuture;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -37,7 +37,7 @@ impl BulkBatch for BroadcastBatch {
             .as_ref()
             .and_then(|id| self.broadcasts.get(id))
             .ok_or_else(|| failed("broadcast not found"))?;
-        if b.status == "cancelled" {
+        if BroadcastStatus::parse(&b.status) == Some(BroadcastStatus::Cancelled) {
             return Err(Unsent::new(OutboxStatus::Cancelled, "broadcast cancelled"));
         }
         let sub = row.subscriber_id.and_then(|id| self.subscribers.get(&id));
@@ -51,7 +51,7 @@ impl BulkBatch for BroadcastBatch {
             .ok_or_else(|| failed("address could not be opened"))?;
         let text =
             text_for(&b.texts, &sub.language).ok_or_else(|| failed("broadcast has no text"))?;
-        let message = if row.transport == Transport::Email.as_str() {
+        let message = if row.transport == Transport::EMAIL.as_str() {
             let url = unsubscribe_url(&self.public_url, &self.keys, sub.id);
             let t = crate::i18n::locales().texts(&sub.language);
             Outgoing::new(

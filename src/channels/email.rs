@@ -187,7 +187,7 @@ impl Mailer {
 
 impl Provider for Mailer {
     fn transport(&self) -> Transport {
-        Transport::Email
+        Transport::EMAIL
     }
 
     fn send<'a>(&'a self, message: &'a Outgoing) -> BoxFuture<'a, SendOutcome> {

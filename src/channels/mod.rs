@@ -22,24 +22,22 @@ use std::time::Duration;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Transport(&'static str);
 
-// The known transports read like the enum variants they once were, so that call sites
-// (and `match` patterns: a const of this type may be one) stay as they were.
-#[allow(non_upper_case_globals)]
+// The transports tinbao ships (a const of this type may be a `match` pattern).
 impl Transport {
-    pub const Telegram: Transport = Transport("telegram");
-    pub const Zalo: Transport = Transport("zalo");
-    pub const Twilio: Transport = Transport("twilio");
-    pub const Android: Transport = Transport("android");
+    pub const TELEGRAM: Transport = Transport("telegram");
+    pub const ZALO: Transport = Transport("zalo");
+    pub const TWILIO: Transport = Transport("twilio");
+    pub const ANDROID: Transport = Transport("android");
     /// Email, for broadcast subscribers only (no tip arrives by email).
-    pub const Email: Transport = Transport("email");
+    pub const EMAIL: Transport = Transport("email");
 
     /// The transports tinbao ships a provider for.
     pub const KNOWN: &'static [Transport] = &[
-        Transport::Telegram,
-        Transport::Zalo,
-        Transport::Twilio,
-        Transport::Android,
-        Transport::Email,
+        Transport::TELEGRAM,
+        Transport::ZALO,
+        Transport::TWILIO,
+        Transport::ANDROID,
+        Transport::EMAIL,
     ];
 
     /// A transport by its stable name (lower-case ASCII, as stored).
@@ -63,16 +61,16 @@ impl Transport {
     /// as the web.
     pub fn channel(self) -> Channel {
         match self {
-            Transport::Telegram => Channel::Telegram,
-            Transport::Zalo => Channel::Zalo,
-            Transport::Twilio | Transport::Android => Channel::Sms,
+            Transport::TELEGRAM => Channel::Telegram,
+            Transport::ZALO => Channel::Zalo,
+            Transport::TWILIO | Transport::ANDROID => Channel::Sms,
             _ => Channel::Web,
         }
     }
 
     /// Whether messages are SMS (one message per text, no dialog buttons).
     pub fn is_sms(self) -> bool {
-        matches!(self, Transport::Twilio | Transport::Android)
+        matches!(self, Transport::TWILIO | Transport::ANDROID)
     }
 
     /// The transport a stored name stands for: a known one, or (for a provider added
@@ -344,7 +342,7 @@ mod tests {
             assert_eq!(serde_json::from_str::<Transport>(&json).expect("back"), *t);
         }
         assert_eq!(Transport::parse("pigeon"), None);
-        assert!(Transport::Twilio.is_sms() && !Transport::Email.is_sms());
+        assert!(Transport::TWILIO.is_sms() && !Transport::EMAIL.is_sms());
     }
 
     #[test]
@@ -361,7 +359,7 @@ mod tests {
         // As sealed by the dialog before `Inbound` was serializable itself.
         let stored = r#"{"transport":"telegram","sender":"42","to":null,"kind":{"Message":{"text":"hi","photos":[{"TelegramFile":"f1"},{"Url":"u"},{"Bytes":[1,2]}],"location":[21.0,105.8]}}}"#;
         let i: Inbound = serde_json::from_str(stored).expect("reads");
-        assert_eq!(i.transport, Transport::Telegram);
+        assert_eq!(i.transport, Transport::TELEGRAM);
         assert_eq!(
             i.kind,
             InboundKind::Message {

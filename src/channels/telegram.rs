@@ -191,7 +191,7 @@ impl TelegramClient {
 
 impl Provider for TelegramClient {
     fn transport(&self) -> Transport {
-        Transport::Telegram
+        Transport::TELEGRAM
     }
 
     fn send<'a>(&'a self, message: &'a Outgoing) -> BoxFuture<'a, SendOutcome> {
@@ -389,7 +389,7 @@ pub fn to_inbound(update: &Update) -> Option<Inbound> {
         return None;
     }
     Some(Inbound {
-        transport: Transport::Telegram,
+        transport: Transport::TELEGRAM,
         sender: msg.chat.id.0.to_string(),
         // Message ids are unique only within a chat.
         provider_id: Some(format!("{}:{}", msg.chat.id.0, msg.id.0)),
@@ -522,7 +522,7 @@ mod tests {
     fn private_text_becomes_inbound_with_chat_and_message_ids() {
         let u = update(private_message(json!({"text": "/start"})));
         let i = to_inbound(&u).expect("inbound");
-        assert_eq!(i.transport, Transport::Telegram);
+        assert_eq!(i.transport, Transport::TELEGRAM);
         assert_eq!(i.sender, "123456789");
         assert_eq!(i.provider_id.as_deref(), Some("123456789:77"));
         assert_eq!(i.to, None);

@@ -164,7 +164,7 @@ fn parse_event(event: &Value) -> Result<Vec<Inbound>, HookError> {
     let to = id_at(event, "/recipient/id").or_else(|| id_at(event, "/oa_id"));
     let provider_id = id_at(event, "/message/msg_id");
     let inbound = |sender: String, kind: InboundKind| Inbound {
-        transport: Transport::Zalo,
+        transport: Transport::ZALO,
         sender,
         provider_id: provider_id.clone(),
         to: to.clone(),
@@ -610,7 +610,7 @@ impl ZaloClient {
 
 impl Provider for ZaloClient {
     fn transport(&self) -> Transport {
-        Transport::Zalo
+        Transport::ZALO
     }
 
     fn send<'a>(&'a self, message: &'a Outgoing) -> BoxFuture<'a, SendOutcome> {
@@ -720,7 +720,7 @@ mod tests {
     #[test]
     fn correct_signature_is_accepted_with_string_timestamp() {
         let inbound = one(parse(&text_event(json!(NOW.to_string()))));
-        assert_eq!(inbound.transport, Transport::Zalo);
+        assert_eq!(inbound.transport, Transport::ZALO);
         assert_eq!(inbound.sender, "246845883529197922");
         assert_eq!(inbound.provider_id.as_deref(), Some("96d3cdf3af150460909"));
         assert_eq!(inbound.to.as_deref(), Some("388613280878808645"));

@@ -9,7 +9,7 @@ use crate::audit::AuditError;
 use crate::clock::now_ms;
 use crate::i18n::{local_time, Texts};
 use crate::state::AppState;
-use crate::store::TipRow;
+use crate::store::{OutboxStatus, TipRow};
 use crate::tips::{Category, Outcome, Priority, Status};
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -235,9 +235,15 @@ pub async fn tip_page(
                         .filter(|d| d.message_id.as_deref() == Some(m.id.as_str()))
                         .map(|d| {
                             let channel = d.transport.as_str();
-                            match d.status.as_str() {
-                                "sent" => t.fill("console.delivery_sent", &[("channel", channel)]),
-                                "failed" | "opted_out" | "cancelled" => t.fill(
+                            match OutboxStatus::parse(&d.status) {
+                                Some(OutboxStatus::Sent | OutboxStatus::Delivered) => {
+                                    t.fill("console.delivery_sent", &[("channel", channel)])
+                                }
+                                Some(
+                                    OutboxStatus::Failed
+                                    | OutboxStatus::OptedOut
+                                    | OutboxStatus::Cancelled,
+                                ) => t.fill(
                                     "console.delivery_failed",
                                     &[
                                         ("channel", channel),

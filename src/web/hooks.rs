@@ -28,40 +28,60 @@ pub fn router() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(MAX_HOOK_BYTES))
 }
 
-fn refused(e: HookError, provider: &'static str) -> Response {
-    let (status, reason) = match e {
-        HookError::Unauthorized => (StatusCode::UNAUTHORIZED, "signature"),
-        HookError::Stale => (StatusCode::UNAUTHORIZED, "stale"),
-        HookError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
-    };
-    metrics::counter!("tinbao_webhook_refused_total", "provider" => provider, "reason" => reason)
-        .increment(1);
-    (status, reason).into_response()
+/// Why a webhook was not taken; turned into the provider's answer in one place.
+#[derive(Debug)]
+enum HookRefusal {
+    /// The channel is off: as if the route did not exist.
+    Disabled,
+    /// Not the provider's signature or format (401, 400), counted per provider.
+    Refused(&'static str, HookError),
+    /// Nothing could be stored: 503, and the provider tries again later.
+    Unavailable(String),
 }
 
-/// Stores the events, then answers `ok` (the provider's expected body).
-async fn accept(state: &AppState, events: Vec<Inbound>, ok: Response) -> Response {
-    if events.is_empty() {
-        return ok;
-    }
-    match state.chat.accept(events).await {
-        Ok(_) => ok,
-        Err(e) => {
-            tracing::error!(error = %e, "could not store a provider event");
-            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+impl IntoResponse for HookRefusal {
+    fn into_response(self) -> Response {
+        match self {
+            HookRefusal::Disabled => StatusCode::NOT_FOUND.into_response(),
+            HookRefusal::Refused(provider, e) => {
+                let (status, reason) = match e {
+                    HookError::Unauthorized => (StatusCode::UNAUTHORIZED, "signature"),
+                    HookError::Stale => (StatusCode::UNAUTHORIZED, "stale"),
+                    HookError::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed"),
+                };
+                metrics::counter!("tinbao_webhook_refused_total",
+                    "provider" => provider, "reason" => reason)
+                .increment(1);
+                (status, reason).into_response()
+            }
+            HookRefusal::Unavailable(why) => {
+                tracing::error!(error = %why, "could not store a provider's webhook");
+                (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
+            }
         }
     }
+}
+
+type HookAnswer = Result<Response, HookRefusal>;
+
+/// Stores the events, then answers `ok` (the provider's expected body).
+async fn accept(state: &AppState, events: Vec<Inbound>, ok: Response) -> HookAnswer {
+    if !events.is_empty() {
+        state
+            .chat
+            .accept(events)
+            .await
+            .map_err(|e| HookRefusal::Unavailable(e.to_string()))?;
+    }
+    Ok(ok)
 }
 
 /// Records a provider's delivery report, then answers `ok`.
-async fn delivered(state: &AppState, provider_id: &str, ok: Response) -> Response {
-    match crate::delivery::mark_delivered(&state.store, provider_id).await {
-        Ok(_) => ok,
-        Err(e) => {
-            tracing::error!(error = %e, "could not store a delivery report");
-            (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response()
-        }
-    }
+async fn delivered(state: &AppState, provider_id: &str, ok: Response) -> HookAnswer {
+    crate::delivery::mark_delivered(&state.store, provider_id)
+        .await
+        .map_err(|e| HookRefusal::Unavailable(e.to_string()))?;
+    Ok(ok)
 }
 
 fn json_ok() -> Response {
@@ -72,68 +92,68 @@ fn json_ok() -> Response {
         .into_response()
 }
 
-async fn zalo_hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn zalo_hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> HookAnswer {
     let cfg = &state.config.zalo;
     if !cfg.enabled {
-        return StatusCode::NOT_FOUND.into_response();
+        return Err(HookRefusal::Disabled);
     }
-    match zalo::verify_and_parse(cfg, &headers, &body, now_ms()) {
-        Ok(events) => accept(&state, events, json_ok()).await,
-        Err(e) => refused(e, "zalo"),
-    }
+    let events = zalo::verify_and_parse(cfg, &headers, &body, now_ms())
+        .map_err(|e| HookRefusal::Refused("zalo", e))?;
+    accept(&state, events, json_ok()).await
 }
 
-async fn telegram_hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn telegram_hook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HookAnswer {
     let cfg = &state.config.telegram;
     if !cfg.enabled || cfg.mode != TelegramMode::Webhook {
-        return StatusCode::NOT_FOUND.into_response();
+        return Err(HookRefusal::Disabled);
     }
-    if let Err(e) = telegram::verify_webhook(&cfg.webhook_secret, &headers) {
-        return refused(e, "telegram");
-    }
-    match telegram::parse_webhook(&body) {
-        Ok(event) => accept(&state, event.into_iter().collect(), json_ok()).await,
-        Err(e) => refused(e, "telegram"),
-    }
+    let refused = |e| HookRefusal::Refused("telegram", e);
+    telegram::verify_webhook(&cfg.webhook_secret, &headers).map_err(refused)?;
+    let event = telegram::parse_webhook(&body).map_err(refused)?;
+    accept(&state, event.into_iter().collect(), json_ok()).await
 }
 
-async fn twilio_hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn twilio_hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> HookAnswer {
     let cfg = &state.config.sms.twilio;
     if !cfg.enabled {
-        return StatusCode::NOT_FOUND.into_response();
+        return Err(HookRefusal::Disabled);
     }
     // Twilio signs the URL it was configured with: ours, as the public sees it.
     let url = format!(
         "{}/hooks/sms/twilio",
         state.config.public_url.trim_end_matches('/')
     );
-    match sms::verify_twilio(cfg, &url, &headers, &body) {
-        Ok(events) => {
-            // An empty TwiML answer: the receipt goes through the outbox, not the reply.
-            let ok = (
-                [(header::CONTENT_TYPE, "text/xml")],
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
-            )
-                .into_response();
-            if let Some(sid) = sms::twilio::delivered_message(&body) {
-                return delivered(&state, &sid, ok).await;
-            }
-            accept(&state, events, ok).await
-        }
-        Err(e) => refused(e, "twilio"),
+    let events = sms::verify_twilio(cfg, &url, &headers, &body)
+        .map_err(|e| HookRefusal::Refused("twilio", e))?;
+    // An empty TwiML answer: the receipt goes through the outbox, not the reply.
+    let ok = (
+        [(header::CONTENT_TYPE, "text/xml")],
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
+    )
+        .into_response();
+    match sms::twilio::delivered_message(&body) {
+        Some(sid) => delivered(&state, &sid, ok).await,
+        None => accept(&state, events, ok).await,
     }
 }
 
-async fn android_hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn android_hook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HookAnswer {
     let cfg = &state.config.sms.android;
     if !cfg.enabled {
-        return StatusCode::NOT_FOUND.into_response();
+        return Err(HookRefusal::Disabled);
     }
-    match sms::verify_android(cfg, &headers, &body, now_ms()) {
-        Ok(events) => match sms::android::delivered_message(&body) {
-            Some(id) => delivered(&state, &id, json_ok()).await,
-            None => accept(&state, events, json_ok()).await,
-        },
-        Err(e) => refused(e, "android"),
+    let events = sms::verify_android(cfg, &headers, &body, now_ms())
+        .map_err(|e| HookRefusal::Refused("android", e))?;
+    match sms::android::delivered_message(&body) {
+        Some(id) => delivered(&state, &id, json_ok()).await,
+        None => accept(&state, events, json_ok()).await,
     }
 }

@@ -140,7 +140,7 @@ async fn subscribe_email(
     let village = p.code.unwrap_or_default();
     match state
         .broadcasts
-        .subscribe(Transport::Email, &email, village, language)
+        .subscribe(Transport::EMAIL, &email, village, language)
         .await
     {
         Ok(Subscribed::Pending { .. }) => {

@@ -211,11 +211,11 @@ async fn every_channel_from_subscription_to_delivery_with_opt_outs_during_sendin
     // The head writes; the head cannot approve; the officer does.
     let b = &app.state.broadcasts;
     let all = vec![
-        Transport::Telegram,
-        Transport::Zalo,
-        Transport::Twilio,
-        Transport::Android,
-        Transport::Email,
+        Transport::TELEGRAM,
+        Transport::ZALO,
+        Transport::TWILIO,
+        Transport::ANDROID,
+        Transport::EMAIL,
     ];
     let row = b
         .create(&head, &draft(vec![village], all.clone()))
@@ -370,7 +370,7 @@ async fn every_channel_from_subscription_to_delivery_with_opt_outs_during_sendin
     assert!(sub.address.is_none());
     // The leaver's STOP ended its subscription too.
     let leaver_sub = b
-        .subscriptions(Transport::Telegram, &leaver.to_string())
+        .subscriptions(Transport::TELEGRAM, &leaver.to_string())
         .await
         .unwrap();
     assert!(leaver_sub.is_empty());
@@ -395,14 +395,14 @@ async fn provider_opt_out_signals_end_subscriptions(engine: Engine) {
     let (head, officer, village) = head_and_officer(&app).await;
     let b = &app.state.broadcasts;
     for chat in ["7001", "7002"] {
-        b.subscribe(Transport::Telegram, chat, village, "vi")
+        b.subscribe(Transport::TELEGRAM, chat, village, "vi")
             .await
             .unwrap();
     }
-    b.subscribe(Transport::Twilio, "+84933000003", village, "vi")
+    b.subscribe(Transport::TWILIO, "+84933000003", village, "vi")
         .await
         .unwrap();
-    b.subscribe(Transport::Zalo, "zalo-leaver", village, "vi")
+    b.subscribe(Transport::ZALO, "zalo-leaver", village, "vi")
         .await
         .unwrap();
     // Zalo's unfollow is an opt-out.
@@ -414,7 +414,7 @@ async fn provider_opt_out_signals_end_subscriptions(engine: Engine) {
     eventually("the unfollow ends the subscription", || {
         let b = b.clone();
         async move {
-            b.subscriptions(Transport::Zalo, "zalo-leaver")
+            b.subscriptions(Transport::ZALO, "zalo-leaver")
                 .await
                 .unwrap()
                 .is_empty()
@@ -429,7 +429,7 @@ async fn provider_opt_out_signals_end_subscriptions(engine: Engine) {
             &head,
             &draft(
                 vec![village],
-                vec![Transport::Telegram, Transport::Twilio, Transport::Zalo],
+                vec![Transport::TELEGRAM, Transport::TWILIO, Transport::ZALO],
             ),
         )
         .await
@@ -442,16 +442,16 @@ async fn provider_opt_out_signals_end_subscriptions(engine: Engine) {
         .unwrap();
     assert_eq!((p.total, p.sent, p.opted_out), (3, 1, 2), "{p:?}");
     assert!(b
-        .subscriptions(Transport::Twilio, "+84933000003")
+        .subscriptions(Transport::TWILIO, "+84933000003")
         .await
         .unwrap()
         .is_empty());
     let left: usize = [
-        b.subscriptions(Transport::Telegram, "7001")
+        b.subscriptions(Transport::TELEGRAM, "7001")
             .await
             .unwrap()
             .len(),
-        b.subscriptions(Transport::Telegram, "7002")
+        b.subscriptions(Transport::TELEGRAM, "7002")
             .await
             .unwrap()
             .len(),
@@ -465,7 +465,7 @@ async fn provider_opt_out_signals_end_subscriptions(engine: Engine) {
         Err(BroadcastError::Conflict)
     ));
     let second = b
-        .create(&head, &draft(vec![village], vec![Transport::Telegram]))
+        .create(&head, &draft(vec![village], vec![Transport::TELEGRAM]))
         .await
         .unwrap();
     b.cancel(&head, &second.id).await.unwrap();
@@ -615,7 +615,7 @@ async fn two_servers_on_postgresql_share_a_broadcast_and_its_rate() {
     let b = &app.state.broadcasts;
     for i in 0..N {
         b.subscribe(
-            Transport::Telegram,
+            Transport::TELEGRAM,
             &(100_000 + i).to_string(),
             village,
             "vi",
@@ -624,7 +624,7 @@ async fn two_servers_on_postgresql_share_a_broadcast_and_its_rate() {
         .unwrap();
     }
     let row = b
-        .create(&head, &draft(vec![village], vec![Transport::Telegram]))
+        .create(&head, &draft(vec![village], vec![Transport::TELEGRAM]))
         .await
         .unwrap();
     b.approve(&officer, &row.id).await.unwrap();
@@ -673,7 +673,7 @@ async fn the_console_writes_previews_approves_and_follows_a_broadcast(engine: En
     for p in &phones {
         app.state
             .broadcasts
-            .subscribe(Transport::Android, p, village, "vi")
+            .subscribe(Transport::ANDROID, p, village, "vi")
             .await
             .unwrap();
     }

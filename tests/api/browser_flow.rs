@@ -438,7 +438,7 @@ async fn a_village_head_writes_a_broadcast_on_a_phone() {
     for phone in ["+84903000001", "+84903000002"] {
         app.state
             .broadcasts
-            .subscribe(Transport::Android, phone, village, "vi")
+            .subscribe(Transport::ANDROID, phone, village, "vi")
             .await
             .unwrap();
     }

@@ -150,7 +150,7 @@ async fn every_console_route_allows_or_denies_every_role_as_the_table_says(engin
             &tinbao::broadcast::Draft {
                 title: "Tháng hành động".into(),
                 texts: [("vi".to_string(), "Họp thôn 19h".to_string())].into(),
-                transports: vec![tinbao::channels::Transport::Zalo],
+                transports: vec![tinbao::channels::Transport::ZALO],
                 villages: vec![village],
                 send_at: None,
             },

@@ -96,7 +96,7 @@ fn parse_android(body: &[u8]) -> Result<Vec<Inbound>, HookError> {
     };
     let provider_id = id_of(event.get("id")).or_else(|| id_of(payload.get("messageId")));
     Ok(vec![Inbound {
-        transport: Transport::Android,
+        transport: Transport::ANDROID,
         sender: sender.to_string(),
         provider_id,
         to: None,
@@ -223,7 +223,7 @@ impl AndroidClient {
 
 impl Provider for AndroidClient {
     fn transport(&self) -> Transport {
-        Transport::Android
+        Transport::ANDROID
     }
 
     fn send<'a>(&'a self, message: &'a Outgoing) -> BoxFuture<'a, SendOutcome> {
@@ -297,7 +297,7 @@ mod tests {
         assert_eq!(
             got,
             vec![Inbound {
-                transport: Transport::Android,
+                transport: Transport::ANDROID,
                 sender: "+84912345678".into(),
                 provider_id: Some("Ey6ECgOkVVFjz3CL48B8C".into()),
                 to: None,

@@ -149,7 +149,7 @@ fn parse_twilio(params: &[(String, String)]) -> Result<Vec<Inbound>, HookError> 
         }
     }
     Ok(vec![Inbound {
-        transport: Transport::Twilio,
+        transport: Transport::TWILIO,
         sender: sender.to_string(),
         provider_id: Some(sid.to_string()),
         to: get("To").filter(|s| !s.is_empty()).map(str::to_string),
@@ -294,7 +294,7 @@ impl TwilioClient {
 
 impl Provider for TwilioClient {
     fn transport(&self) -> Transport {
-        Transport::Twilio
+        Transport::TWILIO
     }
 
     fn send<'a>(&'a self, message: &'a Outgoing) -> BoxFuture<'a, SendOutcome> {
@@ -470,7 +470,7 @@ mod tests {
         assert_eq!(
             got,
             vec![Inbound {
-                transport: Transport::Twilio,
+                transport: Transport::TWILIO,
                 sender: "+84912345678".into(),
                 provider_id: Some("SM0123456789abcdef0123456789abcdef".into()),
                 to: Some("+84900000001".into()),
