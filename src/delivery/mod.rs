@@ -62,14 +62,18 @@ impl Outbox {
     }
 
     /// Queues rows in one transaction and wakes the dispatcher.
-    pub async fn enqueue(&self, rows: &[NewOutboxRow]) -> StoreResult<()> {
+    pub async fn enqueue(&self, rows: &[NewOutboxRow]) -> Result<(), DeliveryError> {
         self.store.enqueue(rows).await?;
         self.wake();
         Ok(())
     }
 
     /// Queues one message on `transport`, ahead of bulk traffic; returns its id.
-    pub async fn queue(&self, transport: Transport, message: &Outgoing) -> StoreResult<String> {
+    pub async fn queue(
+        &self,
+        transport: Transport,
+        message: &Outgoing,
+    ) -> Result<String, DeliveryError> {
         let row = outbox_row_for(&self.keys, transport, None, None, message);
         let id = row.id.clone();
         self.enqueue(&[row]).await?;
@@ -138,8 +142,16 @@ pub fn outbox_row_for(
 
 /// A provider's delivery report: the message it names (by the provider's id) reached
 /// the handset. `false` when no sent message has that id.
-pub async fn mark_delivered(store: &Store, provider_id: &str) -> StoreResult<bool> {
-    store.outbox_delivered(provider_id, now_ms()).await
+pub async fn mark_delivered(store: &Store, provider_id: &str) -> Result<bool, DeliveryError> {
+    Ok(store.outbox_delivered(provider_id, now_ms()).await?)
+}
+
+/// Why a message could not be queued or a report recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The outbox is in the database, and the database refused.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// A message with a subject (an email) is sealed as this JSON; a plain text as itself.

@@ -64,6 +64,8 @@ pub enum ChatError {
     Intake(#[from] IntakeError),
     #[error(transparent)]
     Broadcast(#[from] crate::broadcast::BroadcastError),
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::DeliveryError),
     /// Another process saved the conversation first; the event is processed again.
     #[error("the conversation changed meanwhile")]
     Raced,
@@ -169,7 +171,7 @@ impl Chat {
 
     /// Seals and durably stores provider events; returns how many were new (the rest were
     /// retries of events already accepted). The caller answers the provider only after.
-    pub async fn accept(&self, events: Vec<Inbound>) -> Result<usize, crate::store::StoreError> {
+    pub async fn accept(&self, events: Vec<Inbound>) -> Result<usize, ChatError> {
         let now = now_ms();
         let waits = events.iter().map(|e| {
             let inner = &self.inner;
@@ -275,7 +277,7 @@ impl Chat {
     }
 
     /// Processes the events due now; returns how many were taken.
-    pub async fn process_due(&self) -> Result<usize, crate::store::StoreError> {
+    pub async fn process_due(&self) -> Result<usize, ChatError> {
         let now = now_ms();
         let rows = self
             .inner
