@@ -215,6 +215,29 @@ async fn managed(state: &AppState, s: &ConsoleSession, id: &str) -> Option<Accou
     Account::from_row(&row).filter(|a| manages(&s.account, a))
 }
 
+/// After a change to `target`: the cached account lists are stale, and the change is
+/// audited (a failed entry fails the request).
+async fn changed(
+    state: &AppState,
+    s: &ConsoleSession,
+    action: &str,
+    target: &Account,
+) -> Result<(), crate::audit::AuditError> {
+    state.console_cache.people.clear();
+    state
+        .audit
+        .record(
+            Some(&s.account.id),
+            action,
+            None,
+            target.province_code,
+            target.commune_code,
+            &target.username,
+        )
+        .await
+        .map(|_| ())
+}
+
 /// Disables an account of the manager's scope and ends its sessions.
 pub async fn disable(
     State(state): State<AppState>,
@@ -225,18 +248,7 @@ pub async fn disable(
         return Err(ConsoleError::forbidden());
     };
     accounts::disable(&state.store, &target.id).await?;
-    state.console_cache.people.clear();
-    state
-        .audit
-        .record(
-            Some(&s.account.id),
-            "account.disable",
-            None,
-            target.province_code,
-            target.commune_code,
-            &target.username,
-        )
-        .await?;
+    changed(&state, &s, "account.disable", &target).await?;
     page(
         &state,
         &s,
@@ -258,18 +270,7 @@ pub async fn reset(
         return Err(ConsoleError::forbidden());
     };
     let password = accounts::reset(&state.store, &target.id).await?;
-    state.console_cache.people.clear();
-    state
-        .audit
-        .record(
-            Some(&s.account.id),
-            "account.reset",
-            None,
-            target.province_code,
-            target.commune_code,
-            &target.username,
-        )
-        .await?;
+    changed(&state, &s, "account.reset", &target).await?;
     page(
         &state,
         &s,
