@@ -158,14 +158,14 @@ impl Application {
         // Broadcast fan-out hands the outbox rows; the broadcasts compose their messages.
         outbox.spawn_dispatcher(providers, Some(Arc::new(broadcasts.clone())), &config);
         crate::dialog::telegram_poll::spawn_webhook_registration(&config)?;
-        crate::dialog::telegram_poll::spawn_poller(&config, chat.clone(), store)?;
+        crate::dialog::telegram_poll::spawn_poller(&config, chat.clone(), store.clone())?;
         let state = AppState {
             chat,
             broadcasts,
             limits: Arc::new(Limits::new(&config.rate_limit)),
             config: Arc::new(config),
-            store: intake.store().clone(),
-            logins: crate::accounts::Logins::new(intake.store().clone(), intake.keys_arc()),
+            logins: crate::accounts::Logins::new(store.clone(), keys),
+            store,
             intake,
             audit,
             metrics: crate::state::metrics_handle(),
