@@ -1,8 +1,9 @@
 //! One typed configuration: defaults, then an optional `tinbao.toml`, then `TINBAO_*`
 //! environment variables (nested keys with `__`, e.g. `TINBAO_RATE_LIMIT__ENABLED=false`).
 
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -464,15 +465,27 @@ impl Config {
         let file = std::env::var_os("TINBAO_CONFIG")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("tinbao.toml"));
-        let figment = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file(&file))
-            .merge(
-                Env::prefixed("TINBAO_")
-                    .split("__")
-                    .ignore(&["config", "keys", "log"]),
-            );
-        figment
-            .extract()
+        Config::from_sources(&file, std::env::vars_os())
+    }
+
+    /// The configuration from defaults, then the TOML file at `file` when it exists, then
+    /// the `TINBAO_*` variables among `vars`.
+    ///
+    /// Environment values are taken as the text the operator wrote: `+84900000000`, a
+    /// Zalo app id of nineteen digits, a bot token or a password of digits stay strings
+    /// where the configuration holds strings, and become numbers or booleans only where it
+    /// holds numbers or booleans. List keys (`TINBAO_SMS__NUMBERS`) take TOML array syntax.
+    pub fn from_sources<I, K, V>(file: &std::path::Path, vars: I) -> anyhow::Result<Config>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        let env = EnvText::read(vars)?;
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(env)
+            .extract_lossy()
             .map_err(|e| anyhow::anyhow!("configuration error: {e}"))
     }
 
@@ -493,5 +506,320 @@ impl Config {
     /// Whether the server terminates TLS itself.
     pub fn tls(&self) -> bool {
         self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+}
+
+/// The `TINBAO_*` environment variables as a configuration source that keeps every value as
+/// the text it is (figment's own `Env` guesses types, so `+84900000000` or a long digit id
+/// became an integer and was refused where a string is meant). Numbers and booleans are
+/// read from that text at extraction (`extract_lossy`), only where the field is one.
+struct EnvText {
+    dict: Dict,
+}
+
+/// Variables that are not configuration keys: the file's path, the key file's contents
+/// and the log filter (read elsewhere), and the test suite's own settings.
+const NOT_KEYS: &[&str] = &["config", "keys", "log"];
+
+impl EnvText {
+    fn read<I, K, V>(vars: I) -> anyhow::Result<EnvText>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        let lists = list_keys();
+        let mut dict = Dict::new();
+        for (name, value) in vars {
+            let Some(name) = name.as_ref().to_str() else {
+                continue;
+            };
+            let Some(rest) = name
+                .get(..7)
+                .filter(|p| p.eq_ignore_ascii_case("TINBAO_"))
+                .map(|_| &name[7..])
+            else {
+                continue;
+            };
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            if key.is_empty() || NOT_KEYS.contains(&key.as_str()) {
+                continue;
+            }
+            let Some(text) = value.as_ref().to_str() else {
+                anyhow::bail!("configuration error: {name} is not valid UTF-8");
+            };
+            let value = if lists.contains(&key) {
+                text.parse::<Value>()
+                    .ok()
+                    .filter(|v| matches!(v, Value::Array(..)))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "configuration error: {name} is a list: write it as a TOML array, \
+                             e.g. [{{number=\"+84912345678\", commune=26734}}]"
+                        )
+                    })?
+            } else {
+                Value::from(text.to_owned())
+            };
+            if let Some(nested) = figment::util::nest(&key, value).into_dict() {
+                dict = merge_dicts(dict, nested);
+            }
+        }
+        Ok(EnvText { dict })
+    }
+}
+
+fn merge_dicts(mut into: Dict, from: Dict) -> Dict {
+    for (k, v) in from {
+        let merged = match (into.remove(&k), v) {
+            (Some(Value::Dict(_, a)), Value::Dict(tag, b)) => Value::Dict(tag, merge_dicts(a, b)),
+            (_, v) => v,
+        };
+        into.insert(k, merged);
+    }
+    into
+}
+
+/// The dotted keys whose value is a list, read off the defaults.
+fn list_keys() -> Vec<String> {
+    fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Dict(_, d) => {
+                for (k, v) in d {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            Value::Array(..) => out.push(prefix.to_owned()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Ok(value) = Value::serialize(Config::default()) {
+        walk("", &value, &mut out);
+    }
+    out
+}
+
+impl Provider for EnvText {
+    fn metadata(&self) -> Metadata {
+        Metadata::named("TINBAO_* environment variable(s)").interpolater(|_, keys| {
+            let keys: Vec<_> = keys.iter().map(|k| k.to_ascii_uppercase()).collect();
+            format!("TINBAO_{}", keys.join("__"))
+        })
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.dict.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value an operator really writes for each key, by dotted key. Digit-only ids and
+    /// secrets, `+84…` numbers and leading zeros are here on purpose.
+    fn operator_value(key: &str) -> Option<&'static str> {
+        Some(match key {
+            "listen" => "0.0.0.0:8443",
+            "data_dir" => "/var/lib/tinbao",
+            "database_url" => "postgres://tinbao@127.0.0.1:5432/tinbao",
+            "key_file" => "/etc/tinbao/keys.toml",
+            "tls_cert" => "/etc/tinbao/cert.pem",
+            "tls_key" => "/etc/tinbao/key.pem",
+            "trust_forwarded_for" => "true",
+            "max_body_bytes" => "52428800",
+            "db_pool_size" => "16",
+            "status_floor_ms" => "300",
+            "rate_limit.enabled" => "false",
+            "rate_limit.submit_per_hour" => "20",
+            "rate_limit.submit_burst" => "5",
+            "rate_limit.check_per_hour" => "40",
+            "rate_limit.check_burst" => "8",
+            "sla.urgent_minutes" => "30",
+            "sla.high_minutes" => "180",
+            "sla.normal_minutes" => "1440",
+            "sla.low_minutes" => "4320",
+            "smtp.enabled" => "true",
+            "smtp.host" => "mail.congan.example.vn",
+            "smtp.port" => "587",
+            "smtp.security" => "starttls",
+            "smtp.username" => "0912345678",
+            "smtp.password" => "20252025",
+            "smtp.from" => "Tin báo xã <noreply@xa.example.vn>",
+            "public_url" => "https://tinbao.xa.example.vn",
+            "sla_clock_seconds" => "30",
+            "telegram.enabled" => "true",
+            "telegram.token" => "7412345678:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw",
+            "telegram.api_url" => "http://127.0.0.1:8081",
+            "telegram.mode" => "webhook",
+            "telegram.webhook_secret" => "8472910365",
+            "telegram.poll_timeout_seconds" => "20",
+            "telegram.rate_per_second" => "25",
+            "zalo.enabled" => "true",
+            "zalo.app_id" => "4318592736451029384",
+            "zalo.oa_secret_key" => "0123456789012345678",
+            "zalo.app_secret_key" => "9876543210",
+            "zalo.access_token" => "00000123456789",
+            "zalo.refresh_token" => "1.5e3",
+            "zalo.api_url" => "https://openapi.zalo.me",
+            "zalo.oauth_url" => "https://oauth.zaloapp.com",
+            "zalo.max_age_seconds" => "600",
+            "zalo.rate_per_second" => "40",
+            "sms.twilio.enabled" => "1",
+            "sms.twilio.account_sid" => "AC0123456789abcdef0123456789abcdef",
+            "sms.twilio.auth_token" => "12345678901234567890123456789012",
+            "sms.twilio.from" => "+84900000000",
+            "sms.twilio.api_url" => "https://api.twilio.com",
+            "sms.twilio.rate_per_second" => "5",
+            "sms.android.enabled" => "yes",
+            "sms.android.api_url" => "http://192.168.1.20:8080",
+            "sms.android.username" => "0987654321",
+            "sms.android.password" => "123456",
+            "sms.android.webhook_secret" => "0042",
+            "sms.android.max_age_seconds" => "120",
+            "sms.android.rate_per_second" => "2",
+            "sms.strip_diacritics" => "on",
+            "sms.numbers" => "[{number=\"+84912345678\", commune=26734}]",
+            "outbox.max_attempts" => "10",
+            "outbox.backoff_ms" => "500",
+            "outbox.max_backoff_seconds" => "300",
+            "broadcast.quiet_start" => "21:30",
+            "broadcast.quiet_end" => "06:00",
+            "broadcast.email_rate_per_second" => "5",
+            "broadcast.fanout_chunk" => "10000",
+            "broadcast.sms_number" => "+84912345678",
+            "broadcast.telegram_bot" => "tinbao_xa_bot",
+            _ => return None,
+        })
+    }
+
+    /// Every leaf key of the configuration, dotted, read off a configuration with every
+    /// optional value present.
+    fn leaf_keys() -> Vec<String> {
+        fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
+            match value {
+                Value::Dict(_, d) => {
+                    for (k, v) in d {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&key, v, out);
+                    }
+                }
+                _ => out.push(prefix.to_owned()),
+            }
+        }
+        let mut full = Config {
+            database_url: Some(String::new()),
+            key_file: Some(PathBuf::new()),
+            tls_cert: Some(PathBuf::new()),
+            tls_key: Some(PathBuf::new()),
+            ..Config::default()
+        };
+        full.smtp.username = Some(String::new());
+        full.smtp.password = Some(String::new());
+        let mut out = Vec::new();
+        walk("", &Value::serialize(full).unwrap(), &mut out);
+        out
+    }
+
+    fn env_name(key: &str) -> String {
+        format!("TINBAO_{}", key.to_ascii_uppercase().replace('.', "__"))
+    }
+
+    fn lookup<'a>(value: &'a Value, key: &str) -> &'a Value {
+        key.split('.').fold(value, |v, k| match v {
+            Value::Dict(_, d) => d.get(k).unwrap_or_else(|| panic!("{key}: no {k}")),
+            other => panic!("{key}: {other:?} is not a table"),
+        })
+    }
+
+    #[test]
+    fn every_key_is_read_from_the_environment_as_operators_write_it() {
+        let keys = leaf_keys();
+        let missing: Vec<_> = keys
+            .iter()
+            .filter(|k| operator_value(k).is_none())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "give these keys a real-looking value in operator_value: {missing:?}"
+        );
+        let vars: Vec<(String, String)> = keys
+            .iter()
+            .map(|k| (env_name(k), operator_value(k).unwrap().to_owned()))
+            .chain([("TINBAO_CHROMIUM".into(), "/usr/bin/chromium".into())])
+            .collect();
+        let config =
+            Config::from_sources(std::path::Path::new("/nonexistent/tinbao.toml"), vars).unwrap();
+        let read = Value::serialize(&config).unwrap();
+        for key in &keys {
+            let written = operator_value(key).unwrap();
+            let got = lookup(&read, key);
+            let same = match got {
+                Value::String(_, s) => s == written,
+                Value::Bool(_, b) => Some(*b) == Value::from(written).to_bool_lossy(),
+                Value::Num(_, n) => {
+                    let wrote = Value::from(written).to_num_lossy();
+                    n.to_u128_lossy() == wrote.and_then(|w| w.to_u128_lossy())
+                }
+                Value::Array(..) => key == "sms.numbers",
+                other => panic!("{key}: unexpected {other:?}"),
+            };
+            assert!(same, "{key}: wrote {written:?}, read {got:?}");
+        }
+        assert_eq!(config.zalo.app_id, "4318592736451029384");
+        assert_eq!(config.sms.twilio.from, "+84900000000");
+        assert_eq!(config.zalo.refresh_token, "1.5e3");
+        assert_eq!(config.sms.android.webhook_secret, "0042");
+        assert_eq!(config.sms.numbers.len(), 1);
+        assert_eq!(config.sms.numbers[0].number, "+84912345678");
+        assert_eq!(config.sms.numbers[0].commune, 26734);
+        assert_eq!(config.telegram.mode, TelegramMode::Webhook);
+        assert_eq!(config.smtp.security, SmtpSecurity::Starttls);
+        assert!(config.sms.twilio.enabled && config.sms.android.enabled);
+    }
+
+    #[test]
+    fn the_file_then_the_environment_and_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("tinbao.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:80\"\n[zalo]\napp_id = \"111\"\nenabled = true\n",
+        )
+        .unwrap();
+        let none: [(&str, &str); 0] = [];
+        let c = Config::from_sources(&file, none).unwrap();
+        assert_eq!(
+            (c.listen.as_str(), c.zalo.app_id.as_str()),
+            ("0.0.0.0:80", "111")
+        );
+        assert!(c.zalo.enabled);
+        let c = Config::from_sources(&file, [("TINBAO_ZALO__APP_ID", "0222")]).unwrap();
+        assert_eq!(
+            c.zalo.app_id, "0222",
+            "the environment wins, leading zero kept"
+        );
+        assert!(
+            c.zalo.enabled,
+            "a nested key set elsewhere in the file stays"
+        );
+        let err = Config::from_sources(&file, [("TINBAO_DB_POOL_SIZE", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DB_POOL_SIZE"), "{err}");
+        let err = Config::from_sources(&file, [("TINBAO_SMS__NUMBERS", "+84912345678")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TOML array"), "{err}");
     }
 }

@@ -8,6 +8,7 @@ mod broadcasts;
 mod browser;
 mod browser_flow;
 mod channels;
+mod config;
 mod console;
 mod console_support;
 mod fakes;
