@@ -10,6 +10,7 @@ mod browser_flow;
 mod channels;
 mod console;
 mod console_support;
+mod doors;
 mod fakes;
 mod helpers;
 mod keys;
