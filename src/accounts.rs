@@ -306,6 +306,9 @@ pub struct Logins {
 pub struct ThrottleKeys {
     pub account: Vec<u8>,
     pub client: Vec<u8>,
+    /// The account's second-factor failures: a counter of its own that no password,
+    /// right or wrong, resets.
+    pub totp: Vec<u8>,
 }
 
 impl Logins {
@@ -316,8 +319,12 @@ impl Logins {
 
     /// The throttling keys for `username` from `client` at `now` (ms).
     pub fn throttle_keys(&self, username: &str, client: IpAddr, now: i64) -> ThrottleKeys {
+        let account = self.account_key(username);
+        let mut totp = account.clone();
+        totp.extend_from_slice(b"/totp");
         ThrottleKeys {
-            account: self.account_key(username),
+            account,
+            totp,
             client: self
                 .keys
                 .daily_client_key(now / 86_400_000, &client.to_string()),

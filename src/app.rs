@@ -155,6 +155,8 @@ impl Application {
         );
         broadcasts.spawn_runner();
         chat.attach_broadcasts(broadcasts.clone());
+        let limits = Arc::new(Limits::new(&config.rate_limit));
+        chat.attach_sender_limit(limits.clone());
         // Broadcast fan-out hands the outbox rows; the broadcasts compose their messages.
         outbox.spawn_dispatcher(providers, Some(Arc::new(broadcasts.clone())), &config);
         crate::dialog::telegram_poll::spawn_webhook_registration(&config)?;
@@ -162,7 +164,7 @@ impl Application {
         let state = AppState {
             chat,
             broadcasts,
-            limits: Arc::new(Limits::new(&config.rate_limit)),
+            limits,
             config: Arc::new(config),
             logins: crate::accounts::Logins::new(store.clone(), keys),
             store,

@@ -331,9 +331,17 @@ pub struct RateLimitConfig {
     /// Tips (and replies) a client may submit per hour, and at once.
     pub submit_per_hour: u32,
     pub submit_burst: u32,
-    /// Receipt checks a client may make per hour, and at once.
+    /// Receipt checks a client (or a chat/SMS sender) may make per hour, and at once.
     pub check_per_hour: u32,
     pub check_burst: u32,
+    /// Console login steps (password or second factor) a client may try per hour, and at
+    /// once.
+    pub login_per_hour: u32,
+    pub login_burst: u32,
+    /// Emails a client may make the server send to typed addresses (subscription
+    /// confirmations) per hour, and at once.
+    pub send_per_hour: u32,
+    pub send_burst: u32,
 }
 
 /// How the outgoing mail server is reached. Alerts name no tip content, but the server
@@ -444,6 +452,10 @@ impl Default for RateLimitConfig {
             submit_burst: 10,
             check_per_hour: 60,
             check_burst: 10,
+            login_per_hour: 60,
+            login_burst: 20,
+            send_per_hour: 10,
+            send_burst: 5,
         }
     }
 }

@@ -174,6 +174,120 @@ mod tests {
         }
     }
 
+    /// The `{name}` placeholders of a text.
+    fn placeholders(text: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('}') else { break };
+            out.push(&after[..close]);
+            rest = &after[close + 1..];
+        }
+        out
+    }
+
+    /// Every source file a message can be rendered from: the code and the templates.
+    fn sources() -> Vec<(String, String)> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if path.extension().is_some_and(|x| x == "rs" || x == "html") {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    out.push((path.display().to_string(), text));
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut out = Vec::new();
+        walk(&root.join("src"), &mut out);
+        walk(&root.join("web/templates"), &mut out);
+        assert!(out.len() > 20, "the sources are found");
+        out
+    }
+
+    /// The string literal starting `text` (after spaces), if it starts with one.
+    fn literal(text: &str) -> Option<&str> {
+        let t = text.trim_start();
+        let t = t.strip_prefix('"')?;
+        Some(&t[..t.find('"')?])
+    }
+
+    #[test]
+    fn no_rendered_message_keeps_a_placeholder() {
+        let all = locales();
+        let vi = all.find("vi").unwrap();
+        let mut problems = Vec::new();
+        for (path, text) in sources() {
+            // A text shown as it is (`get("key")`, a field error's `code: "key"`) must have
+            // no placeholder in any language.
+            for marker in ["get(", "code: "] {
+                for (at, _) in text.match_indices(marker) {
+                    // A template a script fills in the browser (the SMS counter).
+                    if text[..at].ends_with("data-template=\"{{ t.") {
+                        continue;
+                    }
+                    let Some(key) = literal(&text[at + marker.len()..]) else {
+                        continue;
+                    };
+                    if !vi.texts.contains_key(key) {
+                        continue;
+                    }
+                    for lang in all.all() {
+                        let shown = lang.texts.get(key).map_or("", String::as_str);
+                        if !placeholders(shown).is_empty() {
+                            problems
+                                .push(format!("{path}: {key} ({}) is shown unfilled", lang.code));
+                        }
+                    }
+                }
+            }
+            // A filled text gets every placeholder it has.
+            for (at, _) in text.match_indices("fill(") {
+                let call = &text[at + 5..];
+                let Some(key) = literal(call) else { continue };
+                if !vi.texts.contains_key(key) {
+                    continue;
+                }
+                let args = &call[..call.find("])").unwrap_or(call.len())];
+                for lang in all.all() {
+                    let shown = lang.texts.get(key).map_or("", String::as_str);
+                    for name in placeholders(shown) {
+                        if !args.contains(&format!("(\"{name}\"")) {
+                            problems.push(format!(
+                                "{path}: {key} ({}) leaves {{{name}}} unfilled",
+                                lang.code
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{problems:#?}");
+    }
+
+    #[test]
+    fn filling_removes_every_placeholder_of_the_limits() {
+        for lang in locales().all() {
+            let t = locales().texts(lang.code);
+            for key in [
+                "error.rate_limited",
+                "error.rate_limited_check",
+                "error.rate_limited_api",
+                "console.login_locked",
+                "console.totp_locked",
+            ] {
+                let text = t.fill(key, &[("minutes", "7")]);
+                assert!(text.contains('7') && !text.contains('{'), "{key}: {text}");
+            }
+        }
+    }
+
     #[test]
     fn negotiation_and_fallback() {
         let all = locales();

@@ -157,9 +157,21 @@ impl Progress {
 pub enum Subscribed {
     /// Active now.
     Active { id: i64 },
-    /// An email address: a confirmation link was sent.
+    /// An email address waiting for its confirmation: a link was sent, now or within
+    /// [`PENDING_EMAIL_MS`] (never twice in that time).
     Pending { id: i64 },
+    /// Too many email subscriptions are waiting for confirmation (in the village or in
+    /// all): nothing was stored or sent.
+    Busy,
 }
+
+/// How long an email subscription waits for its confirmation. Within it, asking again
+/// sends no second email; after it the pending row is deleted and the link lapses.
+pub const PENDING_EMAIL_MS: i64 = 24 * 3600 * 1000;
+/// Most email subscriptions waiting for confirmation in one village.
+pub const MAX_PENDING_PER_VILLAGE: i64 = 100;
+/// Most email subscriptions waiting for confirmation in all.
+pub const MAX_PENDING_TOTAL: i64 = 5_000;
 
 /// The broadcast service, shared by the console, the bots, the web pages and the runner.
 #[derive(Clone)]
@@ -270,13 +282,42 @@ impl Broadcasts {
             village.commune_code,
             language,
         );
-        if transport == Transport::EMAIL {
-            sub.status = "pending";
-        }
-        let (id, status) = store.upsert_subscriber(&sub).await?;
-        if status == "active" {
+        if transport != Transport::EMAIL {
+            let (id, _) = store.upsert_subscriber(&sub).await?;
             return Ok(Subscribed::Active { id });
         }
+        // Email: one confirmation per pending window, and a bound on what waits.
+        store
+            .purge_pending_subscribers(now_ms() - PENDING_EMAIL_MS)
+            .await?;
+        if let Some((id, status)) = store
+            .subscriber_status(village_id, transport.as_str(), &sub.sender)
+            .await?
+        {
+            match status.as_str() {
+                "active" => return Ok(Subscribed::Active { id }),
+                "pending" => return Ok(Subscribed::Pending { id }),
+                _ => {}
+            }
+        }
+        let (in_village, in_all) = store.pending_subscriber_counts(village_id).await?;
+        if in_village >= MAX_PENDING_PER_VILLAGE || in_all >= MAX_PENDING_TOTAL {
+            return Ok(Subscribed::Busy);
+        }
+        sub.status = "pending";
+        let Some(id) = store.claim_pending_subscriber(&sub).await? else {
+            // Another request made it pending (or active) meanwhile; it sent the mail.
+            return Ok(
+                match store
+                    .subscriber_status(village_id, transport.as_str(), &sub.sender)
+                    .await?
+                {
+                    Some((id, s)) if s == "active" => Subscribed::Active { id },
+                    Some((id, _)) => Subscribed::Pending { id },
+                    None => Subscribed::Busy,
+                },
+            );
+        };
         let texts = crate::i18n::locales().texts(language);
         let mail = Outgoing::new(
             normalise_address(transport, address),

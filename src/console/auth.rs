@@ -9,7 +9,7 @@ use crate::clock::now_ms;
 use crate::crypto::random_bytes;
 use crate::i18n::Texts;
 use crate::state::AppState;
-use crate::state::ClientIp;
+use crate::state::{Action, ClientIp, Limited};
 use crate::store::SessionRow;
 use askama::Template;
 use axum::extract::State;
@@ -24,6 +24,42 @@ const MAX_ACCOUNT_FAILURES: i64 = 5;
 const MAX_CLIENT_FAILURES: i64 = 20;
 const WINDOW_MS: i64 = 15 * 60_000;
 const LOCK_MS: i64 = 15 * 60_000;
+/// Wrong second-factor codes per account within [`TOTP_WINDOW_MS`] before the account's
+/// second factor locks for [`TOTP_LOCK_MS`]. A right password never resets this count;
+/// only a right code does.
+const MAX_TOTP_FAILURES: i64 = 5;
+const TOTP_WINDOW_MS: i64 = 60 * 60_000;
+const TOTP_LOCK_MS: i64 = 60 * 60_000;
+
+/// The localised wait of a locked throttle key, if it is locked now.
+async fn locked_message(
+    state: &AppState,
+    key: &[u8],
+    text: &str,
+    now: i64,
+) -> Result<Option<String>, ConsoleError> {
+    match state.store.login_locked_until(key).await? {
+        Some(until) if until > now => {
+            let minutes = ((until - now) / 60_000 + 1).to_string();
+            Ok(Some(texts().fill(text, &[("minutes", &minutes)])))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The per-client limiter's refusal on a login step: the wait, and `Retry-After`.
+fn limited_message(l: Limited) -> String {
+    texts().fill(
+        "console.login_locked",
+        &[("minutes", &l.minutes().to_string())],
+    )
+}
+
+fn with_retry_after(mut res: Response, l: Limited) -> Response {
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, l.retry_after.as_secs().max(1).into());
+    res
+}
 
 fn cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
     let secure = if state.config.tls() { "; Secure" } else { "" };
@@ -103,22 +139,31 @@ pub async fn login(
         return Err(ConsoleError::forbidden());
     }
     let t = texts();
+    if let Err(l) = state.limits.check(Action::Login, ip) {
+        let res = login_form(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            f.username,
+            Some(limited_message(l)),
+        );
+        return Ok(with_retry_after(res, l));
+    }
     let store = &state.store;
     let now = now_ms();
     let keys = state.logins.throttle_keys(f.username.trim(), ip, now);
     let (account_key, client_key) = (keys.account, keys.client);
-    for key in [&account_key, &client_key] {
-        if let Some(until) = store.login_locked_until(key).await? {
-            if until > now {
-                let minutes = ((until - now) / 60_000 + 1).to_string();
-                let msg = t.fill("console.login_locked", &[("minutes", &minutes)]);
-                return Ok(login_form(
-                    &state,
-                    StatusCode::TOO_MANY_REQUESTS,
-                    f.username,
-                    Some(msg),
-                ));
-            }
+    for (key, text) in [
+        (&account_key, "console.login_locked"),
+        (&client_key, "console.login_locked"),
+        (&keys.totp, "console.totp_locked"),
+    ] {
+        if let Some(msg) = locked_message(&state, key, text, now).await? {
+            return Ok(login_form(
+                &state,
+                StatusCode::TOO_MANY_REQUESTS,
+                f.username,
+                Some(msg),
+            ));
         }
     }
     let row = store.account_by_username(f.username.trim()).await?;
@@ -147,7 +192,11 @@ pub async fn login(
             Some(t.get("console.login_failed").to_owned()),
         ));
     };
-    store.clear_login_failures(&account_key).await?;
+    // Only a whole login clears the account's failures: with a second factor still to
+    // come, a right password alone must not reset the count of wrong codes.
+    if !needs_second_factor(&account) {
+        store.clear_login_failures(&account_key).await?;
+    }
     let stage = next_stage(&account, "password_ok");
     let token = hex::encode(random_bytes::<32>());
     let session = SessionRow {
@@ -182,12 +231,17 @@ pub async fn login(
     Ok(res)
 }
 
+/// Whether the account logs in with a second factor.
+fn needs_second_factor(account: &Account) -> bool {
+    account.role.reads_tips() || account.totp_confirmed
+}
+
 /// The stage after `done`: a forced password change, then TOTP, then full.
 fn next_stage(account: &Account, done: &str) -> &'static str {
     if done == "password_ok" && account.must_change_password {
         return "password";
     }
-    if account.role.reads_tips() || account.totp_confirmed {
+    if needs_second_factor(account) {
         if done == "totp_ok" {
             "full"
         } else if account.totp_confirmed {
@@ -207,6 +261,9 @@ struct PasswordPage {
     me: Option<MeView>,
     csrf: String,
     error: Option<String>,
+    /// A voluntary change (a full session) asks for the current password; the forced
+    /// first change follows the one-time password just typed.
+    ask_current: bool,
 }
 
 fn password_form(s: &ConsoleSession, status: StatusCode, error: Option<String>) -> Response {
@@ -217,6 +274,7 @@ fn password_form(s: &ConsoleSession, status: StatusCode, error: Option<String>) 
             me: me(s),
             csrf: s.csrf.clone(),
             error,
+            ask_current: s.stage == "full",
         },
     )
 }
@@ -232,14 +290,18 @@ pub async fn password_page(Extension(s): Extension<ConsoleSession>) -> Response 
 #[derive(Deserialize)]
 pub struct PasswordForm {
     #[serde(default)]
+    current_password: String,
+    #[serde(default)]
     password: String,
     #[serde(default)]
     password_again: String,
 }
 
-/// Sets the new password, then moves on to the second factor.
+/// Sets the new password, then moves on to the second factor. A voluntary change needs
+/// the current password (counted like a login) and ends the account's other sessions.
 pub async fn change_password(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Extension(s): Extension<ConsoleSession>,
     Form(f): Form<PasswordForm>,
 ) -> Page {
@@ -247,6 +309,33 @@ pub async fn change_password(
         return Ok(Redirect::to(stage_path(&s.stage)).into_response());
     }
     let t = texts();
+    if s.stage == "full" {
+        if let Err(l) = state.limits.check(Action::Login, ip) {
+            let res = password_form(&s, StatusCode::TOO_MANY_REQUESTS, Some(limited_message(l)));
+            return Ok(with_retry_after(res, l));
+        }
+        let now = now_ms();
+        let keys = state.logins.throttle_keys(&s.account.username, ip, now);
+        if let Some(msg) =
+            locked_message(&state, &keys.account, "console.login_locked", now).await?
+        {
+            return Ok(password_form(&s, StatusCode::TOO_MANY_REQUESTS, Some(msg)));
+        }
+        let Some(row) = state.store.account(&s.account.id).await? else {
+            return Err(ConsoleError::forbidden());
+        };
+        if !accounts::verify_password(f.current_password.clone(), row.password_hash).await {
+            state
+                .store
+                .record_login_failure(&keys.account, now, WINDOW_MS, MAX_ACCOUNT_FAILURES, LOCK_MS)
+                .await?;
+            return Ok(password_form(
+                &s,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(t.get("console.password_current_wrong").to_owned()),
+            ));
+        }
+    }
     let error = if f.password.chars().count() < MIN_PASSWORD {
         Some("console.password_short")
     } else if f.password != f.password_again {
@@ -267,6 +356,11 @@ pub async fn change_password(
     let hash = accounts::hash_password(f.password).await;
     store
         .set_password(&s.account.id, &hash, false, now_ms())
+        .await?;
+    // Whoever else held a session of this account (a stolen cookie, a forgotten device)
+    // is out once the password changes.
+    store
+        .delete_other_sessions(&s.account.id, &s.token_hash)
         .await?;
     state
         .audit
@@ -358,14 +452,25 @@ pub async fn totp_submit(
     if s.stage != "enrol" && s.stage != "totp" {
         return Ok(Redirect::to(stage_path(&s.stage)).into_response());
     }
+    if let Err(l) = state.limits.check(Action::Login, ip) {
+        let res = totp_form(
+            &state,
+            &s,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(limited_message(l)),
+        )
+        .await?;
+        return Ok(with_retry_after(res, l));
+    }
     let store = &state.store;
     let now = now_ms();
     let keys = state.logins.throttle_keys(&s.account.username, ip, now);
     let account_key = keys.account;
-    if let Some(until) = store.login_locked_until(&account_key).await? {
-        if until > now {
-            let minutes = ((until - now) / 60_000 + 1).to_string();
-            let msg = texts().fill("console.login_locked", &[("minutes", &minutes)]);
+    for (key, text) in [
+        (&keys.totp, "console.totp_locked"),
+        (&account_key, "console.login_locked"),
+    ] {
+        if let Some(msg) = locked_message(&state, key, text, now).await? {
             return totp_form(&state, &s, StatusCode::TOO_MANY_REQUESTS, Some(msg)).await;
         }
     }
@@ -387,6 +492,18 @@ pub async fn totp_submit(
         store
             .record_login_failure(&client_key, now, WINDOW_MS, MAX_CLIENT_FAILURES, LOCK_MS)
             .await?;
+        store
+            .record_login_failure(
+                &keys.totp,
+                now,
+                TOTP_WINDOW_MS,
+                MAX_TOTP_FAILURES,
+                TOTP_LOCK_MS,
+            )
+            .await?;
+        if let Some(msg) = locked_message(&state, &keys.totp, "console.totp_locked", now).await? {
+            return totp_form(&state, &s, StatusCode::TOO_MANY_REQUESTS, Some(msg)).await;
+        }
         let msg = texts().get("console.totp_wrong").to_owned();
         return totp_form(&state, &s, StatusCode::UNAUTHORIZED, Some(msg)).await;
     }
@@ -400,6 +517,7 @@ pub async fn totp_submit(
             .await?;
     }
     store.clear_login_failures(&account_key).await?;
+    store.clear_login_failures(&keys.totp).await?;
     // The audit entry first: a session becomes full only once its login is on record.
     state
         .audit
@@ -412,8 +530,25 @@ pub async fn totp_submit(
             &s.stage,
         )
         .await?;
-    store.set_session_stage(&s.token_hash, "full").await?;
-    Ok(Redirect::to("/console").into_response())
+    // A new session id for the logged-in session: whatever id was known before the
+    // second factor (a fixed or sniffed cookie) is worth nothing after it.
+    let token = hex::encode(random_bytes::<32>());
+    let session = SessionRow {
+        token_hash: token_hash(&token),
+        account_id: s.account.id.clone(),
+        stage: "full".to_owned(),
+        csrf: hex::encode(random_bytes::<16>()),
+        created_at: now,
+        last_seen_at: now,
+    };
+    store.replace_session(&s.token_hash, &session).await?;
+    let mut res = Redirect::to("/console").into_response();
+    let max_age = super::ABSOLUTE_HOURS * 3600;
+    res.headers_mut().append(
+        header::SET_COOKIE,
+        cookie(&state, SESSION_COOKIE, &token, max_age),
+    );
+    Ok(res)
 }
 
 /// Ends this session.

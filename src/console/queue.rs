@@ -363,31 +363,63 @@ pub async fn queue_page(
     ))
 }
 
+/// How often a live event stream checks that its session still stands.
+const SESSION_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether the session behind a live stream still stands: not logged out, not expired,
+/// its account not disabled. A failed look-up ends the stream too (the browser
+/// reconnects through the guard).
+async fn session_stands(state: &AppState, token_hash: &[u8]) -> bool {
+    let Ok(Some((row, account))) = state.store.session_with_account(token_hash).await else {
+        return false;
+    };
+    let now = now_ms();
+    row.stage == "full"
+        && !account.disabled
+        && row.last_seen_at >= now - super::IDLE_MINUTES * 60_000
+        && row.created_at >= now - super::ABSOLUTE_HOURS * 3_600_000
+}
+
 /// Server-sent events: "a new tip arrived in your scope" (no content), for the live queue.
+/// The stream ends within [`SESSION_CHECK`] of a logout or of the account being disabled.
 pub async fn events(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = state.intake.subscribe();
     let account = s.account.clone();
-    let stream = futures_util::stream::unfold(rx, move |mut rx| {
+    let token_hash = s.token_hash.clone();
+    let mut check = tokio::time::interval(SESSION_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stream = futures_util::stream::unfold((rx, check), move |(mut rx, mut check)| {
         let account = account.clone();
+        let state = state.clone();
+        let token_hash = token_hash.clone();
         async move {
             loop {
-                match rx.recv().await {
-                    Ok(ev) if account.sees_tip_in(ev.province_code, ev.commune_code) => {
-                        let prio = if ev.priority == Priority::Urgent {
-                            "urgent"
-                        } else {
-                            "normal"
-                        };
-                        return Some((Ok(Event::default().event("tip").data(prio)), rx));
+                tokio::select! {
+                    _ = check.tick() => {
+                        if !session_stands(&state, &token_hash).await {
+                            return None;
+                        }
                     }
-                    Ok(_) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        return Some((Ok(Event::default().event("tip").data("many")), rx));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    ev = rx.recv() => match ev {
+                        Ok(ev) if account.sees_tip_in(ev.province_code, ev.commune_code) => {
+                            let prio = if ev.priority == Priority::Urgent {
+                                "urgent"
+                            } else {
+                                "normal"
+                            };
+                            let event = Event::default().event("tip").data(prio);
+                            return Some((Ok(event), (rx, check)));
+                        }
+                        Ok(_) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            let event = Event::default().event("tip").data("many");
+                            return Some((Ok(event), (rx, check)));
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    },
                 }
             }
         }

@@ -14,7 +14,7 @@ use crate::config::SmsNumber;
 use crate::crypto::{KeyRing, Receipt};
 use crate::delivery::{Outbox, Providers};
 use crate::geo::fold;
-use crate::intake::{ChatOrigin, Intake, IntakeError, TipInput};
+use crate::intake::{ChatOrigin, Intake, IntakeError, TipInput, MAX_TEXT};
 use crate::store::{InboxRow, InboxWriter, NewInboxEvent, Store, TipContactRow};
 use crate::tips::Category;
 use bot::Bot;
@@ -53,6 +53,12 @@ impl PhotoSource for Providers {
     }
 }
 
+/// Limits receipt checks per sender (by pseudonym); `Err(minutes)` when the sender must
+/// wait. The state's in-memory limiter implements it; the app attaches it.
+pub trait SenderLimit: Send + Sync {
+    fn check_receipt(&self, sender: &[u8]) -> Result<(), u64>;
+}
+
 /// Something the processor must know went wrong; the event is retried later.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
@@ -89,6 +95,8 @@ struct Inner {
     sms_numbers: Vec<SmsNumber>,
     /// Village subscriptions (set once the broadcast service exists).
     broadcasts: std::sync::OnceLock<crate::broadcast::Broadcasts>,
+    /// The per-sender limit on receipt checks (set once by the app).
+    sender_limit: std::sync::OnceLock<Arc<dyn SenderLimit>>,
 }
 
 impl Chat {
@@ -117,6 +125,7 @@ impl Chat {
                 photos,
                 sms_numbers,
                 broadcasts: std::sync::OnceLock::new(),
+                sender_limit: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -124,6 +133,23 @@ impl Chat {
     /// Lets residents subscribe to villages' broadcasts and opt out through the bots.
     pub fn attach_broadcasts(&self, broadcasts: crate::broadcast::Broadcasts) {
         let _ = self.inner.broadcasts.set(broadcasts);
+    }
+
+    /// Limits receipt checks (`KT`, `TL` with a receipt) per sender pseudonym.
+    pub fn attach_sender_limit(&self, limit: Arc<dyn SenderLimit>) {
+        let _ = self.inner.sender_limit.set(limit);
+    }
+
+    /// Counts a receipt check by `sender`; the localised "try again in N minutes" when
+    /// the sender has checked too often.
+    fn receipt_limited(&self, sender: &[u8], lang: &str) -> Option<String> {
+        let limit = self.inner.sender_limit.get()?;
+        let minutes = limit.check_receipt(sender).err()?;
+        Some(self.inner.bot.fill(
+            lang,
+            "error.rate_limited",
+            &[("minutes", &minutes.to_string())],
+        ))
     }
 
     /// Subscribes the sender to the village `query` names; the answer's texts.
@@ -385,7 +411,22 @@ impl Chat {
         let lang = state.lang.clone();
         let mut forget = false;
         let mut consumed = false;
-        match turn.action {
+        // A receipt check (or a reply by receipt, which tells as much) counts against the
+        // sender's limit first.
+        let action = match turn.action {
+            Some(Action::Check(_))
+            | Some(Action::Reply {
+                receipt: Some(_), ..
+            }) => match self.receipt_limited(sender, &lang) {
+                Some(wait) => {
+                    replies.push(wait);
+                    None
+                }
+                None => turn.action,
+            },
+            other => other,
+        };
+        match action {
             None => {}
             Some(Action::Submit(draft)) => {
                 match self.submit(ev, row, &lang, draft.clone()).await? {
@@ -410,7 +451,11 @@ impl Chat {
                 let key = self
                     .add_to_tip(ev.transport, receipt.as_deref(), &open, &text, &photos)
                     .await?;
-                replies.push(inner.bot.text(&lang, key).to_owned());
+                replies.push(
+                    inner
+                        .bot
+                        .fill(&lang, key, &[("max", &MAX_TEXT.to_string())]),
+                );
             }
             Some(Action::Idle { text, photos }) => {
                 if open.is_empty() {
@@ -419,7 +464,11 @@ impl Chat {
                     let key = self
                         .add_to_tip(ev.transport, None, &open, &text, &photos)
                         .await?;
-                    replies.push(inner.bot.text(&lang, key).to_owned());
+                    replies.push(
+                        inner
+                            .bot
+                            .fill(&lang, key, &[("max", &MAX_TEXT.to_string())]),
+                    );
                 }
             }
             Some(Action::Subscribe(query)) => {
@@ -624,7 +673,10 @@ impl Chat {
         }
         if keyword(&words.check_keywords).is_some() {
             let digits: String = text.chars().filter(char::is_ascii_digit).collect();
-            let replies = self.check(&lang, &digits).await?;
+            let replies = match self.receipt_limited(&row.sender, &lang) {
+                Some(wait) => vec![wait],
+                None => self.check(&lang, &digits).await?,
+            };
             return self
                 .answer(ev.transport, &ev.sender, &replies)
                 .await

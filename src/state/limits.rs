@@ -26,13 +26,19 @@ impl Limited {
     }
 }
 
-/// Which action is being limited.
-#[derive(Debug, Clone, Copy)]
+/// Which action is being limited. Every door that checks a receipt, logs in, or sends an
+/// email or message on a stranger's behalf counts against one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Submitting a tip or a reply.
     Submit,
-    /// Checking a receipt.
+    /// Checking a receipt (`/status`, `/status/reply`, the API, `KT`/`TL` over chat and SMS).
     Check,
+    /// A console login step: the password or the second factor.
+    Login,
+    /// Asking the server to write to an address someone typed (a subscription's
+    /// confirmation email).
+    Send,
 }
 
 /// The in-memory limiters.
@@ -41,6 +47,8 @@ pub struct Limits {
     day_key: RwLock<(i64, EphemeralHasher)>,
     submit: Keyed,
     check: Keyed,
+    login: Keyed,
+    send: Keyed,
 }
 
 fn quota(per_hour: u32, burst: u32) -> Quota {
@@ -61,23 +69,46 @@ impl Limits {
             day_key: RwLock::new((today(), EphemeralHasher::new())),
             submit: RateLimiter::keyed(quota(cfg.submit_per_hour, cfg.submit_burst)),
             check: RateLimiter::keyed(quota(cfg.check_per_hour, cfg.check_burst)),
+            login: RateLimiter::keyed(quota(cfg.login_per_hour, cfg.login_burst)),
+            send: RateLimiter::keyed(quota(cfg.send_per_hour, cfg.send_burst)),
         }
     }
 
-    fn client_key(&self, addr: IpAddr) -> [u8; 16] {
+    /// The day's keyed hash of `value` (a client address or a sender pseudonym).
+    fn day_hash(&self, value: &[u8]) -> [u8; 16] {
         let day = today();
         {
-            let guard = self.day_key.read().expect("lock");
+            let guard = self.day_key.read().unwrap_or_else(|e| e.into_inner());
             if guard.0 == day {
-                return guard.1.hash(addr.to_string().as_bytes());
+                return guard.1.hash(value);
             }
         }
-        let mut guard = self.day_key.write().expect("lock");
+        let mut guard = self.day_key.write().unwrap_or_else(|e| e.into_inner());
         if guard.0 != day {
             // A new day: yesterday's key is dropped and never written anywhere.
             *guard = (day, EphemeralHasher::new());
         }
-        guard.1.hash(addr.to_string().as_bytes())
+        guard.1.hash(value)
+    }
+
+    fn limiter(&self, action: Action) -> &Keyed {
+        match action {
+            Action::Submit => &self.submit,
+            Action::Check => &self.check,
+            Action::Login => &self.login,
+            Action::Send => &self.send,
+        }
+    }
+
+    fn count(&self, action: Action, key: [u8; 16]) -> Result<(), Limited> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.limiter(action)
+            .check_key(&key)
+            .map_err(|not_until| Limited {
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            })
     }
 
     /// Counts one attempt of `action` by the client at `addr`.
@@ -85,22 +116,37 @@ impl Limits {
         if !self.enabled {
             return Ok(());
         }
-        let key = self.client_key(addr);
-        let limiter = match action {
-            Action::Submit => &self.submit,
-            Action::Check => &self.check,
-        };
-        limiter.check_key(&key).map_err(|not_until| Limited {
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-        })
+        let key = self.day_hash(addr.to_string().as_bytes());
+        self.count(action, key)
+    }
+
+    /// Counts one attempt of `action` by a chat or SMS sender, known only by its
+    /// pseudonym (hashed again under the day's key, like an address).
+    pub fn check_sender(&self, action: Action, pseudonym: &[u8]) -> Result<(), Limited> {
+        if !self.enabled {
+            return Ok(());
+        }
+        // A prefix keeps a sender's key apart from any address's.
+        let mut value = b"sender:".to_vec();
+        value.extend_from_slice(pseudonym);
+        let key = self.day_hash(&value);
+        self.count(action, key)
     }
 
     /// Forgets clients whose limits have fully recovered (keeps memory bounded).
     pub fn shrink(&self) {
-        self.submit.retain_recent();
-        self.check.retain_recent();
-        self.submit.shrink_to_fit();
-        self.check.shrink_to_fit();
+        for limiter in [&self.submit, &self.check, &self.login, &self.send] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// Receipt checks over chat and SMS, limited per sender like the web's per address.
+impl crate::dialog::SenderLimit for Limits {
+    fn check_receipt(&self, sender: &[u8]) -> Result<(), u64> {
+        self.check_sender(Action::Check, sender)
+            .map_err(|l| l.minutes())
     }
 }
 
@@ -116,6 +162,7 @@ mod tests {
             submit_burst: 2,
             check_per_hour: 60,
             check_burst: 1,
+            ..RateLimitConfig::default()
         });
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
@@ -126,5 +173,40 @@ mod tests {
         assert!(limits.check(Action::Submit, b).is_ok());
         assert!(limits.check(Action::Check, a).is_ok());
         assert!(limits.check(Action::Check, a).is_err());
+    }
+
+    #[test]
+    fn senders_are_limited_apart_from_addresses() {
+        let limits = Limits::new(&RateLimitConfig {
+            enabled: true,
+            check_per_hour: 60,
+            check_burst: 2,
+            ..RateLimitConfig::default()
+        });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(limits.check_sender(Action::Check, b"p1").is_ok());
+        assert!(limits.check_sender(Action::Check, b"p1").is_ok());
+        let limited = limits.check_sender(Action::Check, b"p1").unwrap_err();
+        assert!(limited.minutes() >= 1);
+        assert!(limits.check_sender(Action::Check, b"p2").is_ok());
+        assert!(limits.check(Action::Check, a).is_ok());
+    }
+
+    #[test]
+    fn every_action_has_its_own_counter() {
+        let limits = Limits::new(&RateLimitConfig {
+            enabled: true,
+            login_per_hour: 10,
+            login_burst: 1,
+            send_per_hour: 10,
+            send_burst: 1,
+            ..RateLimitConfig::default()
+        });
+        let a: IpAddr = "192.0.2.9".parse().unwrap();
+        assert!(limits.check(Action::Login, a).is_ok());
+        assert!(limits.check(Action::Login, a).is_err());
+        assert!(limits.check(Action::Send, a).is_ok());
+        assert!(limits.check(Action::Send, a).is_err());
+        assert!(limits.check(Action::Submit, a).is_ok());
     }
 }

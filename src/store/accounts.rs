@@ -1,6 +1,6 @@
 //! Accounts, server-side sessions and login throttling.
 
-use super::{Pool, Store, StoreResult};
+use super::{BeginWrite, Pool, Store, StoreResult};
 
 /// A console account.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -185,6 +185,29 @@ impl Store {
     pub async fn delete_session(&self, token_hash: &[u8]) -> StoreResult<()> {
         on_pool!(self, p => sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(token_hash).execute(p).await.map(|_| ()))
+    }
+
+    /// Swaps a session for a new one (a new id after the second factor): the old id ends
+    /// in the same transaction as the new one begins.
+    pub async fn replace_session(&self, old_hash: &[u8], new: &SessionRow) -> StoreResult<()> {
+        on_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+                .bind(old_hash).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO sessions (token_hash, account_id, stage, csrf, created_at, last_seen_at) VALUES ($1,$2,$3,$4,$5,$6)")
+                .bind(&new.token_hash).bind(&new.account_id).bind(&new.stage).bind(&new.csrf)
+                .bind(new.created_at).bind(new.last_seen_at)
+                .execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Ends every session of an account but one (a password change keeps its own).
+    pub async fn delete_other_sessions(&self, account_id: &str, keep: &[u8]) -> StoreResult<u64> {
+        on_pool!(self, p => sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND token_hash <> $2")
+            .bind(account_id).bind(keep).execute(p).await.map(|r| r.rows_affected()))
     }
 
     /// Ends every session of an account ("log out everywhere", disable, reset).

@@ -241,6 +241,50 @@ impl Store {
             .fetch_one(p).await)
     }
 
+    /// Makes a pending subscription, unless one for this address and village is already
+    /// pending or active (then `None`, and nothing changes): only a new pending row
+    /// earns a confirmation email, even under concurrent requests.
+    pub async fn claim_pending_subscriber(&self, s: &NewSubscriber) -> StoreResult<Option<i64>> {
+        on_pool!(self, p => sqlx::query_scalar(
+            "INSERT INTO subscribers (village_id, commune_code, transport, sender, address, language, status, created_at, updated_at) \
+             VALUES ($1,$2,$3,$4,$5,$6,'pending',$7,$7) \
+             ON CONFLICT (village_id, transport, sender) DO UPDATE SET address = excluded.address, \
+             language = excluded.language, updated_at = excluded.updated_at, status = 'pending' \
+             WHERE subscribers.status NOT IN ('active', 'pending') \
+             RETURNING id")
+            .bind(s.village_id).bind(s.commune_code).bind(&s.transport).bind(&s.sender)
+            .bind(&s.address).bind(&s.language).bind(s.now)
+            .fetch_optional(p).await)
+    }
+
+    /// The id and status of an address's subscription to a village, if there is one.
+    pub async fn subscriber_status(
+        &self,
+        village_id: i64,
+        transport: &str,
+        sender: &[u8],
+    ) -> StoreResult<Option<(i64, String)>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT id, status FROM subscribers WHERE village_id = $1 AND transport = $2 AND sender = $3")
+            .bind(village_id).bind(transport).bind(sender).fetch_optional(p).await)
+    }
+
+    /// Pending (unconfirmed) subscriptions of a village, and in all.
+    pub async fn pending_subscriber_counts(&self, village_id: i64) -> StoreResult<(i64, i64)> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT COALESCE(SUM(CASE WHEN village_id = $1 THEN 1 ELSE 0 END), 0), COUNT(*) \
+             FROM subscribers WHERE status = 'pending'")
+            .bind(village_id).fetch_one(p).await)
+    }
+
+    /// Deletes pending subscriptions last asked for before `before` (never confirmed:
+    /// their link has lapsed). Returns how many went.
+    pub async fn purge_pending_subscribers(&self, before: i64) -> StoreResult<u64> {
+        on_pool!(self, p => sqlx::query(
+            "DELETE FROM subscribers WHERE status = 'pending' AND updated_at < $1")
+            .bind(before).execute(p).await.map(|r| r.rows_affected()))
+    }
+
     /// Stores many new subscriptions at once (imports, benchmarks); duplicates are
     /// skipped. Returns how many were new.
     pub async fn insert_subscribers(&self, subs: &[NewSubscriber]) -> StoreResult<u64> {

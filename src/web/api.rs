@@ -120,14 +120,17 @@ pub struct CommuneItem {
 pub enum Failure {
     /// Not JSON, not the schema, or too large.
     Malformed { too_large: bool },
-    /// Too many requests from this client; try again after this many seconds.
-    RateLimited { retry_after: u64 },
+    /// Too many requests from this client; try again after this many seconds. `check`
+    /// says whether the limit was on receipt checks (else on tips).
+    RateLimited { retry_after: u64, check: bool },
     /// Fields that do not pass: (field, message key).
     Invalid(Vec<(&'static str, &'static str)>),
     /// No tip with that receipt (or not a receipt at all: the same answer).
     NotFound,
     /// A service failed: logged, never described.
     Internal(IntakeError),
+    /// A receipt check failed: logged; the tipster is told the tip itself is safe.
+    CheckFailed(IntakeError),
 }
 
 /// A [`Failure`] in the reader's language.
@@ -149,6 +152,7 @@ impl Failure {
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
         let t = self.lang.texts();
+        let mut args: Vec<(&str, String)> = Vec::new();
         let (status, error, key, fields) = match self.failure {
             Failure::Malformed { too_large: true } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -162,12 +166,19 @@ impl IntoResponse for ApiFailure {
                 "error.bad_request",
                 Vec::new(),
             ),
-            Failure::RateLimited { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "error.rate_limited_check",
-                Vec::new(),
-            ),
+            Failure::RateLimited { retry_after, check } => {
+                args.push(("minutes", retry_after.div_ceil(60).max(1).to_string()));
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    if check {
+                        "error.rate_limited_check"
+                    } else {
+                        "error.rate_limited_api"
+                    },
+                    Vec::new(),
+                )
+            }
             Failure::Invalid(ref fields) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid",
@@ -196,17 +207,27 @@ impl IntoResponse for ApiFailure {
                     Vec::new(),
                 )
             }
+            Failure::CheckFailed(ref e) => {
+                tracing::error!(error = %e, "an API status check failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "error.check_failed",
+                    Vec::new(),
+                )
+            }
         };
+        let args: Vec<(&str, &str)> = args.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut res = (
             status,
             Json(ApiError {
                 error: error.into(),
-                message: t.get(key).to_owned(),
+                message: t.fill(key, &args),
                 fields,
             }),
         )
             .into_response();
-        if let Failure::RateLimited { retry_after } = self.failure {
+        if let Failure::RateLimited { retry_after, .. } = self.failure {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, retry_after.max(1).into());
         }
@@ -243,6 +264,7 @@ async fn create_tip(
     state.limits.check(Action::Submit, ip).map_err(|l| {
         Failure::RateLimited {
             retry_after: l.retry_after.as_secs(),
+            check: false,
         }
         .in_lang(lang)
     })?;
@@ -295,6 +317,7 @@ async fn tip_status(
     state.limits.check(Action::Check, ip).map_err(|l| {
         Failure::RateLimited {
             retry_after: l.retry_after.as_secs(),
+            check: true,
         }
         .in_lang(lang)
     })?;
@@ -303,7 +326,7 @@ async fn tip_status(
         Ok(receipt) => match state.intake.status(&receipt).await {
             Ok(Some(view)) => Ok(Json(view)),
             Ok(None) => Err(Failure::NotFound),
-            Err(e) => Err(Failure::Internal(e)),
+            Err(e) => Err(Failure::CheckFailed(e)),
         },
     };
     // Every receipt answer takes the same time, whatever it says.

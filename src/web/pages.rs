@@ -142,6 +142,8 @@ struct StatusFormPage {
     t: Texts,
     langs: Vec<LangLink>,
     error: Option<String>,
+    /// A reply that was typed but not sent, shown back so it is not lost.
+    kept: String,
 }
 
 /// A message as the status page shows it.
@@ -191,8 +193,11 @@ pub(crate) fn render(status: StatusCode, page: impl Template) -> Response {
 pub(crate) enum Refusal {
     /// The tip form again, filled with what was typed, with its errors and notice.
     TipForm(Box<FormPage>, StatusCode),
-    /// "Check my tip" again, with a message (a wrong receipt, a limit, a failure).
+    /// "Check my tip" again, with a message (a wrong receipt, a failure).
     StatusForm(Lang, StatusCode, String),
+    /// Too many receipt checks from this client: "check my tip" again with the wait, a
+    /// `Retry-After`, and any reply that was typed (not sent).
+    CheckLimited(Lang, Limited, String),
     /// The tip's status page again, with the reply that was typed and why it was refused.
     Reply(Box<StatusPage>, StatusCode),
 }
@@ -207,8 +212,26 @@ impl IntoResponse for Refusal {
                     t: lang.texts(),
                     langs: lang_links(lang),
                     error: Some(message),
+                    kept: String::new(),
                 },
             ),
+            Refusal::CheckLimited(lang, limited, kept) => {
+                let t = lang.texts();
+                let mut res = render(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    StatusFormPage {
+                        t,
+                        langs: lang_links(lang),
+                        error: Some(limited_message(t, "error.rate_limited_check", limited)),
+                        kept,
+                    },
+                );
+                res.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    limited.retry_after.as_secs().max(1).into(),
+                );
+                res
+            }
             Refusal::Reply(page, status) => render(status, *page),
         }
     }
@@ -511,6 +534,7 @@ async fn status_form(State(_): State<AppState>, lang: Lang) -> Response {
             t: lang.texts(),
             langs: lang_links(lang),
             error: None,
+            kept: String::new(),
         },
     )
 }
@@ -570,11 +594,7 @@ async fn check_status(
     };
     let t = lang.texts();
     if let Err(l) = state.limits.check(Action::Check, ip) {
-        return Err(status_form_error(
-            lang,
-            StatusCode::TOO_MANY_REQUESTS,
-            limited_message(t, "error.rate_limited_check", l),
-        ));
+        return Err(Refusal::CheckLimited(lang, l, String::new()));
     }
     let response = match Receipt::parse(receipt) {
         Err(_) => Err(status_form_error(
@@ -591,10 +611,11 @@ async fn check_status(
             )),
             Err(e) => {
                 tracing::error!(error = %e, "status check failed");
+                // The tip is stored; only this look-up failed. Say so, calmly.
                 Err(status_form_error(
                     lang,
                     StatusCode::INTERNAL_SERVER_ERROR,
-                    t.get("error.internal").to_owned(),
+                    t.get("error.check_failed").to_owned(),
                 ))
             }
         },
@@ -613,6 +634,11 @@ async fn reply(
     let (form, photos, broken) = read_tip_form(multipart).await;
     let lang = form_lang(&form.lang, header_lang);
     let t = lang.texts();
+    // A reply names a receipt and answers whether it is one: a receipt check like
+    // `/status`, counted before anything is looked up.
+    if let Err(l) = state.limits.check(Action::Check, ip) {
+        return Err(Refusal::CheckLimited(lang, l, form.description));
+    }
     let Ok(receipt) = Receipt::parse(&form.receipt) else {
         pad_to(start, state.config.status_floor_ms).await;
         return Err(status_form_error(
@@ -650,7 +676,7 @@ async fn reply(
                 tracing::error!(error = %e, "a reply could not be stored");
                 Err(vec![ErrorItem {
                     field: "message",
-                    message: t.get("error.internal").to_owned(),
+                    message: t.get("error.reply_failed").to_owned(),
                 }])
             }
         },
@@ -670,7 +696,7 @@ async fn reply(
             return Err(status_form_error(
                 lang,
                 StatusCode::INTERNAL_SERVER_ERROR,
-                t.get("error.internal").to_owned(),
+                t.get("error.check_failed").to_owned(),
             ));
         }
     };

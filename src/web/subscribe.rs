@@ -1,16 +1,21 @@
 //! The residents' subscription pages, reached from a village's poster: how to subscribe
 //! over SMS, Telegram or Zalo, an email form (confirmed by a link), and the confirmation
 //! and unsubscribe links every email carries (`List-Unsubscribe-Post` one-click included).
+//!
+//! The email form is a door that makes the server write to a typed address, so it is
+//! guarded: a per-client limit, a honeypot field, and a form token (a double-submit
+//! cookie set with the page) so that nothing posts it blind. Its answer is the same
+//! whether the address was new, pending or already subscribed.
 
 use super::pages::{lang_links, render, LangLink};
 use crate::broadcast::Subscribed;
 use crate::channels::Transport;
+use crate::crypto::{constant_eq, random_bytes};
 use crate::i18n::{locales, Texts};
-use crate::state::AppState;
-use crate::state::Lang;
+use crate::state::{Action, AppState, ClientIp, Lang};
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Form, Router};
@@ -39,6 +44,38 @@ struct SubscribePage {
     error: Option<String>,
     action: Option<String>,
     button: String,
+    /// The form's token (also set as a cookie with the page); empty on link pages.
+    form_token: String,
+    /// The honeypot field as it was sent.
+    website: String,
+}
+
+/// The cookie that carries the email form's token.
+const FORM_COOKIE: &str = "tinbao_subscribe";
+
+/// A fresh form token for `page`, and the cookie that goes with it.
+fn with_form_token(state: &AppState, status: StatusCode, mut page: SubscribePage) -> Response {
+    let token = hex::encode(random_bytes::<16>());
+    page.form_token = token.clone();
+    let mut res = render(status, page);
+    let secure = if state.config.tls() { "; Secure" } else { "" };
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{FORM_COOKIE}={token}; Path=/subscribe; HttpOnly; SameSite=Strict; Max-Age=3600{secure}"
+    )) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
 }
 
 impl SubscribePage {
@@ -56,6 +93,8 @@ impl SubscribePage {
             error: None,
             action: None,
             button: String::new(),
+            form_token: String::new(),
+            website: String::new(),
         }
     }
 }
@@ -76,7 +115,7 @@ async fn village_page(state: &AppState, lang: Lang, id: &str) -> Result<Subscrib
         Err(e) => {
             tracing::error!(error = %e, "cannot read a village");
             let mut p = SubscribePage::new(lang);
-            p.error = Some(t.get("error.internal").to_owned());
+            p.error = Some(t.get("error.try_later").to_owned());
             return Err(render(StatusCode::INTERNAL_SERVER_ERROR, p));
         }
     };
@@ -99,7 +138,7 @@ async fn village_page(state: &AppState, lang: Lang, id: &str) -> Result<Subscrib
 
 async fn page(State(state): State<AppState>, lang: Lang, Path(id): Path<String>) -> Response {
     match village_page(&state, lang, &id).await {
-        Ok(p) => render(StatusCode::OK, p),
+        Ok(p) => with_form_token(&state, StatusCode::OK, p),
         Err(r) => r,
     }
 }
@@ -112,14 +151,31 @@ struct EmailForm {
     language: String,
     #[serde(default)]
     lang: String,
+    #[serde(default)]
+    form_token: String,
+    /// The honeypot: people leave it empty.
+    #[serde(default)]
+    website: String,
 }
 
 async fn subscribe_email(
     State(state): State<AppState>,
     lang: Lang,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     Path(id): Path<String>,
-    Form(form): Form<EmailForm>,
+    form: Result<Form<EmailForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(_) => EmailForm {
+            email: String::new(),
+            language: String::new(),
+            lang: String::new(),
+            form_token: String::new(),
+            website: String::new(),
+        },
+    };
     let lang = Lang::known(&form.lang).unwrap_or(lang);
     let mut p = match village_page(&state, lang, &id).await {
         Ok(p) => p,
@@ -128,13 +184,34 @@ async fn subscribe_email(
     let t = lang.texts();
     let email = form.email.trim().to_owned();
     p.email = email.clone();
+    p.website = form.website.clone();
     if !p.email_enabled {
         p.error = Some(t.get("subscribe.no_email").to_owned());
         return render(StatusCode::SERVICE_UNAVAILABLE, p);
     }
+    // Every refusal below keeps what was typed and carries a fresh token.
+    let sent_token = cookie(&headers, FORM_COOKIE).unwrap_or("");
+    if sent_token.is_empty() || !constant_eq(sent_token.as_bytes(), form.form_token.as_bytes()) {
+        p.error = Some(t.get("subscribe.form_expired").to_owned());
+        return with_form_token(&state, StatusCode::FORBIDDEN, p);
+    }
+    if !form.website.is_empty() {
+        p.error = Some(t.get("error.honeypot").to_owned());
+        return with_form_token(&state, StatusCode::UNPROCESSABLE_ENTITY, p);
+    }
+    if let Err(l) = state.limits.check(Action::Send, ip) {
+        p.error = Some(t.fill(
+            "error.rate_limited",
+            &[("minutes", &l.minutes().to_string())],
+        ));
+        let mut res = with_form_token(&state, StatusCode::TOO_MANY_REQUESTS, p);
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, l.retry_after.as_secs().max(1).into());
+        return res;
+    }
     if email.len() > 254 || email.parse::<lettre::Address>().is_err() {
         p.error = Some(t.get("subscribe.bad_email").to_owned());
-        return render(StatusCode::UNPROCESSABLE_ENTITY, p);
+        return with_form_token(&state, StatusCode::UNPROCESSABLE_ENTITY, p);
     }
     let language = locales().find(&form.language).map_or(lang.0, |l| l.code);
     let village = p.code.unwrap_or_default();
@@ -143,20 +220,21 @@ async fn subscribe_email(
         .subscribe(Transport::EMAIL, &email, village, language)
         .await
     {
-        Ok(Subscribed::Pending { .. }) => {
+        // The same answer whether the address was new, pending or already subscribed:
+        // the page never tells whether someone subscribed.
+        Ok(Subscribed::Pending { .. }) | Ok(Subscribed::Active { .. }) => {
             p.notice = Some(t.get("subscribe.check_email").to_owned());
             p.email.clear();
-            render(StatusCode::OK, p)
+            with_form_token(&state, StatusCode::OK, p)
         }
-        Ok(Subscribed::Active { .. }) => {
-            p.notice = Some(t.get("subscribe.already").to_owned());
-            p.email.clear();
-            render(StatusCode::OK, p)
+        Ok(Subscribed::Busy) => {
+            p.error = Some(t.get("subscribe.busy").to_owned());
+            with_form_token(&state, StatusCode::SERVICE_UNAVAILABLE, p)
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot store a subscription");
-            p.error = Some(t.get("error.internal").to_owned());
-            render(StatusCode::INTERNAL_SERVER_ERROR, p)
+            p.error = Some(t.get("error.try_later").to_owned());
+            with_form_token(&state, StatusCode::INTERNAL_SERVER_ERROR, p)
         }
     }
 }
@@ -228,7 +306,7 @@ async fn link_action(state: &AppState, lang: Lang, q: &LinkQuery, stop: bool) ->
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot change a subscription");
-            p.error = Some(t.get("error.internal").to_owned());
+            p.error = Some(t.get("error.try_later").to_owned());
             render(StatusCode::INTERNAL_SERVER_ERROR, p)
         }
     }

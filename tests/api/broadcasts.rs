@@ -158,10 +158,17 @@ async fn every_channel_from_subscription_to_delivery_with_opt_outs_during_sendin
         .await
         .unwrap()
         .contains(&format!("DK {village}")));
+    // The form carries a token the page set (nothing posts it blind).
+    let (cookie, token) = crate::doors::subscribe_token(&app, village).await;
     let bad = app
         .client
         .post(app.url(&format!("/subscribe/{village}")))
-        .form(&[("email", "not an address"), ("language", "en")])
+        .header("cookie", &cookie)
+        .form(&[
+            ("email", "not an address"),
+            ("language", "en"),
+            ("form_token", &token),
+        ])
         .send()
         .await
         .unwrap();
@@ -173,10 +180,12 @@ async fn every_channel_from_subscription_to_delivery_with_opt_outs_during_sendin
     let ok = app
         .client
         .post(app.url(&format!("/subscribe/{village}?lang=en")))
+        .header("cookie", &cookie)
         .form(&[
             ("email", "Dan@Example.test"),
             ("language", "en"),
             ("lang", "en"),
+            ("form_token", &token),
         ])
         .send()
         .await

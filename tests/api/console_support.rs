@@ -185,6 +185,16 @@ pub async fn login_as(
         assert_eq!(res.status(), 303);
     }
     assert_eq!(res.headers()["location"], "/console");
+    // The TOTP step gave the session a new id, and with it a new CSRF token.
+    let html = c
+        .get(app.url("/console/password"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = field(&html, "name=\"csrf\"").unwrap();
     Officer {
         client: c,
         csrf,

@@ -11,6 +11,7 @@ mod channels;
 mod config;
 mod console;
 mod console_support;
+mod doors;
 mod fakes;
 mod helpers;
 mod keys;
