@@ -122,6 +122,8 @@ struct TipPage {
     occurred_at: String,
     contact: String,
     photos: Vec<String>,
+    /// Photos the tipster sent that never arrived (an MMS's media that failed), in all.
+    photos_missing: String,
     events: Vec<Event>,
     duplicate_of: String,
     reward: bool,
@@ -173,6 +175,7 @@ pub async fn tip_page(
             async { store.attachments(&id).await },
             async { store.audit_for_tip_except(&id, "tip.open").await },
             async { store.deliveries(&id).await },
+            async { store.photo_gaps(&id).await },
             // The commune's accounts name the timeline's people and fill the assignee list.
             async {
                 Ok::<_, crate::store::StoreError>(match row.commune_code {
@@ -196,7 +199,7 @@ pub async fn tip_page(
     let (audited, reads) = tokio::join!(audit(&state, &s, &row, "tip.open", ""), reads);
     // Fail closed: a tip whose reading could not be audited is not shown.
     audited?;
-    let (messages, notes, attachments, trail, deliveries, accounts, village) = reads?;
+    let (messages, notes, attachments, trail, deliveries, gaps, accounts, village) = reads?;
     let messages = intake.open_conversation(&row, messages, &attachments)?;
     let notes = intake.open_notes(&row, notes)?;
     let photos = attachments;
@@ -273,6 +276,23 @@ pub async fn tip_page(
             },
         ));
     }
+    let missing_text = |n: i64| t.fill("console.photos_missing", &[("n", &n.to_string())]);
+    for g in &gaps {
+        events.push((
+            g.created_at,
+            Event {
+                when: local_time(g.created_at),
+                who: t.get("console.tip").to_owned(),
+                what: t.get("console.photos").to_owned(),
+                text: missing_text(g.missing),
+                kind: "note",
+            },
+        ));
+    }
+    let photos_missing = match gaps.iter().map(|g| g.missing).sum::<i64>() {
+        0 => String::new(),
+        n => missing_text(n),
+    };
     for a in trail.iter().filter(|a| a.action != "tip.open") {
         events.push((
             a.at,
@@ -360,6 +380,7 @@ pub async fn tip_page(
             occurred_at: opened.occurred_at.unwrap_or_default(),
             contact: opened.contact.unwrap_or_default(),
             photos: photos.into_iter().map(|p| p.id).collect(),
+            photos_missing,
             events: events.into_iter().map(|(_, e)| e).collect(),
             duplicate_of: row.duplicate_of.clone().unwrap_or_default(),
             reward: row.reward_eligible,

@@ -6,6 +6,8 @@
 
 pub mod bot;
 pub mod engine;
+mod mms;
+pub mod replay;
 pub mod telegram_poll;
 
 use crate::channels::{Inbound, InboundKind, Outgoing, PhotoRef, Transport};
@@ -283,6 +285,7 @@ impl Chat {
                 if let Err(e) = store.forget_seen(now - SEEN_ID_MS).await {
                     tracing::warn!(error = %e, "could not forget old message ids");
                 }
+                chat.forget_old_replays(now).await;
             }
         });
     }
@@ -650,7 +653,7 @@ impl Chat {
         let inner = &self.inner;
         let bot = &inner.bot;
         let lang = bot.default_language.clone();
-        let InboundKind::Message { text, .. } = &ev.kind else {
+        let InboundKind::Message { text, photos, .. } = &ev.kind else {
             return Ok(false);
         };
         let text = text.trim();
@@ -696,9 +699,13 @@ impl Chat {
         let open = inner.store.open_tips_of_sender(&row.sender).await?;
         if tip_words.is_none() {
             if let Some(c) = open.first() {
-                inner.intake.chat_reply(&c.tip_id, text, Vec::new()).await?;
+                // An MMS's photos join the tip; those that did not arrive are noted.
+                let mms = self.fetch_mms(ev.transport, photos).await;
+                let missing = self.sms_follow_up(&c.tip_id, text, mms).await?;
+                let mut replies = vec![say("sms.joined")];
+                replies.extend(self.photos_missing_text(&lang, missing));
                 return self
-                    .answer(ev.transport, &ev.sender, &[say("sms.joined")])
+                    .answer(ev.transport, &ev.sender, &replies)
                     .await
                     .map(|()| false);
             }
@@ -725,26 +732,53 @@ impl Chat {
                 .find(|n| same_number(&n.number, to))
                 .map(|n| n.commune)
         });
-        let input = TipInput {
+        let mms::MmsPhotos { bytes, mut missing } = self.fetch_mms(ev.transport, photos).await;
+        // The receipt's message also tells of photos that did not arrive.
+        let receipt_text = |missing: usize| {
+            let mut t = say("sms.receipt");
+            if let Some(line) = self.photos_missing_text(&lang, missing) {
+                t.push(' ');
+                t.push_str(&line);
+            }
+            t
+        };
+        let mut input = TipInput {
             category: Category::Other.as_str().into(),
             commune,
             description: body,
+            photos: bytes,
             ..TipInput::default()
         };
-        let origin = ChatOrigin {
+        let mut origin = ChatOrigin {
             transport: ev.transport,
             sender: row.sender.clone(),
             address: ev.sender.clone(),
-            receipt_text: say("sms.receipt"),
+            receipt_text: receipt_text(missing),
             inbox_id: Some(row.id),
         };
-        match inner
+        let channel = ev.transport.channel();
+        let mut result = inner
             .intake
-            .submit_from(ev.transport.channel(), input, Some(origin))
-            .await
-        {
-            Ok(_) => {
+            .submit_from(channel, input.clone(), Some(origin.clone()))
+            .await;
+        // Photos intake cannot read never cost the tip: it goes without them.
+        if matches!(&result, Err(e) if !input.photos.is_empty() && mms::photos_refused(e)) {
+            missing += input.photos.len();
+            input.photos.clear();
+            origin.receipt_text = receipt_text(missing);
+            result = inner.intake.submit_from(channel, input, Some(origin)).await;
+        }
+        match result {
+            Ok(receipt) => {
                 inner.outbox.wake();
+                if missing > 0 {
+                    let mac = inner.keys.receipt_mac(&receipt);
+                    match inner.store.tip_by_receipt(&mac).await {
+                        Ok(Some(tip)) => self.note_photo_gap(&tip.id, missing).await,
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "could not note missing photos"),
+                    }
+                }
                 Ok(true)
             }
             Err(IntakeError::Invalid(_)) => self

@@ -118,6 +118,7 @@ mod broadcast;
 mod chat;
 mod lease;
 mod outbox;
+mod replay;
 pub use audit::{
     AuditHead, AuditRecord, NewAuditEntry, RecordedHead, UnreadableAuditRow, AUDIT_HEAD_META,
 };
@@ -125,6 +126,7 @@ pub use broadcast::{
     BroadcastRow, BroadcastStatus, CountRow, FanoutStep, NewBroadcast, NewSubscriber, ResultRow,
     Settle, SubscriberRow, TemplateRow,
 };
+pub use replay::PhotoGapRow;
 
 pub mod alerts;
 

@@ -3,6 +3,9 @@
 //! events to the chat service, answering only once they are durably stored: a forged or
 //! missing signature gets 401 and stores nothing, a malformed body 400, an oversized one
 //! 413, an unknown event 200 and is ignored, a database failure 503 (the provider retries).
+//! Twilio signs no time: its message ids are remembered long after the retry window, and a
+//! replayed request is answered 200 with no effect (Twilio's `I-Twilio-Idempotency-Token`
+//! header is not signed, so it proves nothing and is not relied on).
 
 use crate::channels::{sms, telegram, zalo, HookError, Inbound};
 use crate::clock::now_ms;
@@ -76,6 +79,20 @@ async fn accept(state: &AppState, events: Vec<Inbound>, ok: Response) -> HookAns
     Ok(ok)
 }
 
+/// [`accept`] for a provider whose signature covers no time (Twilio): a message id
+/// accepted before, however long ago, is a replay, answered `ok` with no effect, so the
+/// provider does not retry and a captured request makes no tip or follow-up.
+async fn accept_unreplayed(state: &AppState, events: Vec<Inbound>, ok: Response) -> HookAnswer {
+    if !events.is_empty() {
+        state
+            .chat
+            .accept_unreplayed(events)
+            .await
+            .map_err(|e| HookRefusal::Unavailable(e.to_string()))?;
+    }
+    Ok(ok)
+}
+
 /// Records a provider's delivery report, then answers `ok`.
 async fn delivered(state: &AppState, provider_id: &str, ok: Response) -> HookAnswer {
     crate::delivery::mark_delivered(&state.store, provider_id)
@@ -137,7 +154,7 @@ async fn twilio_hook(State(state): State<AppState>, headers: HeaderMap, body: By
         .into_response();
     match sms::twilio::delivered_message(&body) {
         Some(sid) => delivered(&state, &sid, ok).await,
-        None => accept(&state, events, ok).await,
+        None => accept_unreplayed(&state, events, ok).await,
     }
 }
 

@@ -11,7 +11,7 @@ use tinbao::store::TipRow;
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// The 16 digits of the receipt inside a message.
-fn receipt_in(text: &str) -> Option<Receipt> {
+pub(crate) fn receipt_in(text: &str) -> Option<Receipt> {
     let digits: String = text.chars().filter(char::is_ascii_digit).collect();
     // The receipt is the only 16-digit run; SMS texts may repeat it.
     text.split(|c: char| !(c.is_ascii_digit() || c == ' ' || c == '-'))
@@ -25,7 +25,7 @@ fn receipt_in(text: &str) -> Option<Receipt> {
         .and_then(|d| Receipt::parse(&d).ok())
 }
 
-async fn tip_of(app: &TestApp, receipt: &Receipt) -> TipRow {
+pub(crate) async fn tip_of(app: &TestApp, receipt: &Receipt) -> TipRow {
     let mac = app.state.intake.keys().receipt_mac(receipt);
     app.state
         .intake
@@ -52,7 +52,7 @@ where
     panic!("timed out waiting for: {what}");
 }
 
-async fn conversation(app: &TestApp, tip: &TipRow) -> Vec<(String, String)> {
+pub(crate) async fn conversation(app: &TestApp, tip: &TipRow) -> Vec<(String, String)> {
     app.state
         .intake
         .conversation(tip)
@@ -466,7 +466,7 @@ fn zalo_signature(body: &[u8], timestamp: &str) -> String {
 
 pub(crate) const SID: &str = "AC00000000000000000000000000000001";
 pub(crate) const TOKEN: &str = "twilio-secret";
-const TIP_NUMBER: &str = "+84900000070";
+pub(crate) const TIP_NUMBER: &str = "+84900000070";
 
 pub(crate) async fn post_twilio(
     app: &TestApp,

@@ -17,6 +17,7 @@ mod helpers;
 mod keys;
 mod layers;
 mod providers;
+mod sms;
 mod store;
 mod tips;
 mod web;

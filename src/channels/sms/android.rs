@@ -19,14 +19,18 @@ pub const ANDROID_TIMESTAMP_HEADER: &str = "x-timestamp";
 
 /// The replay window when the configuration leaves it at zero or below.
 const DEFAULT_MAX_AGE_SECONDS: i64 = 300;
+/// The widest replay window, whatever the configuration: a day, well inside the 48 hours
+/// the inbox remembers message ids, so a replay is either stale or a recognised retry.
+const MAX_MAX_AGE_SECONDS: i64 = 24 * 3600;
 
 /// Verifies and parses one Android SMS Gateway webhook.
 ///
 /// `X-Signature` must be hex(HMAC-SHA256(webhook secret, raw body + `X-Timestamp`
 /// value)), compared in constant time; a missing or wrong one (or no secret configured)
 /// is [`HookError::Unauthorized`]. A correctly signed request whose `X-Timestamp` (Unix
-/// seconds) is more than `max_age_seconds` (300 when unset) away from `now_ms` either
-/// way is [`HookError::Stale`], so a captured request cannot be replayed later.
+/// seconds) is more than `max_age_seconds` (300 when unset, a day at most) away from
+/// `now_ms` either way is [`HookError::Stale`], so a captured request cannot be replayed
+/// later (within the window, the inbox knows its id).
 ///
 /// `sms:received` becomes one [`Inbound`] message from `payload.phoneNumber`; its
 /// `provider_id` is the event's top-level `id`, or `payload.messageId` when there is no
@@ -54,7 +58,7 @@ pub fn verify_android(
     // Checked after the signature, so only an authentic request learns it was stale.
     let timestamp: i64 = timestamp.parse().map_err(|_| HookError::Stale)?;
     let max_age = if cfg.max_age_seconds > 0 {
-        cfg.max_age_seconds
+        cfg.max_age_seconds.min(MAX_MAX_AGE_SECONDS)
     } else {
         DEFAULT_MAX_AGE_SECONDS
     };
@@ -470,6 +474,29 @@ mod tests {
             ),
             Err(HookError::Stale)
         );
+    }
+
+    #[test]
+    fn android_window_is_at_most_a_day_whatever_the_configuration() {
+        // A window wider than the inbox remembers ids would let a replay through.
+        let cfg = AndroidSmsConfig {
+            max_age_seconds: 30 * 24 * 3600,
+            ..android_cfg("s3cret")
+        };
+        let now = NOW_MS / 1000;
+        let verify = |ts: i64| {
+            let ts = ts.to_string();
+            let sig = android_sign("s3cret", RECEIVED.as_bytes(), &ts);
+            verify_android(
+                &cfg,
+                &android_headers(&sig, &ts),
+                RECEIVED.as_bytes(),
+                NOW_MS,
+            )
+        };
+        assert!(verify(now - 24 * 3600).is_ok());
+        assert_eq!(verify(now - 24 * 3600 - 1), Err(HookError::Stale));
+        assert_eq!(verify(now - 3 * 24 * 3600), Err(HookError::Stale));
     }
 
     #[test]

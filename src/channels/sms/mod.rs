@@ -35,6 +35,15 @@ fn http_client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
+/// A client for media a gateway keeps (MMS): the same timeouts, and at most `redirects`
+/// redirects, since the media URL answers with one to the file's temporary location.
+fn media_client(redirects: usize) -> reqwest::Client {
+    super::http::client_builder(CONNECT_TIMEOUT, SEND_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::limited(redirects))
+        .build()
+        .unwrap_or_default()
+}
+
 /// A header's value as trimmed, non-empty visible ASCII.
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers

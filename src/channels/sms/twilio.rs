@@ -18,6 +18,10 @@ pub const TWILIO_SIGNATURE_HEADER: &str = "x-twilio-signature";
 
 /// Twilio attaches at most ten media to one message.
 const TWILIO_MAX_MEDIA: usize = 10;
+/// Twilio accepts at most 5 MB of media in one message: a larger download is not theirs.
+const TWILIO_MAX_MEDIA_BYTES: usize = 5 * 1024 * 1024;
+/// A media URL answers with a redirect to its temporary location; a few are followed.
+const TWILIO_MEDIA_REDIRECTS: usize = 3;
 /// Twilio's error code for a recipient who texted STOP.
 const TWILIO_UNSUBSCRIBED: u64 = 21610;
 
@@ -182,6 +186,12 @@ pub fn delivered_message(body: &[u8]) -> Option<String> {
 #[derive(Clone)]
 pub struct TwilioClient {
     http: reqwest::Client,
+    /// For MMS media: follows Twilio's redirect to the media's temporary location
+    /// (reqwest drops the credentials when a redirect leaves the host).
+    media_http: reqwest::Client,
+    /// Media are fetched only under this URL (`{api_url}/`), with the account's
+    /// credentials.
+    media_base: Arc<str>,
     messages_url: Arc<str>,
     account_sid: Arc<str>,
     auth_token: Arc<str>,
@@ -209,6 +219,8 @@ impl TwilioClient {
         let base = cfg.api_url.trim_end_matches('/');
         TwilioClient {
             http: super::http_client(),
+            media_http: super::media_client(TWILIO_MEDIA_REDIRECTS),
+            media_base: format!("{base}/").into(),
             messages_url: format!(
                 "{base}/2010-04-01/Accounts/{}/Messages.json",
                 cfg.account_sid
@@ -233,6 +245,31 @@ impl TwilioClient {
     pub fn with_strip_diacritics(mut self, strip: bool) -> TwilioClient {
         self.strip_diacritics = strip;
         self
+    }
+
+    /// Fetches one MMS media file the webhook named: only a URL under the configured API
+    /// base (Twilio's own, never one a request could point elsewhere), with the
+    /// account's basic auth, at most `max_bytes` (and Twilio's 5 MB), within the
+    /// client's timeouts. Errors name the failure, never the URL.
+    async fn fetch_media(&self, url: &str, max_bytes: usize) -> Result<Vec<u8>, String> {
+        if !url.starts_with(&*self.media_base) {
+            return Err("twilio media: not under the configured API URL".into());
+        }
+        let url = reqwest::Url::parse(url).map_err(|_| "twilio media: not a URL".to_string())?;
+        let response = self
+            .media_http
+            .get(url)
+            .basic_auth(&*self.account_sid, Some(&*self.auth_token))
+            .send()
+            .await
+            .map_err(|e| format!("twilio media: {}", http::network_failure(&e)))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("twilio media: HTTP {}", status.as_u16()));
+        }
+        http::read_capped(response, max_bytes.min(TWILIO_MAX_MEDIA_BYTES))
+            .await
+            .map_err(|e| format!("twilio media: {e}"))
     }
 
     /// Sends one SMS. 200/201 is [`SendOutcome::Accepted`] with the message SID; 429 is
@@ -301,6 +338,20 @@ impl Provider for TwilioClient {
         Box::pin(async move {
             let text = prepare_text(&message.text, self.strip_diacritics);
             self.send_text(&message.to, &text).await
+        })
+    }
+
+    fn fetch_photo<'a>(
+        &'a self,
+        photo: &'a PhotoRef,
+        max_bytes: usize,
+    ) -> BoxFuture<'a, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            match photo {
+                PhotoRef::Url(url) => self.fetch_media(url, max_bytes).await,
+                PhotoRef::Bytes(b) => Ok(b.clone()),
+                PhotoRef::TelegramFile(_) => Err("not a Twilio media file".into()),
+            }
         })
     }
 
@@ -567,6 +618,37 @@ mod tests {
             twilio("MessageSid=SM1&MessageStatus=delivered&Body=hi"),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn twilio_media_is_fetched_only_under_the_configured_api_url() {
+        let client = TwilioClient::new(&TwilioConfig {
+            account_sid: "AC1".into(),
+            auth_token: "tok".into(),
+            api_url: "https://api.twilio.com/".into(),
+            ..TwilioConfig::default()
+        });
+        // Refused before any request: another host, a look-alike host, no URL at all.
+        for url in [
+            "https://evil.example/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
+            "https://api.twilio.com.evil.example/x",
+            "https://api.twilio.com@evil.example/x",
+            "file:///etc/passwd",
+        ] {
+            let got = client
+                .fetch_photo(&PhotoRef::Url(url.into()), 1024)
+                .await
+                .unwrap_err();
+            assert!(
+                got.contains("not under the configured API URL"),
+                "{url}: {got}"
+            );
+            assert!(!got.contains("evil"), "the error names no URL: {got}");
+        }
+        assert!(client
+            .fetch_photo(&PhotoRef::TelegramFile("f".into()), 1024)
+            .await
+            .is_err());
     }
 
     proptest! {

@@ -1,7 +1,9 @@
 //! A fake Twilio on loopback: the Messages API (`POST
 //! /2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded, HTTP basic auth with
-//! the account SID and auth token) answering as Twilio documents it, plus [`sign`] to
-//! sign incoming-message webhooks the way Twilio does. The signing here is written
+//! the account SID and auth token) answering as Twilio documents it; the media of
+//! incoming MMS (`GET /2010-04-01/Accounts/{AccountSid}/Messages/{MessageSid}/Media/{Sid}`,
+//! basic auth enforced, answered with a redirect to the file's temporary location, as
+//! Twilio does); plus [`sign`] to sign incoming-message webhooks the way Twilio does. The signing here is written
 //! independently of `tinbao::channels::sms`, so a test of one checks the other.
 
 #![allow(dead_code)]
@@ -9,7 +11,7 @@
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use ring::hmac;
@@ -30,10 +32,26 @@ pub enum Failure {
     Unsubscribed,
 }
 
+/// What the fake answers for one MMS media file.
+#[derive(Debug, Clone)]
+pub enum Media {
+    /// The file, with its content type.
+    File(Vec<u8>, &'static str),
+    /// 404, Twilio error 20404 (deleted, or never there).
+    NotFound,
+    /// Never answers (until the client gives up).
+    Stall,
+}
+
 #[derive(Default)]
 struct Inner {
     account_sid: String,
     auth_token: String,
+    /// Media files by media SID.
+    media: Mutex<std::collections::HashMap<String, Media>>,
+    /// Media requests received, and how many carried the account's credentials.
+    media_requests: AtomicUsize,
+    media_authorized: AtomicUsize,
     sent: Mutex<Vec<(String, String)>>,
     /// (message SID, StatusCallback URL) of every accepted message that asked for one.
     callbacks: Mutex<Vec<(String, String)>>,
@@ -69,6 +87,11 @@ impl FakeTwilio {
                 "/2010-04-01/Accounts/{sid}/Messages.json",
                 post(create_message),
             )
+            .route(
+                "/2010-04-01/Accounts/{sid}/Messages/{message}/Media/{media}",
+                get(media_resource),
+            )
+            .route("/cdn/{account}/{media}", get(media_file))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -94,6 +117,25 @@ impl FakeTwilio {
             api_url: self.base.clone(),
             ..Default::default()
         }
+    }
+
+    /// Keeps one media file of an incoming MMS; returns the `MediaUrl` Twilio would post.
+    pub fn add_media(&self, message_sid: &str, media: Media) -> String {
+        let mut all = self.inner.media.lock().unwrap();
+        let media_sid = format!("ME{:032x}", all.len() + 1);
+        all.insert(media_sid.clone(), media);
+        format!(
+            "{}/2010-04-01/Accounts/{}/Messages/{message_sid}/Media/{media_sid}",
+            self.base, self.inner.account_sid
+        )
+    }
+
+    /// Media requests received, and how many of them carried the account's credentials.
+    pub fn media_requests(&self) -> (usize, usize) {
+        (
+            self.inner.media_requests.load(Ordering::SeqCst),
+            self.inner.media_authorized.load(Ordering::SeqCst),
+        )
     }
 
     /// Makes the next `n` requests fail with `kind` (after authentication passes).
@@ -150,6 +192,71 @@ fn twilio_error(status: StatusCode, code: u32, message: &str) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Whether a request carries the account's basic auth.
+fn authorized(inner: &Inner, headers: &HeaderMap) -> bool {
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", inner.account_sid, inner.auth_token))
+    );
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(expected.as_str())
+}
+
+/// The Media resource: with the account's credentials (Twilio enforces basic auth on
+/// media URLs), a 307 to the file's temporary location, as Twilio answers.
+async fn media_resource(
+    State(inner): State<Arc<Inner>>,
+    Path((sid, _message, media)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    inner.media_requests.fetch_add(1, Ordering::SeqCst);
+    if !authorized(&inner, &headers) || sid != inner.account_sid {
+        return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
+    }
+    inner.media_authorized.fetch_add(1, Ordering::SeqCst);
+    let known = matches!(
+        inner.media.lock().unwrap().get(&media),
+        Some(Media::File(..) | Media::Stall)
+    );
+    if !known {
+        return twilio_error(
+            StatusCode::NOT_FOUND,
+            20404,
+            "The requested resource was not found",
+        );
+    }
+    (
+        StatusCode::TEMPORARY_REDIRECT,
+        [(header::LOCATION, format!("/cdn/{sid}/{media}"))],
+    )
+        .into_response()
+}
+
+/// The file at its temporary location.
+async fn media_file(
+    State(inner): State<Arc<Inner>>,
+    Path((_account, media)): Path<(String, String)>,
+) -> Response {
+    let found = inner.media.lock().unwrap().get(&media).cloned();
+    match found {
+        Some(Media::File(bytes, content_type)) => {
+            ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+        }
+        Some(Media::Stall) => {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            StatusCode::GATEWAY_TIMEOUT.into_response()
+        }
+        Some(Media::NotFound) | None => twilio_error(
+            StatusCode::NOT_FOUND,
+            20404,
+            "The requested resource was not found",
+        ),
+    }
+}
+
 async fn create_message(
     State(inner): State<Arc<Inner>>,
     Path(sid): Path<String>,
@@ -157,16 +264,7 @@ async fn create_message(
     body: axum::body::Bytes,
 ) -> Response {
     inner.requests.fetch_add(1, Ordering::SeqCst);
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", inner.account_sid, inner.auth_token))
-    );
-    let authorized = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        == Some(expected.as_str());
-    if !authorized || sid != inner.account_sid {
+    if !authorized(&inner, &headers) || sid != inner.account_sid {
         return twilio_error(StatusCode::UNAUTHORIZED, 20003, "Authenticate");
     }
     let failure = inner.failures.lock().unwrap().pop_front();
@@ -285,6 +383,29 @@ pub fn incoming_sms<'a>(
         ("From", from),
         ("ApiVersion", "2010-04-01"),
     ]
+}
+
+/// The parameters of an incoming MMS webhook: [`incoming_sms`] plus `NumMedia` and each
+/// medium's `MediaUrl{N}` and `MediaContentType{N}`.
+pub fn incoming_mms(
+    account_sid: &str,
+    message_sid: &str,
+    from: &str,
+    to: &str,
+    body: &str,
+    media: &[(String, &str)],
+) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = incoming_sms(account_sid, message_sid, from, to, body)
+        .into_iter()
+        .filter(|(k, _)| *k != "NumMedia")
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    params.push(("NumMedia".into(), media.len().to_string()));
+    for (i, (url, content_type)) in media.iter().enumerate() {
+        params.push((format!("MediaUrl{i}"), url.clone()));
+        params.push((format!("MediaContentType{i}"), content_type.to_string()));
+    }
+    params
 }
 
 /// The form-encoded body for webhook parameters.
