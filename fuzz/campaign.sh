@@ -32,7 +32,7 @@ run_one() {
         "$FUZZ_DIR/work/$t" "$FUZZ_DIR/corpus/$t" >"$dir/main.log" 2>&1) || rc=$?
     local runs
     runs=$(grep -h 'stat::number_of_executed_units' "$dir"/fuzz-0.log | awk '{print $2}' | tail -n 1)
-    echo "$t runs=${runs:-?} seconds=$(($(date +%s) - start)) exit=$rc crashes=$(find "$FUZZ_DIR/artifacts/$t" -type f | wc -l)" >>"$summary"
+    echo "$t runs=${runs:-?} seconds=$(($(date +%s) - start)) exit=$rc crashes=$(find "$FUZZ_DIR/artifacts/$t" -type f \( -name "crash-*" -o -name "timeout-*" -o -name "oom-*" -o -name "leak-*" \) | wc -l)" >>"$summary"
 }
 
 for t in "${targets[@]}"; do

@@ -38,9 +38,10 @@ if ! "$VENV/bin/st" --version 2>/dev/null | grep -q "version $ST_VERSION\$"; the
 fi
 "$VENV/bin/st" --version
 
-# The real binary (a no-op when `cargo test` built it already).
+# The real binary, as `cargo test` builds it for the integration tests (a no-op right after
+# it; `cargo build` would rebuild many dependencies without the dev-dependencies' features).
 if [ -z "${TINBAO_BIN:-}" ]; then
-    cargo build --quiet --bin tinbao
+    cargo test --quiet --no-run --test api
 fi
 [ -x "$BIN" ] || die "no binary at $BIN"
 
