@@ -3,9 +3,13 @@
 #
 # On a fresh Debian 12 machine with only the Rust toolchain it installs what the tests need
 # (chromium, chromium-driver, python3-aiosmtpd, postgresql), makes sure PostgreSQL answers on
-# 127.0.0.1:5432, then runs rustfmt, clippy and every test target. Idempotent, and quick when
-# everything is already in place. Extra arguments are passed to `cargo test`,
+# 127.0.0.1:5432, then runs rustfmt, clippy and every test target, then the API conformance
+# check (schemathesis against the binary, tests/schemathesis/run.sh); with TINBAO_FUZZ=1 also
+# a bounded run of every fuzz target (fuzz/ci.sh). Idempotent, and quick when everything is
+# already in place.
+# Extra arguments are passed to `cargo test`,
 # e.g.  bash tests/run.sh browser -- --nocapture
+# TINBAO_SKIP_SCHEMATHESIS=1 skips the conformance check (CI runs it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -56,6 +60,8 @@ missing=()
 [ -x /usr/bin/chromium ] && pkg_installed chromium || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] && pkg_installed chromium-driver || missing+=(chromium-driver)
 pkg_installed python3-aiosmtpd || missing+=(python3-aiosmtpd)
+# schemathesis goes into a venv of its own (tests/schemathesis/run.sh).
+pkg_installed python3-venv || missing+=(python3-venv)
 if [ "$MANAGE_PG" = 1 ] && ! pg_server_present; then
     missing+=(postgresql)
 elif ! command -v psql >/dev/null 2>&1; then
@@ -173,5 +179,22 @@ cargo clippy --all-targets -- -D warnings
 
 section "cargo test $*"
 cargo test "$@"
+
+# ---------------------------------------------------------------------------------------------
+if [ "${TINBAO_SKIP_SCHEMATHESIS:-0}" = 1 ]; then
+    section "API conformance (schemathesis): skipped (TINBAO_SKIP_SCHEMATHESIS=1)"
+else
+    section "API conformance: schemathesis against the binary"
+    bash tests/schemathesis/run.sh
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The fuzz targets' corpora are replayed by `cargo test` above (tests/api/fuzz_corpus.rs). A
+# libFuzzer run needs its own cold build (about 28 CPU-minutes), too long for every CI run:
+# TINBAO_FUZZ=1 adds each target for FUZZ_SECONDS (default 25).
+if [ "${TINBAO_FUZZ:-0}" = 1 ]; then
+    section "Fuzz targets, ${FUZZ_SECONDS:-25}s each (fuzz/ci.sh)"
+    bash fuzz/ci.sh
+fi
 
 section "All checks passed"

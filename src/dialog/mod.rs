@@ -804,11 +804,13 @@ fn same_number(a: &str, b: &str) -> bool {
 /// "/start dk12" (a poster's Telegram link). The village part, when there is one.
 pub fn direct_subscription(text: &str) -> Option<String> {
     let t = text.trim().trim_start_matches('/');
-    let lower = t.to_lowercase();
-    let rest = lower
-        .strip_prefix("start ")
-        .map(|r| &t[t.len() - r.len()..])
-        .unwrap_or(t);
+    // "start " is ASCII: compared as bytes, so the rest is cut where it starts in `t`. (A
+    // lowercased copy cannot be used to find it: "K" (the Kelvin sign) or "İ" change
+    // length when lowercased, and cutting `t` at the copy's offsets panicked.)
+    let rest = match t.get(..6) {
+        Some(head) if head.eq_ignore_ascii_case("start ") => &t[6..],
+        _ => t,
+    };
     let folded_rest = fold(rest);
     for word in ["dang ky", "subscribe", "dk"] {
         if let Some(after) = folded_rest.strip_prefix(word) {
@@ -841,5 +843,25 @@ mod tests {
         assert!(same_number("+84 912 345 678", "0084912345678"));
         assert!(!same_number("+84912345678", "+84912345679"));
         assert!(!same_number("", ""));
+    }
+
+    #[test]
+    fn a_start_link_is_read_whatever_its_letters_do_when_lowercased() {
+        assert_eq!(direct_subscription("/start dk12").as_deref(), Some("12"));
+        assert_eq!(direct_subscription("/START DK 12").as_deref(), Some("12"));
+        assert_eq!(
+            direct_subscription("/start đăng ký Thôn 3").as_deref(),
+            Some("Thôn 3")
+        );
+        // Found while writing the chat_commands fuzz target (its corpus keeps them): these
+        // cut the message inside a character (Kelvin sign: 3 bytes, lowercased 1) or
+        // before its start (İ: 2 bytes, lowercased 3), a panic that stopped the chat
+        // processor.
+        assert_eq!(direct_subscription("/start \u{212A}"), None);
+        assert_eq!(direct_subscription("/start İİİİİİİ"), None);
+        assert_eq!(
+            direct_subscription("start dk \u{212A}Thôn").as_deref(),
+            Some("\u{212A}Thôn")
+        );
     }
 }

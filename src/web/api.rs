@@ -50,12 +50,28 @@ pub struct ApiDoc;
 
 /// A new tip.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "category": "dealing",
+    "province": 1,
+    "commune": 70,
+    "village": "Tổ 5",
+    "place_details": "quán nước đầu ngõ",
+    "occurred_at": "tối qua, khoảng 9 giờ",
+    "happening_now": false,
+    "description": "Có người bán ma tuý ở quán nước đầu ngõ, tối nào cũng có."
+}))]
 pub struct NewTip {
-    /// What the tip is about.
+    /// What the tip is about: one of the categories (an unknown one is answered 422).
+    #[schema(value_type = Category)]
     pub category: String,
-    /// Province code (GSO), if known.
+    /// Province code (GSO), if known. A whole number written with a zero fraction
+    /// (`1.0`) is read as that integer; any other fraction is answered 400.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(value_type = Option<i64>)]
     pub province: Option<i64>,
-    /// Commune code (GSO), if known.
+    /// Commune code (GSO), if known; read like `province`.
+    #[serde(default, deserialize_with = "whole_number")]
+    #[schema(value_type = Option<i64>)]
     pub commune: Option<i64>,
     /// Village, hamlet or residential group, free text or one of the commune's villages.
     #[serde(default)]
@@ -77,6 +93,7 @@ pub struct NewTip {
 
 /// The tipster's receipt: the only way back to the tip.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"receipt": "4821-0937-5526-1840", "status": "received"}))]
 pub struct ReceiptAnswer {
     /// 16 digits as 4-4-4-4.
     pub receipt: String,
@@ -85,7 +102,10 @@ pub struct ReceiptAnswer {
 
 /// A receipt to look up.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"receipt": "4821-0937-5526-1840"}))]
 pub struct StatusQuery {
+    /// 16 digits, with or without separators. Anything else is answered like an unknown
+    /// receipt (404).
     pub receipt: String,
 }
 
@@ -103,8 +123,11 @@ pub struct FieldProblem {
 pub struct ApiError {
     /// `invalid`, `malformed`, `rate_limited`, `not_found` or `internal`.
     pub error: String,
+    /// What went wrong, in the requested language.
     pub message: String,
+    /// The fields that do not pass (only with `invalid`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub fields: Vec<FieldProblem>,
 }
 
@@ -235,6 +258,24 @@ impl IntoResponse for ApiFailure {
     }
 }
 
+/// Reads an optional whole number: a JSON integer, or a number with a zero fraction (`1.0`,
+/// as some JSON encoders write every number), which JSON Schema counts as an integer too.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    // 2^63 as f64: the first float past i64's range.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    match n.as_f64() {
+        // The cast is exact: a whole f64 inside i64's range.
+        Some(f) if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) => Ok(Some(f as i64)),
+        _ => Err(serde::de::Error::custom("not a whole number")),
+    }
+}
+
 fn malformed(rejection: &JsonRejection) -> Failure {
     Failure::Malformed {
         too_large: rejection.status() == StatusCode::PAYLOAD_TOO_LARGE,
@@ -252,8 +293,16 @@ fn from_intake(e: IntakeError) -> Failure {
 
 /// Submit a tip.
 #[utoipa::path(post, path = "/api/v1/tips", request_body = NewTip,
-    responses((status = 201, body = ReceiptAnswer), (status = 422, body = ApiError),
-        (status = 400, body = ApiError), (status = 429, body = ApiError)))]
+    responses(
+        (status = 201, description = "Stored; the receipt is shown once", body = ReceiptAnswer),
+        (status = 400, description = "Not JSON, no JSON content type, or not this schema",
+            body = ApiError),
+        (status = 413, description = "The body is larger than the server takes",
+            body = ApiError),
+        (status = 422, description = "Fields that do not pass, each named", body = ApiError),
+        (status = 429, description = "Too many tips from this client", body = ApiError,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "The tip could not be stored", body = ApiError)))]
 async fn create_tip(
     State(state): State<AppState>,
     lang: Lang,
@@ -304,8 +353,17 @@ async fn create_tip(
 /// Look up a tip by its receipt. Unknown and malformed receipts get the same answer, in
 /// the same time.
 #[utoipa::path(post, path = "/api/v1/tips/status", request_body = StatusQuery,
-    responses((status = 200, body = TipStatusView), (status = 404, body = ApiError),
-        (status = 429, body = ApiError)))]
+    responses(
+        (status = 200, description = "The tip's status and the police's messages",
+            body = TipStatusView),
+        (status = 400, description = "Not JSON, no JSON content type, or not this schema",
+            body = ApiError),
+        (status = 404, description = "No tip with this receipt", body = ApiError),
+        (status = 413, description = "The body is larger than the server takes",
+            body = ApiError),
+        (status = 429, description = "Too many checks from this client", body = ApiError,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "The tip could not be read", body = ApiError)))]
 async fn tip_status(
     State(state): State<AppState>,
     lang: Lang,
@@ -335,6 +393,7 @@ async fn tip_status(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CommuneQuery {
     /// Province code.
     province: i64,
@@ -342,7 +401,10 @@ struct CommuneQuery {
 
 /// The communes of a province, by name.
 #[utoipa::path(get, path = "/api/v1/communes", params(CommuneQuery),
-    responses((status = 200, body = [CommuneItem]), (status = 400, body = ApiError)))]
+    responses(
+        (status = 200, description = "The communes, by name (empty for an unknown province)",
+            body = [CommuneItem]),
+        (status = 400, description = "No province, or not an integer", body = ApiError)))]
 async fn communes(
     State(state): State<AppState>,
     lang: Lang,

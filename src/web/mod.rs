@@ -6,6 +6,8 @@ pub mod hooks;
 mod pages;
 pub mod subscribe;
 
+pub use pages::read_tip_form_body;
+
 use crate::state::AppState;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::{self, HeaderValue};

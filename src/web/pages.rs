@@ -729,3 +729,27 @@ pub(super) async fn not_found(lang: Lang) -> Response {
         },
     )
 }
+
+/// The tip form's multipart reader on a raw request body, as `POST /tips` and
+/// `POST /status/reply` read it: the photos read and the error key of a broken upload.
+/// Public for the fuzz targets (`fuzz/`), which must run the handlers' own reader; the
+/// default body limit applies as it does behind the router's.
+pub async fn read_tip_form_body(
+    content_type: &str,
+    body: axum::body::Bytes,
+) -> (usize, Option<&'static str>) {
+    use axum::extract::FromRequest;
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(axum::body::Body::from(body));
+    let Ok(request) = request else {
+        return (0, Some("error.bad_request"));
+    };
+    let multipart = match Multipart::from_request(request, &()).await {
+        Ok(m) => m,
+        Err(_) => return (0, Some("error.bad_request")),
+    };
+    let (_form, photos, broken) = read_tip_form(multipart).await;
+    (photos.len(), broken)
+}
