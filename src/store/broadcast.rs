@@ -212,7 +212,8 @@ const SUBSCRIBER_COLUMNS: &str =
 /// Keeps a broadcast's counts per village, transport and outcome (`delivered` apart).
 /// The village is the message's own (copied at fan-out, since an opted-out subscriber's
 /// row is deleted), or, for a row queued before it had one, its subscriber's.
-const KEEP_RESULTS: &str = "INSERT INTO broadcast_results (broadcast_id, village_id, transport, status, count) \
+const KEEP_RESULTS: &str =
+    "INSERT INTO broadcast_results (broadcast_id, village_id, transport, status, count) \
      SELECT $1, COALESCE(o.village_id, s.village_id), o.transport, \
      CASE WHEN o.delivered_at IS NOT NULL THEN 'delivered' ELSE o.status END, COUNT(*) \
      FROM outbox o LEFT JOIN subscribers s ON s.id = o.subscriber_id WHERE o.broadcast_id = $1 \
@@ -739,13 +740,19 @@ impl Store {
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             // The message's village: its own, or (queued before it had one) its subscriber's.
-            let rows: Vec<(Option<String>, Option<i64>, String)> = sqlx::query_as(
+            let rows: Vec<(Option<String>, Option<i64>, Option<i64>, String)> = sqlx::query_as(
                 "UPDATE outbox SET delivered_at = $1 WHERE provider_id = $2 AND status = 'sent' \
-                 AND delivered_at IS NULL RETURNING broadcast_id, \
-                 COALESCE(village_id, (SELECT s.village_id FROM subscribers s WHERE s.id = subscriber_id)), transport")
+                 AND delivered_at IS NULL RETURNING broadcast_id, village_id, subscriber_id, transport")
                 .bind(now).bind(provider_id).fetch_all(&mut *tx).await?;
-            for (broadcast, village, transport) in &rows {
-                let (Some(b), Some(village)) = (broadcast, village) else { continue };
+            for (broadcast, village, subscriber, transport) in &rows {
+                let Some(b) = broadcast else { continue };
+                let village = match (village, subscriber) {
+                    (Some(v), _) => Some(*v),
+                    (None, Some(sub)) => sqlx::query_scalar("SELECT village_id FROM subscribers WHERE id = $1")
+                        .bind(sub).fetch_optional(&mut *tx).await?,
+                    (None, None) => None,
+                };
+                let Some(village) = village else { continue };
                 let moved = sqlx::query(
                     "UPDATE broadcast_results SET count = count - 1 WHERE broadcast_id = $1 AND status = 'sent' \
                      AND count > 0 AND village_id = $2 AND transport = $3")

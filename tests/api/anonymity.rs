@@ -183,7 +183,6 @@ async fn a_receipt_shown_is_a_tip_kept_even_after_sigkill(engine: Engine) {
 
 // ------------------------------------------------- pseudonyms, receipts, fail-closed reads
 
-
 const TIP_NUMBER: &str = "+84900000070";
 
 /// One row of a table: every column's value as bytes (blobs as stored, text as UTF-8,
@@ -328,7 +327,12 @@ async fn opened_sealed(app: &TestApp, dump: &[(String, DumpRow)]) -> Vec<(String
             "chat_sessions" => open(t, "dialog", &hex::encode(&r["sender"]), &r["state"]),
             "inbox" => open(t, "inbox", &text(r, "ref"), &r["event"]),
             "outbox" => {
-                open("outbox.recipient", "outbox-to", &text(r, "id"), &r["recipient"]);
+                open(
+                    "outbox.recipient",
+                    "outbox-to",
+                    &text(r, "id"),
+                    &r["recipient"],
+                );
                 open("outbox.body", "outbox-body", &text(r, "id"), &r["body"]);
             }
             "subscribers" => open(t, "subscriber", &hex::encode(&r["sender"]), &r["address"]),
@@ -382,9 +386,7 @@ async fn assert_receipt_nowhere(app: &TestApp, receipt: &Receipt, when: &str) {
 }
 
 /// The app with a fake Telegram and a fake Twilio number for commune 70.
-async fn chat_app(
-    engine: Engine,
-) -> (TestApp, telegram::FakeTelegram, twilio::FakeTwilio) {
+async fn chat_app(engine: Engine) -> (TestApp, telegram::FakeTelegram, twilio::FakeTwilio) {
     let tg = telegram::FakeTelegram::start("123456:TEST-token_abc").await;
     let tw = twilio::FakeTwilio::start(SID, TOKEN).await;
     let app = spawn_app_with(engine, |c| {
@@ -420,7 +422,11 @@ async fn outbox_settled(app: &TestApp) {
 /// The receipt in a message: its only run of 16 digits (grouped by spaces or dashes).
 fn receipt_in(text: &str) -> Receipt {
     text.split(|c: char| !(c.is_ascii_digit() || c == ' ' || c == '-'))
-        .map(|part| part.chars().filter(char::is_ascii_digit).collect::<String>())
+        .map(|part| {
+            part.chars()
+                .filter(char::is_ascii_digit)
+                .collect::<String>()
+        })
         .find(|d| d.len() == 16)
         .and_then(|d| Receipt::parse(&d).ok())
         .unwrap_or_else(|| panic!("a receipt in {text:?}"))
@@ -477,7 +483,13 @@ async fn one_person_who_tips_and_subscribes_shares_no_pseudonym_and_opting_out_d
     }
     // Still found again by the person's own address.
     let b = &app.state.broadcasts;
-    assert_eq!(b.subscriptions(Transport::TWILIO, phone).await.unwrap().len(), 1);
+    assert_eq!(
+        b.subscriptions(Transport::TWILIO, phone)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Opting out (SMS STOP, the bot's stop word) leaves no row at all.
     assert_eq!(post_twilio(&app, "SMp3", phone, "STOP").await, 200);
@@ -487,7 +499,11 @@ async fn one_person_who_tips_and_subscribes_shares_no_pseudonym_and_opting_out_d
         column(&dump_all(app_ref).await, "subscribers", "id").is_empty()
     })
     .await;
-    assert!(b.subscriptions(Transport::TWILIO, phone).await.unwrap().is_empty());
+    assert!(b
+        .subscriptions(Transport::TWILIO, phone)
+        .await
+        .unwrap()
+        .is_empty());
     app.stop().await;
 }
 
@@ -514,8 +530,16 @@ async fn subscriptions_stored_before_are_rekeyed_once_at_start_up(engine: Engine
     assert_eq!(store.insert_subscribers(&[sub]).await.unwrap(), 1);
     app.exec("DELETE FROM meta WHERE name = 'subscriber_pseudonyms_v2'")
         .await;
-    let before = app.state.broadcasts.subscriptions(Transport::TWILIO, phone).await.unwrap();
-    assert!(before.is_empty(), "[{engine:?}] the old pseudonym is not the new one");
+    let before = app
+        .state
+        .broadcasts
+        .subscriptions(Transport::TWILIO, phone)
+        .await
+        .unwrap();
+    assert!(
+        before.is_empty(),
+        "[{engine:?}] the old pseudonym is not the new one"
+    );
 
     // The next start re-keys it: found by the address, its address still opens.
     let second = app.second_instance().await;
@@ -540,7 +564,9 @@ async fn subscriptions_stored_before_are_rekeyed_once_at_start_up(engine: Engine
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].sender, rows[0].sender);
     assert_eq!(
-        tinbao::broadcast::rekey_subscribers(&store, keys).await.unwrap(),
+        tinbao::broadcast::rekey_subscribers(&store, keys)
+            .await
+            .unwrap(),
         0
     );
     third.stop_keep_db().await;
@@ -557,7 +583,10 @@ async fn a_chat_or_sms_receipt_once_delivered_is_nowhere_but_as_its_hmac(engine:
     let sent = tw.wait_for(1, WAIT).await;
     let receipt = receipt_in(&sent[0].1);
     assert!(
-        app.api_status(&receipt.to_string()).await.status().is_success(),
+        app.api_status(&receipt.to_string())
+            .await
+            .status()
+            .is_success(),
         "the receipt names the tip"
     );
     outbox_settled(&app).await;
@@ -575,7 +604,14 @@ async fn a_chat_or_sms_receipt_once_delivered_is_nowhere_but_as_its_hmac(engine:
     let answers = tg.wait_for(3, WAIT).await;
     assert!(answers[2].1.contains("Đã gửi"), "{answers:?}");
     let tip_id = app.raw_tip_ids().await[0].clone();
-    let row = app.state.intake.store().tip(&tip_id).await.unwrap().unwrap();
+    let row = app
+        .state
+        .intake
+        .store()
+        .tip(&tip_id)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(app
         .state
         .intake
@@ -600,8 +636,10 @@ async fn a_tip_or_photo_whose_reading_cannot_be_audited_is_not_shown(engine: Eng
     use base64::Engine as _;
     let app = spawn_app(engine).await;
     let mut tip = tip_json(&format!("mô tả {CANARY}"));
-    tip["photos"] = serde_json::json!([base64::engine::general_purpose::STANDARD
-        .encode(jpeg_with_gps(40, 30))]);
+    tip["photos"] =
+        serde_json::json!(
+            [base64::engine::general_purpose::STANDARD.encode(jpeg_with_gps(40, 30))]
+        );
     app.api_tip(tip).await;
     let id = app.raw_tip_ids().await[0].clone();
     let photo = app.state.intake.store().attachments(&id).await.unwrap()[0]
@@ -635,8 +673,10 @@ async fn a_tip_or_photo_whose_reading_cannot_be_audited_is_not_shown(engine: Eng
 
     // The audit log refuses every entry about a tip.
     let refuse: &[&str] = match engine {
-        Engine::Sqlite => &["CREATE TRIGGER refuse_tip_audit BEFORE INSERT ON audit_log \
-             WHEN NEW.action LIKE 'tip.%' BEGIN SELECT RAISE(ABORT, 'refused'); END"],
+        Engine::Sqlite => &[
+            "CREATE TRIGGER refuse_tip_audit BEFORE INSERT ON audit_log \
+             WHEN NEW.action LIKE 'tip.%' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        ],
         Engine::Postgres => &[
             "CREATE FUNCTION refuse_tip_audit() RETURNS trigger LANGUAGE plpgsql AS \
              $$ BEGIN IF NEW.action LIKE 'tip.%' THEN RAISE EXCEPTION 'refused'; END IF; \
@@ -649,12 +689,20 @@ async fn a_tip_or_photo_whose_reading_cannot_be_audited_is_not_shown(engine: Eng
         app.exec(sql).await;
     }
     let res = officer.get(app.url(&page)).send().await.unwrap();
-    assert!(res.status().is_server_error(), "[{engine:?}] {}", res.status());
+    assert!(
+        res.status().is_server_error(),
+        "[{engine:?}] {}",
+        res.status()
+    );
     let body = res.text().await.unwrap();
     assert!(!body.contains(CANARY), "[{engine:?}] the tip is not shown");
     assert!(!body.contains("mô tả"), "[{engine:?}] no part of it either");
     let res = officer.get(app.url(&picture)).send().await.unwrap();
-    assert!(res.status().is_server_error(), "[{engine:?}] {}", res.status());
+    assert!(
+        res.status().is_server_error(),
+        "[{engine:?}] {}",
+        res.status()
+    );
     let body = res.bytes().await.unwrap();
     assert!(
         !contains(&body, &jpeg[..64.min(jpeg.len())]) && !body.starts_with(&[0xff, 0xd8]),
