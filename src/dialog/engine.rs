@@ -91,7 +91,7 @@ pub struct Context<'a> {
     pub has_open_tip: bool,
     /// What the conversation keeps of a receipt it must remember (a keyed one-way
     /// reference, never the digits: the state is stored).
-    pub receipt_ref: &'a dyn Fn(&Receipt) -> String,
+    pub receipt_ref: &'a (dyn Fn(&Receipt) -> String + Sync),
 }
 
 fn matches(words: &[String], folded: &str) -> bool {
