@@ -222,6 +222,9 @@ const KEEP_RESULTS: &str =
      CASE WHEN o.delivered_at IS NOT NULL THEN 'delivered' ELSE o.status END \
      ON CONFLICT DO NOTHING";
 
+/// A delivered message: its broadcast, village, subscriber and transport.
+type DeliveredRow = (Option<String>, Option<i64>, Option<i64>, String);
+
 impl Store {
     /// One village.
     pub async fn village(&self, id: i64) -> StoreResult<Option<super::Village>> {
@@ -740,7 +743,7 @@ impl Store {
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             // The message's village: its own, or (queued before it had one) its subscriber's.
-            let rows: Vec<(Option<String>, Option<i64>, Option<i64>, String)> = sqlx::query_as(
+            let rows: Vec<DeliveredRow> = sqlx::query_as(
                 "UPDATE outbox SET delivered_at = $1 WHERE provider_id = $2 AND status = 'sent' \
                  AND delivered_at IS NULL RETURNING broadcast_id, village_id, subscriber_id, transport")
                 .bind(now).bind(provider_id).fetch_all(&mut *tx).await?;
