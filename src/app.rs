@@ -113,6 +113,9 @@ impl Application {
             .context("cannot load the administrative units")?;
         tracing::debug!(communes, "administrative units ready");
         let keys = Arc::new(open_keys(&config, &store).await?);
+        crate::broadcast::rekey_subscribers(&store, &keys)
+            .await
+            .context("cannot re-key the subscribers' pseudonyms")?;
         let geo = Arc::new(Geo::load(&store).await?);
         let workers = match store.engine() {
             Engine::Sqlite => 1,

@@ -250,10 +250,13 @@ impl Broadcasts {
         )
     }
 
-    /// The keyed pseudonym of an address on a transport (emails compared lower-case).
+    /// The subscriber pseudonym of an address on a transport (emails compared
+    /// lower-case): never equal to the same address's sender pseudonym in tips and chats.
     pub fn pseudonym(&self, transport: Transport, address: &str) -> Vec<u8> {
         let normal = normalise_address(transport, address);
-        self.inner.keys.pseudonym(transport.as_str(), &normal)
+        self.inner
+            .keys
+            .subscriber_pseudonym(transport.as_str(), &normal)
     }
 
     /// Subscribes `address` to a village. Chat and SMS subscriptions are active at once
@@ -345,8 +348,8 @@ impl Broadcasts {
         commune_code: i64,
         language: &str,
     ) -> NewSubscriber {
+        let sender = self.pseudonym(transport, address);
         let address = normalise_address(transport, address);
-        let sender = self.inner.keys.pseudonym(transport.as_str(), &address);
         NewSubscriber {
             village_id,
             commune_code,
@@ -427,7 +430,7 @@ impl Broadcasts {
         if !self.check_token("unsubscribe", id, token) {
             return Ok(false);
         }
-        self.inner.store.opt_out_subscriber(id, now_ms()).await?;
+        self.inner.store.opt_out_subscriber(id).await?;
         Ok(true)
     }
 
@@ -438,8 +441,8 @@ impl Broadcasts {
         transport: Transport,
         address: &str,
     ) -> Result<u64, BroadcastError> {
-        let sender = self.pseudonym(transport, address);
-        Ok(self.inner.store.opt_out_sender(&sender, now_ms()).await?)
+        let subscriber = self.pseudonym(transport, address);
+        Ok(self.inner.store.opt_out_sender(&subscriber).await?)
     }
 
     /// The villages an address is subscribed to on a transport.
@@ -841,6 +844,34 @@ pub fn unsubscribe_url(public_url: &str, keys: &KeyRing, id: i64) -> String {
         "{public_url}/subscribe/stop?s={id}&t={}",
         link_token(keys, "unsubscribe", id)
     )
+}
+
+/// Where the meta table records that subscribers' pseudonyms were re-keyed.
+const REKEY_STEP: &str = "subscriber_pseudonyms_v2";
+
+/// Re-keys, once per database, the subscriptions stored before subscriber pseudonyms had
+/// a key of their own (they equalled the sender pseudonyms of tips and chats): each
+/// stored pseudonym `p` becomes `subscriber_pseudonym_of(p)`, exactly what a new
+/// subscription of that address now gets, and its sealed address (bound to the
+/// pseudonym) is sealed again under the new one. Idempotent; run at start-up before
+/// serving. Returns how many rows changed (0 when it had run already).
+pub async fn rekey_subscribers(store: &Store, keys: &KeyRing) -> Result<u64, BroadcastError> {
+    let done = store
+        .rekey_subscribers(REKEY_STEP, |old, address| {
+            let new = keys.subscriber_pseudonym_of(old);
+            let address = address
+                .and_then(|a| keys.open_record("subscriber", &hex(old), a).ok())
+                .map(|plain| keys.seal_record("subscriber", &hex(&new), &plain));
+            (new, address)
+        })
+        .await?;
+    if let Some(n) = done {
+        tracing::info!(
+            subscribers = n,
+            "subscriber pseudonyms moved to their own key"
+        );
+    }
+    Ok(done.unwrap_or(0))
 }
 
 /// Opens a subscriber's sealed address (bound to its pseudonym).

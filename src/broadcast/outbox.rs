@@ -49,6 +49,9 @@ impl BulkBatch for BroadcastBatch {
         };
         let to = open_subscriber_address(&self.keys, sub)
             .ok_or_else(|| failed("address could not be opened"))?;
+        // The delivery side knows a person by their sender pseudonym (the one of their
+        // chats and tips), never by the subscription's.
+        let recipient = self.keys.sender_pseudonym(&row.transport, &to);
         let text =
             text_for(&b.texts, &sub.language).ok_or_else(|| failed("broadcast has no text"))?;
         let message = if row.transport == Transport::EMAIL.as_str() {
@@ -63,10 +66,7 @@ impl BulkBatch for BroadcastBatch {
         } else {
             Outgoing::new(to, text)
         };
-        Ok(Composed {
-            message,
-            recipient: sub.sender.clone(),
-        })
+        Ok(Composed { message, recipient })
     }
 }
 

@@ -3,6 +3,7 @@
 //! and keyed pseudonyms. Nothing else in the program touches a key.
 
 mod keyfile;
+mod pseudonym;
 mod receipt;
 
 pub use keyfile::{KeyFileError, KeyRing};

@@ -334,7 +334,7 @@ impl Dispatcher {
         ms.min(self.config.max_backoff_seconds.saturating_mul(1000)) as i64
     }
 
-    /// The message a row carries and its recipient's pseudonym: sealed in the row
+    /// The message a row carries and its recipient's sender pseudonym: sealed in the row
     /// (follow-ups), or composed by the bulk source. `Err` settles the message without
     /// sending it.
     fn message(
@@ -365,7 +365,7 @@ impl Dispatcher {
             ));
         };
         let to = String::from_utf8_lossy(&to).into_owned();
-        let recipient = self.keys.pseudonym(t.as_str(), &to);
+        let recipient = self.keys.sender_pseudonym(t.as_str(), &to);
         Ok((decode_body(to, &body), recipient))
     }
 
@@ -450,7 +450,8 @@ impl Dispatcher {
                 // for tips and for broadcasts.
                 self.store.erase_sender_contacts(&recipient).await?;
                 self.store.delete_chat_session(&recipient).await?;
-                self.store.opt_out_sender(&recipient, now).await?;
+                let subscriber = self.keys.subscriber_pseudonym_of(&recipient);
+                self.store.opt_out_sender(&subscriber).await?;
                 closed(
                     &row.id,
                     OutboxStatus::OptedOut,

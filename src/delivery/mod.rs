@@ -191,8 +191,8 @@ fn decode_body(to: String, body: &[u8]) -> Outgoing {
     Outgoing::new(to, String::from_utf8_lossy(body).into_owned())
 }
 
-/// A bulk message ready to send: the message, and its recipient's keyed pseudonym (an
-/// opt-out the provider reports is recorded against it).
+/// A bulk message ready to send: the message, and its recipient's sender pseudonym (the
+/// one of their chats and tips; an opt-out the provider reports is recorded against it).
 #[derive(Debug, Clone)]
 pub struct Composed {
     pub message: Outgoing,

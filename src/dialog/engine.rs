@@ -36,7 +36,8 @@ pub enum Mode {
     /// Waiting for the receipt of the tip to add to.
     ReplyAskReceipt,
     /// Waiting for the text to add (to the tip of this receipt, or to the chat's open tip).
-    ReplyAskText { receipt: Option<String> },
+    /// The receipt is held only as the reference [`Context::receipt_ref`] makes of it.
+    ReplyAskText { receipt_ref: Option<String> },
     /// Waiting for the village to subscribe to.
     SubscribeAsk,
 }
@@ -60,9 +61,10 @@ pub enum Action {
     Submit(Draft),
     /// Show the status of the tip with this receipt (16 digits).
     Check(String),
-    /// Add to a tip: by receipt, or the open tip this chat sent.
+    /// Add to a tip: by receipt (as [`Context::receipt_ref`] refers to it), or the open
+    /// tip this chat sent.
     Reply {
-        receipt: Option<String>,
+        receipt_ref: Option<String>,
         text: String,
         photos: Vec<PhotoRef>,
     },
@@ -87,6 +89,9 @@ pub struct Context<'a> {
     pub geo: &'a Geo,
     /// Whether this chat has an open tip to add to.
     pub has_open_tip: bool,
+    /// What the conversation keeps of a receipt it must remember (a keyed one-way
+    /// reference, never the digits: the state is stored).
+    pub receipt_ref: &'a (dyn Fn(&Receipt) -> String + Sync),
 }
 
 fn matches(words: &[String], folded: &str) -> bool {
@@ -183,19 +188,19 @@ pub fn step(bot: &Bot, state: &mut DialogState, input: &InboundKind, ctx: &Conte
         Mode::ReplyAskReceipt => match Receipt::parse(text) {
             Ok(r) => {
                 state.mode = Mode::ReplyAskText {
-                    receipt: Some(r.digits().to_owned()),
+                    receipt_ref: Some((ctx.receipt_ref)(&r)),
                 };
                 turn.replies.push(say("reply.ask_text"));
             }
             Err(_) => turn.replies.push(say("error.receipt")),
         },
-        Mode::ReplyAskText { receipt } => {
+        Mode::ReplyAskText { receipt_ref } => {
             if text.is_empty() && photos.is_empty() {
                 turn.replies.push(say("reply.ask_text"));
             } else {
                 state.mode = Mode::Idle;
                 turn.action = Some(Action::Reply {
-                    receipt,
+                    receipt_ref,
                     text: text.to_owned(),
                     photos: photos.to_vec(),
                 });
@@ -235,7 +240,7 @@ fn command(bot: &Bot, state: &mut DialogState, folded: &str, ctx: &Context) -> O
         turn.replies.push(say("check.ask"));
     } else if matches(&c.reply, folded) {
         if ctx.has_open_tip {
-            state.mode = Mode::ReplyAskText { receipt: None };
+            state.mode = Mode::ReplyAskText { receipt_ref: None };
             turn.replies.push(say("reply.ask_text"));
         } else {
             state.mode = Mode::ReplyAskReceipt;
@@ -590,9 +595,11 @@ mod tests {
             }
         }
         fn say(&mut self, input: InboundKind) -> Turn {
+            let receipt_ref = |r: &Receipt| format!("ref-of-{}", r.digits());
             let ctx = Context {
                 geo: &self.geo,
                 has_open_tip: self.open_tip,
+                receipt_ref: &receipt_ref,
             };
             step(&self.bot, &mut self.state, &input, &ctx)
         }
@@ -702,14 +709,14 @@ mod tests {
         assert_eq!(
             sent.action,
             Some(Action::Reply {
-                receipt: Some("1234567890123456".into()),
+                receipt_ref: Some("ref-of-1234567890123456".into()),
                 text: "thêm: xe máy biển 12A".into(),
                 photos: vec![]
             })
         );
         t.open_tip = true;
         t.text("reply");
-        assert_eq!(t.state.mode, Mode::ReplyAskText { receipt: None });
+        assert_eq!(t.state.mode, Mode::ReplyAskText { receipt_ref: None });
         // Free text with an open tip is handed to the service as an addition.
         t.text("cancel");
         let idle = t.text("họ lại đến rồi");

@@ -186,9 +186,11 @@ impl Chat {
         }
     }
 
-    /// Ends the sender's village subscriptions (STOP, HUY, a block, an unfollow).
+    /// Ends the sender's village subscriptions (STOP, HUY, a block, an unfollow): found
+    /// by the subscriber pseudonym that belongs to this sender pseudonym, and deleted.
     async fn opt_out(&self, sender: &[u8]) -> Result<(), ChatError> {
-        self.inner.store.opt_out_sender(sender, now_ms()).await?;
+        let subscriber = self.inner.keys.subscriber_pseudonym_of(sender);
+        self.inner.store.opt_out_sender(&subscriber).await?;
         Ok(())
     }
 
@@ -203,7 +205,7 @@ impl Chat {
         let now = now_ms();
         let waits = events.iter().map(|e| {
             let inner = &self.inner;
-            let sender = inner.keys.pseudonym(e.transport.as_str(), &e.sender);
+            let sender = inner.keys.sender_pseudonym(e.transport.as_str(), &e.sender);
             let (dedupe_key, dedupe_after) = match &e.provider_id {
                 Some(id) => (
                     inner
@@ -394,9 +396,14 @@ impl Chat {
         };
         let open = inner.store.open_tips_of_sender(sender).await?;
         let geo = inner.intake.geo();
+        // A receipt the person types is kept in the conversation only as its HMAC, the
+        // form the tips table holds: never the digits, sealed or not.
+        let keys = &inner.keys;
+        let receipt_ref = |r: &Receipt| hex::encode(keys.receipt_mac(r));
         let ctx = Context {
             geo,
             has_open_tip: !open.is_empty(),
+            receipt_ref: &receipt_ref,
         };
         // A poster's link or code ("/start dk12", "DK 12") subscribes at once.
         let direct = match &ev.kind {
@@ -447,12 +454,12 @@ impl Chat {
             }
             Some(Action::Check(digits)) => replies.extend(self.check(&lang, &digits).await?),
             Some(Action::Reply {
-                receipt,
+                receipt_ref,
                 text,
                 photos,
             }) => {
                 let key = self
-                    .add_to_tip(ev.transport, receipt.as_deref(), &open, &text, &photos)
+                    .add_to_tip(ev.transport, receipt_ref.as_deref(), &open, &text, &photos)
                     .await?;
                 replies.push(
                     inner
@@ -613,12 +620,12 @@ impl Chat {
         Ok(out)
     }
 
-    /// Adds a message to a tip (by receipt, or the sender's newest open tip); returns the
-    /// text key of the answer.
+    /// Adds a message to a tip (by its receipt's HMAC in hex, see `Context::receipt_ref`,
+    /// or the sender's newest open tip); returns the text key of the answer.
     async fn add_to_tip(
         &self,
         transport: Transport,
-        receipt: Option<&str>,
+        receipt_ref: Option<&str>,
         open: &[TipContactRow],
         text: &str,
         photos: &[PhotoRef],
@@ -631,8 +638,8 @@ impl Chat {
             }
         }
         let intake = &self.inner.intake;
-        let done = match (receipt.map(Receipt::parse), open.first()) {
-            (Some(Ok(r)), _) => intake.reply(&r, text, bytes).await,
+        let done = match (receipt_ref.map(hex::decode), open.first()) {
+            (Some(Ok(mac)), _) => intake.reply_by_receipt_mac(&mac, text, bytes).await,
             (Some(Err(_)), _) => return Ok("error.receipt"),
             (None, Some(c)) => intake.chat_reply(&c.tip_id, text, bytes).await,
             (None, None) => return Ok("reply.no_open_tip"),

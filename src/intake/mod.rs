@@ -586,6 +586,18 @@ impl Intake {
         text: &str,
         photos: Vec<Vec<u8>>,
     ) -> Result<bool, IntakeError> {
+        self.reply_by_receipt_mac(&self.keys.receipt_mac(receipt), text, photos)
+            .await
+    }
+
+    /// [`Intake::reply`] by the receipt's stored form, its HMAC (a conversation that must
+    /// remember a receipt keeps only that).
+    pub async fn reply_by_receipt_mac(
+        &self,
+        receipt_mac: &[u8],
+        text: &str,
+        photos: Vec<Vec<u8>>,
+    ) -> Result<bool, IntakeError> {
         let mut errors = Vec::new();
         if non_empty(text).is_none() && photos.is_empty() {
             errors.push(FieldError {
@@ -602,7 +614,7 @@ impl Intake {
         if !errors.is_empty() {
             return Err(IntakeError::Invalid(errors));
         }
-        let Some(row) = self.tip_by_receipt(receipt).await? else {
+        let Some(row) = self.store.tip_by_receipt(receipt_mac).await? else {
             return Ok(false);
         };
         self.add_message(&row, "tipster", text.trim(), clean, false)

@@ -210,12 +210,20 @@ const SUBSCRIBER_COLUMNS: &str =
     "id, village_id, commune_code, transport, sender, address, language, status";
 
 /// Keeps a broadcast's counts per village, transport and outcome (`delivered` apart).
-const KEEP_RESULTS: &str = "INSERT INTO broadcast_results (broadcast_id, village_id, transport, status, count) \
-     SELECT $1, s.village_id, o.transport, \
+/// The village is the message's own (copied at fan-out, since an opted-out subscriber's
+/// row is deleted), or, for a row queued before it had one, its subscriber's.
+const KEEP_RESULTS: &str =
+    "INSERT INTO broadcast_results (broadcast_id, village_id, transport, status, count) \
+     SELECT $1, COALESCE(o.village_id, s.village_id), o.transport, \
      CASE WHEN o.delivered_at IS NOT NULL THEN 'delivered' ELSE o.status END, COUNT(*) \
-     FROM outbox o JOIN subscribers s ON s.id = o.subscriber_id WHERE o.broadcast_id = $1 \
-     GROUP BY s.village_id, o.transport, CASE WHEN o.delivered_at IS NOT NULL THEN 'delivered' ELSE o.status END \
+     FROM outbox o LEFT JOIN subscribers s ON s.id = o.subscriber_id WHERE o.broadcast_id = $1 \
+     AND COALESCE(o.village_id, s.village_id) IS NOT NULL \
+     GROUP BY COALESCE(o.village_id, s.village_id), o.transport, \
+     CASE WHEN o.delivered_at IS NOT NULL THEN 'delivered' ELSE o.status END \
      ON CONFLICT DO NOTHING";
+
+/// A delivered message: its broadcast, village, subscriber and transport.
+type DeliveredRow = (Option<String>, Option<i64>, Option<i64>, String);
 
 impl Store {
     /// One village.
@@ -347,19 +355,60 @@ impl Store {
             .bind(now).bind(id).execute(p).await.map(|r| r.rows_affected() == 1))
     }
 
-    /// Opts one subscription out and erases its address. `false` when it already was.
-    pub async fn opt_out_subscriber(&self, id: i64, now: i64) -> StoreResult<bool> {
-        on_pool!(self, p => sqlx::query(
-            "UPDATE subscribers SET status = 'opted_out', address = NULL, updated_at = $1 WHERE id = $2 AND status <> 'opted_out'")
-            .bind(now).bind(id).execute(p).await.map(|r| r.rows_affected() == 1))
+    /// Opts one subscription out: its row is deleted (pseudonym, address, village and
+    /// all; its queued messages then settle as opted out). `false` when there was none.
+    pub async fn opt_out_subscriber(&self, id: i64) -> StoreResult<bool> {
+        on_pool!(self, p => sqlx::query("DELETE FROM subscribers WHERE id = $1")
+            .bind(id).execute(p).await.map(|r| r.rows_affected() == 1))
     }
 
-    /// Opts every subscription of a person out (STOP, a block, an unfollow) and erases
-    /// the addresses. Returns how many there were.
-    pub async fn opt_out_sender(&self, sender: &[u8], now: i64) -> StoreResult<u64> {
-        on_pool!(self, p => sqlx::query(
-            "UPDATE subscribers SET status = 'opted_out', address = NULL, updated_at = $1 WHERE sender = $2 AND status <> 'opted_out'")
-            .bind(now).bind(sender).execute(p).await.map(|r| r.rows_affected()))
+    /// Opts every subscription of a person out (STOP, a block, an unfollow), by their
+    /// subscriber pseudonym: the rows are deleted. Returns how many there were.
+    pub async fn opt_out_sender(&self, subscriber: &[u8]) -> StoreResult<u64> {
+        on_pool!(self, p => sqlx::query("DELETE FROM subscribers WHERE sender = $1")
+            .bind(subscriber).execute(p).await.map(|r| r.rows_affected()))
+    }
+
+    /// Runs a once-only change of every subscriber's pseudonym and sealed address (the
+    /// address is sealed bound to the pseudonym), in one transaction, and records it under
+    /// `step` in the meta table. `rekey` gives a row's new pseudonym and address from its
+    /// old ones (`None` for an address it cannot open). Several processes starting at once
+    /// run it once: the marker is written first, so a second one waits for the first's
+    /// commit and then finds the step done. `None` when it was done already, otherwise how
+    /// many rows changed.
+    pub async fn rekey_subscribers<F>(&self, step: &str, rekey: F) -> StoreResult<Option<u64>>
+    where
+        F: Fn(&[u8], Option<&[u8]>) -> (Vec<u8>, Option<Vec<u8>>),
+    {
+        const CHUNK: i64 = 1000;
+        on_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            let fresh = sqlx::query(
+                "INSERT INTO meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                .bind(step).bind(b"done".as_slice())
+                .execute(&mut *tx).await?.rows_affected();
+            if fresh == 0 {
+                return Ok(None);
+            }
+            let mut cursor = 0i64;
+            let mut changed = 0u64;
+            loop {
+                let rows: Vec<(i64, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+                    "SELECT id, sender, address FROM subscribers WHERE id > $1 ORDER BY id LIMIT $2")
+                    .bind(cursor).bind(CHUNK).fetch_all(&mut *tx).await?;
+                let Some(last) = rows.last().map(|r| r.0) else { break };
+                for (id, sender, address) in &rows {
+                    let (sender, address) = rekey(sender, address.as_deref());
+                    sqlx::query("UPDATE subscribers SET sender = $1, address = $2 WHERE id = $3")
+                        .bind(sender).bind(address).bind(id)
+                        .execute(&mut *tx).await?;
+                    changed += 1;
+                }
+                cursor = last;
+            }
+            tx.commit().await?;
+            Ok(Some(changed))
+        })
     }
 
     /// Active subscribers per village and transport.
@@ -518,8 +567,9 @@ impl Store {
         let window =
             "SELECT id FROM subscribers WHERE village_id = $1 AND id > $2 ORDER BY id LIMIT $3";
         let insert = format!(
-            "INSERT INTO outbox (id, transport, priority, status, broadcast_id, subscriber_id, next_attempt_at, created_at) \
-             SELECT {id_expr}, s.transport, {bulk}, 'queued', $1, s.id, $2, $2 FROM subscribers s \
+            "INSERT INTO outbox (id, transport, priority, status, broadcast_id, subscriber_id, village_id, \
+             next_attempt_at, created_at) \
+             SELECT {id_expr}, s.transport, {bulk}, 'queued', $1, s.id, s.village_id, $2, $2 FROM subscribers s \
              WHERE s.village_id = $3 AND s.id > $4 AND s.id <= $5 AND s.status = 'active' AND s.transport IN ({list}){once} \
              ON CONFLICT (id) DO NOTHING",
             bulk = super::PRIORITY_BULK
@@ -736,22 +786,30 @@ impl Store {
     pub async fn outbox_delivered(&self, provider_id: &str, now: i64) -> StoreResult<bool> {
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
-            let rows: Vec<(Option<String>, Option<i64>)> = sqlx::query_as(
+            // The message's village: its own, or (queued before it had one) its subscriber's.
+            let rows: Vec<DeliveredRow> = sqlx::query_as(
                 "UPDATE outbox SET delivered_at = $1 WHERE provider_id = $2 AND status = 'sent' \
-                 AND delivered_at IS NULL RETURNING broadcast_id, subscriber_id")
+                 AND delivered_at IS NULL RETURNING broadcast_id, village_id, subscriber_id, transport")
                 .bind(now).bind(provider_id).fetch_all(&mut *tx).await?;
-            for (broadcast, subscriber) in &rows {
-                let (Some(b), Some(sub)) = (broadcast, subscriber) else { continue };
+            for (broadcast, village, subscriber, transport) in &rows {
+                let Some(b) = broadcast else { continue };
+                let village = match (village, subscriber) {
+                    (Some(v), _) => Some(*v),
+                    (None, Some(sub)) => sqlx::query_scalar("SELECT village_id FROM subscribers WHERE id = $1")
+                        .bind(sub).fetch_optional(&mut *tx).await?,
+                    (None, None) => None,
+                };
+                let Some(village) = village else { continue };
                 let moved = sqlx::query(
                     "UPDATE broadcast_results SET count = count - 1 WHERE broadcast_id = $1 AND status = 'sent' \
-                     AND count > 0 AND (village_id, transport) IN (SELECT village_id, transport FROM subscribers WHERE id = $2)")
-                    .bind(b).bind(sub).execute(&mut *tx).await?.rows_affected();
+                     AND count > 0 AND village_id = $2 AND transport = $3")
+                    .bind(b).bind(village).bind(transport).execute(&mut *tx).await?.rows_affected();
                 if moved > 0 {
                     sqlx::query(
                         "INSERT INTO broadcast_results (broadcast_id, village_id, transport, status, count) \
-                         SELECT $1, village_id, transport, 'delivered', 1 FROM subscribers WHERE id = $2 \
+                         VALUES ($1, $2, $3, 'delivered', 1) \
                          ON CONFLICT (broadcast_id, village_id, transport, status) DO UPDATE SET count = broadcast_results.count + 1")
-                        .bind(b).bind(sub).execute(&mut *tx).await?;
+                        .bind(b).bind(village).bind(transport).execute(&mut *tx).await?;
                     sqlx::query("DELETE FROM broadcast_results WHERE broadcast_id = $1 AND count = 0")
                         .bind(b).execute(&mut *tx).await?;
                 }
