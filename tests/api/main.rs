@@ -15,6 +15,7 @@ mod helpers;
 mod keys;
 mod layers;
 mod providers;
+mod server;
 mod store;
 mod tips;
 mod web;
