@@ -167,7 +167,9 @@ impl Application {
         let metrics_listener = match config.metrics_listener() {
             Some(addr) => {
                 let l = std::net::TcpListener::bind(addr).with_context(|| {
-                    format!("cannot listen on {addr} for /metrics (metrics_listen; `off` turns it off)")
+                    format!(
+                        "cannot listen on {addr} for /metrics (metrics_listen; `off` turns it off)"
+                    )
                 })?;
                 l.set_nonblocking(true)?;
                 Some(l)
@@ -232,7 +234,9 @@ impl Application {
 
     /// Where `/metrics` is served, when it has a listener of its own.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The shared state (tests reach the intake service through it).

@@ -230,9 +230,7 @@ fn check_pixels(w: u32, h: u32, limits: &PhotoLimits) -> Result<(), PhotoError> 
     if w == 0 || h == 0 {
         return Err(PhotoError::Corrupt);
     }
-    if w > MAX_DECODE_SIDE
-        || h > MAX_DECODE_SIDE
-        || u64::from(w) * u64::from(h) > limits.max_pixels
+    if w > MAX_DECODE_SIDE || h > MAX_DECODE_SIDE || u64::from(w) * u64::from(h) > limits.max_pixels
     {
         return Err(PhotoError::TooManyPixels);
     }
@@ -543,12 +541,17 @@ mod tests {
     #[tokio::test]
     async fn sanitize_all_stops_at_the_first_refusal() {
         let good = encode_jpeg(&gradient_rgb(40, 20));
-        let results =
-            sanitize_all(vec![good.clone(), b"junk".to_vec(), good], PhotoLimits::default())
-                .await;
+        let results = sanitize_all(
+            vec![good.clone(), b"junk".to_vec(), good],
+            PhotoLimits::default(),
+        )
+        .await;
         assert_eq!(results.len(), 2);
         assert!(results[0].is_ok());
-        assert_eq!(results[1].as_ref().unwrap_err(), &PhotoError::UnsupportedType);
+        assert_eq!(
+            results[1].as_ref().unwrap_err(),
+            &PhotoError::UnsupportedType
+        );
     }
 
     #[test]

@@ -183,7 +183,8 @@ fn private_sqlite_files(path: &std::path::Path) -> anyhow::Result<()> {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    return Err(e).with_context(|| format!("cannot make {} private", file.display()))
+                    return Err(e)
+                        .with_context(|| format!("cannot make {} private", file.display()))
                 }
             }
         }

@@ -12,11 +12,11 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::{self, HeaderValue};
 use axum::http::{HeaderMap, Method, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::time::Instant;
 
 /// The residents' routes: pages, API, webhooks, subscriptions, health, static files, and
@@ -70,9 +70,11 @@ pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route(
             "/metrics",
-            get(|State(state): State<AppState>, headers: HeaderMap| async move {
-                metrics_answer(&state, &headers)
-            }),
+            get(
+                |State(state): State<AppState>, headers: HeaderMap| async move {
+                    metrics_answer(&state, &headers)
+                },
+            ),
         )
         .with_state(state)
 }
@@ -160,7 +162,11 @@ async fn limit_body(
             next.run(Request::from_parts(parts, body)).await
         }
         Err(e) if e.is::<LengthLimitError>() => pages::too_big(lang, &path),
-        Err(_) => (StatusCode::BAD_REQUEST, "the request body could not be read\n").into_response(),
+        Err(_) => (
+            StatusCode::BAD_REQUEST,
+            "the request body could not be read\n",
+        )
+            .into_response(),
     }
 }
 

@@ -50,7 +50,13 @@ async fn metrics_are_served_only_on_their_own_listener_with_the_token(engine: En
         .await
         .unwrap();
     assert_eq!(res.status(), 401, "a wrong token is refused");
-    let res = app.client.get(&own).bearer_auth(TOKEN).send().await.unwrap();
+    let res = app
+        .client
+        .get(&own)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let text = res.text().await.unwrap();
     assert!(text.contains("tinbao_http_request_duration_seconds_bucket"));
@@ -118,7 +124,11 @@ async fn small_forms_take_kilobytes_and_the_tip_form_is_read_bounded(engine: Eng
         .await
         .unwrap();
     assert_eq!(res.status(), 413);
-    assert!(res.text().await.unwrap().contains("What you sent is too large"));
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .contains("What you sent is too large"));
     for path in ["/subscribe/1", "/console/login"] {
         let res = app
             .client
