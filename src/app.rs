@@ -13,20 +13,53 @@ use anyhow::{bail, Context};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+mod serve;
+
+/// The rustls configuration for `tls_cert` and `tls_key`: HTTP/1.1 only, so that the
+/// header and idle deadlines hold for every connection.
+async fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let loaded = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot read TLS certificate {} / key {}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    let mut config = (*loaded.get_inner()).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Opens the store named by the configuration and applies its migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let url = config.database_url();
-    if url.starts_with("sqlite:") {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data folder {}",
-                config.data_dir.display()
-            )
-        })?;
+    // The data folder holds the SQLite files and the key file: the service's user only.
+    let key_file_here = config.key_file.is_none() && std::env::var_os("TINBAO_KEYS").is_none();
+    if url.starts_with("sqlite:") || key_file_here {
+        private_dir(&config.data_dir)?;
     }
     let store = Store::connect(&url, config.db_pool_size).await?;
     store.migrate().await.context("cannot apply migrations")?;
     Ok(store)
+}
+
+/// Creates `dir` (and its parents) if missing and sets it to 0700, whatever the umask.
+fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make the data folder {} private", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Loads the key ring and proves it is the one the database was sealed with. On the very
@@ -89,6 +122,8 @@ pub async fn open_keys(config: &Config, store: &Store) -> anyhow::Result<KeyRing
 /// A built application, bound to its listener and ready to serve.
 pub struct Application {
     listener: std::net::TcpListener,
+    /// `/metrics` on an address of its own (`metrics_listen`), unless turned off.
+    metrics_listener: Option<std::net::TcpListener>,
     state: AppState,
     outbox: Outbox,
 }
@@ -132,6 +167,19 @@ impl Application {
         let listener = std::net::TcpListener::bind(&config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         listener.set_nonblocking(true)?;
+        let metrics_listener = match config.metrics_listener() {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr).with_context(|| {
+                    format!(
+                        "cannot listen on {addr} for /metrics (metrics_listen; `off` turns it off)"
+                    )
+                })?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
+            None => None,
+        };
+        crate::intake::photo::set_decoders(config.photo_decoders);
         // Officers' email alerts (src/alerts.rs): urgent tips and the SLA clock,
         // started last so that a failed build leaves no job behind.
         if config.smtp.enabled {
@@ -178,6 +226,7 @@ impl Application {
         };
         Ok(Application {
             listener,
+            metrics_listener,
             state,
             outbox,
         })
@@ -186,6 +235,13 @@ impl Application {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener")
+    }
+
+    /// Where `/metrics` is served, when it has a listener of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The shared state (tests reach the intake service through it).
@@ -214,34 +270,36 @@ impl Application {
         });
         let routes = crate::web::router().merge(crate::console::router(state.clone()));
         let router = crate::web::finish(routes, state.clone());
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let config = state.config.clone();
-        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
-                .await
-                .with_context(|| {
-                    format!(
-                        "cannot read TLS certificate {} / key {}",
-                        cert.display(),
-                        key.display()
-                    )
-                })?;
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-            });
-            axum_server::from_tcp_rustls(self.listener, tls)
-                .handle(handle)
-                .serve(service)
-                .await?;
-        } else {
-            let listener = tokio::net::TcpListener::from_std(self.listener)?;
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await?;
+        let limits = serve::ConnLimits::from_config(&config);
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_config(cert, key).await?),
+            _ => None,
+        };
+        // One shutdown signal for both listeners.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let metrics_task = self.metrics_listener.map(|listener| {
+            let router = crate::web::metrics_router(state.clone());
+            let limits = serve::ConnLimits {
+                max_connections: 64,
+                ..limits
+            };
+            let mut stopped = stopped.clone();
+            tokio::spawn(serve::serve(listener, router, None, limits, async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }))
+        });
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let mut stopped_main = stopped;
+        serve::serve(self.listener, router, tls, limits, async move {
+            let _ = stopped_main.wait_for(|s| *s).await;
+        })
+        .await?;
+        if let Some(task) = metrics_task {
+            let _ = task.await;
         }
         state.intake.store().close().await;
         Ok(())

@@ -25,8 +25,30 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// Use the last `X-Forwarded-For` hop as the client address (behind a reverse proxy).
     pub trust_forwarded_for: bool,
-    /// Largest request body in bytes (photos included).
+    /// Largest tip form or reply in bytes (photos included): only those two routes take
+    /// it; every other route has a small limit.
     pub max_body_bytes: usize,
+    /// Largest body of the small forms (receipt check, login, subscribe, console forms).
+    pub max_form_bytes: usize,
+    /// Largest JSON body of `POST /api/v1/tips` (photos as base64 included); never above
+    /// `max_body_bytes`.
+    pub max_api_body_bytes: usize,
+    /// Photos decoded at once in this process (0: the number of cores).
+    pub photo_decoders: usize,
+    /// `/metrics` is served only here (`host:port`), never on `listen`; `off` turns this
+    /// listener off (then `/metrics` is served on `listen` only when `metrics_token` is set).
+    pub metrics_listen: String,
+    /// When set, `/metrics` answers only with `Authorization: Bearer <token>`.
+    pub metrics_token: String,
+    /// Seconds a client has to send a request's headers (and, with TLS, its handshake).
+    pub header_timeout_seconds: u64,
+    /// Seconds a client has to send a request's body.
+    pub body_timeout_seconds: u64,
+    /// Seconds a connection may wait idle for its next request.
+    pub idle_timeout_seconds: u64,
+    /// Open connections at most; at the cap an idle one is closed for a newcomer, or the
+    /// newcomer is refused. Keep it below the process's open-file limit.
+    pub max_connections: usize,
     /// Connections in the database pool.
     pub db_pool_size: u32,
     /// A receipt check always takes at least this long, so a wrong receipt and a right one
@@ -399,6 +421,15 @@ impl Default for Config {
             tls_key: None,
             trust_forwarded_for: false,
             max_body_bytes: 60 * 1024 * 1024,
+            max_form_bytes: 16 * 1024,
+            max_api_body_bytes: 8 * 1024 * 1024,
+            photo_decoders: 0,
+            metrics_listen: "127.0.0.1:9464".into(),
+            metrics_token: String::new(),
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 30,
+            idle_timeout_seconds: 60,
+            max_connections: 1000,
             db_pool_size: 8,
             status_floor_ms: 250,
             rate_limit: RateLimitConfig::default(),
@@ -513,6 +544,12 @@ impl Config {
         self.key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("keys.toml"))
+    }
+
+    /// Whether `/metrics` has a listener of its own.
+    pub fn metrics_listener(&self) -> Option<&str> {
+        let l = self.metrics_listen.trim();
+        (!l.is_empty() && !l.eq_ignore_ascii_case("off")).then_some(l)
     }
 
     /// Whether the server terminates TLS itself.

@@ -6,6 +6,8 @@
 
 use std::io::Cursor;
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::Semaphore;
 
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
@@ -20,6 +22,60 @@ const JPEG_QUALITY: u8 = 82;
 const MAX_BYTES_PER_PIXEL: u64 = 8;
 /// Allowance for decoder-internal buffers (zlib window, row buffers, tables).
 const DECODER_SLACK_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Longest side the decoder accepts, whatever the pixel count (checked from the header).
+const MAX_DECODE_SIDE: u32 = 16_384;
+
+/// Photos decoded at once in this process: decoding a large photo takes hundreds of
+/// megabytes for a moment, so concurrent uploads wait their turn here instead of adding
+/// up. Set once by [`set_decoders`] (the `photo_decoders` setting), else the core count.
+static DECODERS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+
+fn decoders() -> Arc<Semaphore> {
+    DECODERS
+        .get_or_init(|| Arc::new(Semaphore::new(default_decoders())))
+        .clone()
+}
+
+fn default_decoders() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Sets how many photos this process decodes at once (0: the number of cores). The
+/// first call wins: the bound is process-wide, as the memory it protects.
+pub fn set_decoders(n: usize) {
+    let n = if n == 0 { default_decoders() } else { n };
+    let _ = DECODERS.set(Arc::new(Semaphore::new(n)));
+}
+
+/// Sanitizes photos one after the other off the async threads, each decode holding one of
+/// the process's decoding places; stops at the first refusal.
+pub async fn sanitize_all(
+    photos: Vec<Vec<u8>>,
+    limits: PhotoLimits,
+) -> Vec<Result<CleanPhoto, PhotoError>> {
+    let decoders = decoders();
+    let mut results = Vec::with_capacity(photos.len());
+    for photo in photos {
+        let Ok(permit) = decoders.clone().acquire_owned().await else {
+            results.push(Err(PhotoError::Corrupt));
+            break;
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            let result = sanitize(&photo, &limits);
+            drop(permit);
+            result
+        })
+        .await
+        .unwrap_or(Err(PhotoError::Corrupt));
+        let refused = result.is_err();
+        results.push(result);
+        if refused {
+            break;
+        }
+    }
+    results
+}
 
 /// Limits on an uploaded photo.
 ///
@@ -174,7 +230,8 @@ fn check_pixels(w: u32, h: u32, limits: &PhotoLimits) -> Result<(), PhotoError> 
     if w == 0 || h == 0 {
         return Err(PhotoError::Corrupt);
     }
-    if u64::from(w) * u64::from(h) > limits.max_pixels {
+    if w > MAX_DECODE_SIDE || h > MAX_DECODE_SIDE || u64::from(w) * u64::from(h) > limits.max_pixels
+    {
         return Err(PhotoError::TooManyPixels);
     }
     Ok(())
@@ -183,7 +240,9 @@ fn check_pixels(w: u32, h: u32, limits: &PhotoLimits) -> Result<(), PhotoError> 
 /// Decoder limits derived from `max_pixels`, as a second line of defence
 /// should a header check above be bypassed by a decoder quirk.
 fn decoder_limits(limits: &PhotoLimits) -> image::Limits {
-    let side = u32::try_from(limits.max_pixels).unwrap_or(u32::MAX);
+    let side = u32::try_from(limits.max_pixels)
+        .unwrap_or(u32::MAX)
+        .min(MAX_DECODE_SIDE);
     let mut l = image::Limits::default();
     l.max_image_width = Some(side);
     l.max_image_height = Some(side);
@@ -470,6 +529,29 @@ mod tests {
         let start = Instant::now();
         assert_eq!(err(&bomb), PhotoError::TooManyPixels);
         assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn an_overlong_side_is_refused_from_the_header() {
+        // 20000x10 is few pixels, but no phone takes it: refused before decoding.
+        assert_eq!(err(&lying_png(20_000, 10)), PhotoError::TooManyPixels);
+        assert_eq!(err(&lying_png(10, 20_000)), PhotoError::TooManyPixels);
+    }
+
+    #[tokio::test]
+    async fn sanitize_all_stops_at_the_first_refusal() {
+        let good = encode_jpeg(&gradient_rgb(40, 20));
+        let results = sanitize_all(
+            vec![good.clone(), b"junk".to_vec(), good],
+            PhotoLimits::default(),
+        )
+        .await;
+        assert_eq!(results.len(), 2);
+        assert!(results[0].is_ok());
+        assert_eq!(
+            results[1].as_ref().unwrap_err(),
+            &PhotoError::UnsupportedType
+        );
     }
 
     #[test]

@@ -161,6 +161,39 @@ extern "C" fn sqlite_busy(_: *mut std::ffi::c_void, tries: std::ffi::c_int) -> s
     1
 }
 
+/// Makes a SQLite database's files readable by the service's user only, whatever the
+/// umask: the main file is created 0600 before SQLite opens it (SQLite gives its `-wal`,
+/// `-shm` and `-journal` files the main file's mode), and existing files are set to 0600.
+fn private_sqlite_files(path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let name = path.to_string_lossy();
+    if name.is_empty() || name == ":memory:" || name.starts_with("file::memory:") {
+        return Ok(());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create the database file {}", path.display()))?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let file = std::path::PathBuf::from(format!("{name}{suffix}"));
+            match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot make {} private", file.display()))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens the database named by `url` (`sqlite://path` or `postgres://…`), creating a
     /// SQLite file when missing.
@@ -185,6 +218,7 @@ impl Store {
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
+            private_sqlite_files(opts.get_filename())?;
             let pool = SqlitePoolOptions::new()
                 .max_connections(pool_size.max(2))
                 .after_connect(|conn, _| {

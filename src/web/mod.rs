@@ -9,16 +9,20 @@ pub mod subscribe;
 pub use pages::read_tip_form_body;
 
 use crate::state::AppState;
+use crate::state::Lang;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::{self, HeaderValue};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::time::Instant;
 
-/// The residents' routes: pages, API, webhooks, subscriptions, health, metrics, static files.
+/// The residents' routes: pages, API, webhooks, subscriptions, health, static files, and
+/// `/metrics` (which answers 404 here unless it has no listener of its own and a token).
 pub fn router() -> Router<AppState> {
     Router::new()
         .merge(pages::router())
@@ -31,11 +35,12 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The layers every route of the server shares (the residents' and the console's): the
-/// not-found page, the body limit, security headers and request metrics.
+/// not-found page, the body limits, security headers and request metrics.
 pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
     routes
         .fallback(pages::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -53,12 +58,118 @@ async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// `/metrics` on the public listener: not there, unless `metrics_listen` is `off` and a
+/// `metrics_token` guards it.
+async fn metrics(State(state): State<AppState>, lang: Lang, headers: HeaderMap) -> Response {
+    if state.config.metrics_listener().is_some() || state.config.metrics_token.is_empty() {
+        return pages::not_found(lang).await;
+    }
+    metrics_answer(&state, &headers)
+}
+
+/// The router of the metrics listener (`metrics_listen`): `/metrics` only.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(
+                |State(state): State<AppState>, headers: HeaderMap| async move {
+                    metrics_answer(&state, &headers)
+                },
+            ),
+        )
+        .with_state(state)
+}
+
+/// The metrics, to whoever shows the token when one is set.
+fn metrics_answer(state: &AppState, headers: &HeaderMap) -> Response {
+    let token = state.config.metrics_token.as_bytes();
+    if !token.is_empty() {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !crate::crypto::constant_eq(token, given.trim().as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token is needed\n",
+            )
+                .into_response();
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// Routes that take photos, and so the large body limit (`max_body_bytes`).
+const PHOTO_ROUTES: &[&str] = &["/tips", "/status/reply"];
+
+/// The console's sign-in steps: small forms, open to anyone.
+const SMALL_CONSOLE_ROUTES: &[&str] = &["/console/login", "/console/totp", "/console/password"];
+
+/// The console's other forms (a hotline call, a broadcast): as much as its guard reads.
+const CONSOLE_BODY_BYTES: usize = 256 * 1024;
+
+/// The body limit of each route: photos on the tip form and the reply, a few megabytes of
+/// JSON on the API's tip, the webhooks' own; kilobytes (`max_form_bytes`) everywhere
+/// else. A small body is read here, whole, before the handler runs, so that an oversized
+/// one gets a localised 413 however it is sent; large ones are cut while being read.
+async fn limit_body(
+    State(state): State<AppState>,
+    lang: Lang,
+    req: Request,
+    next: Next,
+) -> Response {
+    let config = &state.config;
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    if path.starts_with("/hooks/") {
+        return next.run(req).await; // hooks.rs sets its own limit
+    }
+    let limit = if PHOTO_ROUTES.contains(&path.as_str()) {
+        config.max_body_bytes
+    } else if path == "/api/v1/tips" {
+        config.max_api_body_bytes.min(config.max_body_bytes)
+    } else if path.starts_with("/console/") && !SMALL_CONSOLE_ROUTES.contains(&path.as_str()) {
+        CONSOLE_BODY_BYTES
+    } else {
+        config.max_form_bytes.min(config.max_body_bytes)
+    };
+    if path.starts_with("/api/") || PHOTO_ROUTES.contains(&path.as_str()) {
+        // Read by the handler, which answers an oversized body in its own way.
+        let (parts, body) = req.into_parts();
+        let body = Body::new(Limited::new(body, limit));
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return pages::too_big(lang, &path);
+    }
+    let (parts, body) = req.into_parts();
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => {
+            let body = Body::from(collected.to_bytes());
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(e) if e.is::<LengthLimitError>() => pages::too_big(lang, &path),
+        Err(_) => (
+            StatusCode::BAD_REQUEST,
+            "the request body could not be read\n",
+        )
+            .into_response(),
+    }
 }
 
 /// The static files, embedded: (name, content type, bytes).
@@ -134,6 +245,20 @@ async fn security_headers(State(state): State<AppState>, req: Request, next: Nex
     res
 }
 
+/// What a tipster sends (a tip, a reply, a receipt check, a chat or SMS message): never
+/// counted, so that no series rises with each tip or tells a found receipt from a wrong one.
+const UNCOUNTED_POSTS: &[&str] = &[
+    "/tips",
+    "/status",
+    "/status/reply",
+    "/api/v1/tips",
+    "/api/v1/tips/status",
+    "/hooks/zalo",
+    "/hooks/telegram",
+    "/hooks/sms/twilio",
+    "/hooks/sms/android",
+];
+
 /// Request latency by route pattern (never the concrete path, which could carry data).
 async fn record_metrics(req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -142,6 +267,9 @@ async fn record_metrics(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
+    if req.method() == Method::POST && UNCOUNTED_POSTS.contains(&path.as_str()) {
+        return next.run(req).await;
+    }
     let method = req.method().as_str().to_owned();
     let res = next.run(req).await;
     let status = res.status().as_u16().to_string();

@@ -326,45 +326,74 @@ async fn form_page(
     res
 }
 
-/// Longest text field read from a form (larger ones are cut and flagged as too long).
+/// Longest text field read from a form: past it the form is refused as too big, with
+/// what was read.
 const MAX_FIELD_BYTES: usize = 64 * 1024;
+/// Longest photo read from a form (as `PhotoLimits`' default): past it, the same.
+const MAX_PHOTO_BYTES: usize = 10 * 1024 * 1024;
+/// Most parts read from a form (it has fifteen fields and five photos).
+const MAX_PARTS: usize = 64;
 
-/// Reads the tip form. On a broken upload it returns what was read so far and the error.
+/// Reads a form part up to `cap` bytes; `false` when it is longer (what is past the cap
+/// is not read).
+async fn read_part(
+    field: &mut axum::extract::multipart::Field<'_>,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), MultipartError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = field.chunk().await? {
+        if out.len() + chunk.len() > cap {
+            let room = cap - out.len();
+            out.extend_from_slice(&chunk[..room]);
+            return Ok((out, false));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok((out, true))
+}
+
+/// Reads the tip form (and the reply form) as it arrives, bounded: each text field, each
+/// photo, the number of parts and photos, and (through the route's body limit) the whole.
+/// On a broken or oversized upload it stops reading and returns what was read so far
+/// with the error's text key.
 async fn read_tip_form(mut multipart: Multipart) -> (TipForm, Vec<Vec<u8>>, Option<&'static str>) {
+    const TOO_BIG: &str = "error.body_too_large";
     let mut form = TipForm::default();
     let mut photos = Vec::new();
+    let mut parts = 0;
     loop {
-        let field = match multipart.next_field().await {
+        let mut field = match multipart.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e) => return (form, photos, Some(multipart_error(&e))),
         };
+        parts += 1;
+        if parts > MAX_PARTS {
+            return (form, photos, Some(TOO_BIG));
+        }
         let name = field.name().unwrap_or("").to_owned();
         if name == "photos" || name == "photo" {
             if field.file_name().is_none_or(str::is_empty) {
                 continue;
             }
-            match field.bytes().await {
-                Ok(b) if b.is_empty() => {}
-                Ok(b) => {
-                    if photos.len() > MAX_PHOTOS {
-                        continue; // counted below; don't hold more in memory
-                    }
-                    photos.push(b.to_vec())
-                }
+            // One more than allowed is kept, so that intake names the problem; the rest
+            // are skipped unread.
+            if photos.len() > MAX_PHOTOS {
+                continue;
+            }
+            match read_part(&mut field, MAX_PHOTO_BYTES).await {
+                Ok((_, false)) => return (form, photos, Some(TOO_BIG)),
+                Ok((b, true)) if b.is_empty() => {}
+                Ok((b, true)) => photos.push(b),
                 Err(e) => return (form, photos, Some(multipart_error(&e))),
             }
             continue;
         }
-        let value = match field.text().await {
-            Ok(v) => v,
+        let (bytes, whole) = match read_part(&mut field, MAX_FIELD_BYTES).await {
+            Ok(read) => read,
             Err(e) => return (form, photos, Some(multipart_error(&e))),
         };
-        let value = if value.len() > MAX_FIELD_BYTES {
-            value.chars().take(MAX_FIELD_BYTES).collect()
-        } else {
-            value
-        };
+        let value = String::from_utf8_lossy(&bytes).into_owned();
         match name.as_str() {
             "category" => form.category = value,
             "province" => form.province = value,
@@ -383,6 +412,9 @@ async fn read_tip_form(mut multipart: Multipart) -> (TipForm, Vec<Vec<u8>>, Opti
             "receipt" => form.receipt = value,
             _ => {}
         }
+        if !whole {
+            return (form, photos, Some(TOO_BIG));
+        }
     }
     (form, photos, None)
 }
@@ -393,6 +425,24 @@ fn multipart_error(e: &MultipartError) -> &'static str {
     } else {
         "error.bad_request"
     }
+}
+
+/// A small form's body over its limit (`web::limit_body`): "check my tip" again on its
+/// own route, else the error page, with the localised "too big" text.
+pub(super) fn too_big(lang: Lang, path: &str) -> Response {
+    let t = lang.texts();
+    let message = t.get("error.body_too_large").to_owned();
+    if path == "/status" {
+        return Refusal::StatusForm(lang, StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+    }
+    render(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorPage {
+            t,
+            langs: lang_links(lang),
+            message,
+        },
+    )
 }
 
 fn form_lang(form_lang: &str, header_lang: Lang) -> Lang {

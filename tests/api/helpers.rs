@@ -191,6 +191,8 @@ impl Drop for PgDb {
 pub struct TestApp {
     pub engine: Engine,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served (its own listener), when it is.
+    pub metrics_addr: Option<SocketAddr>,
     pub base: String,
     pub client: reqwest::Client,
     pub state: AppState,
@@ -207,6 +209,7 @@ pub struct TestApp {
 pub async fn test_config(engine: Engine, dir: &Path) -> (Config, Option<PgDb>) {
     let mut config = Config {
         listen: "127.0.0.1:0".into(),
+        metrics_listen: "127.0.0.1:0".into(),
         data_dir: dir.to_path_buf(),
         status_floor_ms: 0,
         ..Config::default()
@@ -246,6 +249,7 @@ async fn start(
         .await
         .expect("application builds");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     let state = app.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run(async move {
@@ -255,6 +259,7 @@ async fn start(
     TestApp {
         engine,
         addr,
+        metrics_addr,
         base: format!("{scheme}://{addr}"),
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -412,6 +417,7 @@ impl Server {
             .env_remove("TINBAO_DATABASE_URL")
             .env_remove("TINBAO_KEYS")
             .env("TINBAO_LISTEN", format!("127.0.0.1:{port}"))
+            .env("TINBAO_METRICS_LISTEN", "off")
             .env("TINBAO_DATA_DIR", dir.join("var"))
             .env("TINBAO_STATUS_FLOOR_MS", "0")
             .env("TINBAO_RATE_LIMIT__ENABLED", "false")

@@ -19,6 +19,7 @@ mod keys;
 mod layers;
 mod openapi;
 mod providers;
+mod server;
 mod sms;
 mod store;
 mod tips;
