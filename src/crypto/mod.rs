@@ -372,8 +372,8 @@ mod tests {
     fn key_checks_detect_a_different_kek() {
         let a = KeyRing::generate();
         let b = KeyRing::generate();
-        let check = a.key_check(a.current_id()).unwrap();
-        assert!(a.verify_key_check(a.current_id(), &check));
-        assert!(!b.verify_key_check(a.current_id(), &check));
+        let check = a.key_check(&a.current_id()).unwrap();
+        assert!(a.verify_key_check(&a.current_id(), &check));
+        assert!(!b.verify_key_check(&a.current_id(), &check));
     }
 }
