@@ -253,9 +253,11 @@ pub mod chat_commands {
         let mut state = DialogState::new("vi");
         for (i, line) in text.split('\n').take(16).enumerate() {
             let _ = tinbao::dialog::direct_subscription(line);
+            let receipt_ref = |r: &tinbao::crypto::Receipt| format!("ref-{}", r.digits().len());
             let ctx = Context {
                 geo,
                 has_open_tip: i % 2 == 1,
+                receipt_ref: &receipt_ref,
             };
             let input = InboundKind::Message {
                 text: line.to_owned(),

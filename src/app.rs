@@ -12,6 +12,7 @@ use crate::store::{Engine, Store, TipWriter};
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 mod serve;
 
@@ -62,9 +63,48 @@ fn private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the key ring and proves it is the one the database was sealed with. On the very
-/// first start (no key file, nothing sealed yet) it creates the key file.
+/// Loads the key ring and proves it is the one the database was sealed with, and that it
+/// holds every KEK the stored data is wrapped under and does not make a retired KEK
+/// current: otherwise it refuses, naming what is missing. On the very first start (no key
+/// file, nothing sealed yet) it creates the key file.
 pub async fn open_keys(config: &Config, store: &Store) -> anyhow::Result<KeyRing> {
+    let ring = load_keys(config, store).await?;
+    if let Some(problem) = keys_problem(&ring, store).await? {
+        bail!("{problem}");
+    }
+    Ok(ring)
+}
+
+/// What is wrong with `ring` for this database, if anything: a KEK that stored data is
+/// wrapped under and the ring lacks, or a retired KEK made current.
+pub async fn keys_problem(ring: &KeyRing, store: &Store) -> anyhow::Result<Option<String>> {
+    let missing: Vec<String> = store
+        .keys_in_use()
+        .await?
+        .into_iter()
+        .filter(|(id, _)| !ring.has(id))
+        .map(|(id, n)| format!("{id} ({n} tips)"))
+        .collect();
+    if !missing.is_empty() {
+        return Ok(Some(format!(
+            "the key file lacks {}, under which data in this database is wrapped. \
+             Restore the key file that holds it: without it those tips cannot be read.",
+            missing.join(", ")
+        )));
+    }
+    let current = ring.current_id();
+    if store.keys_retired().await?.contains(&current) {
+        return Ok(Some(format!(
+            "the current key {current} was retired: it must not wrap new tips. \
+             Use the key file that `tinbao keys retire` left."
+        )));
+    }
+    Ok(None)
+}
+
+/// [`open_keys`] without the check of the KEKs the data uses (for `tinbao keys status`,
+/// which shows what is missing rather than refusing).
+pub async fn load_keys(config: &Config, store: &Store) -> anyhow::Result<KeyRing> {
     let checks = store.key_checks().await?;
     let path = config.key_file();
     let ring = if let Ok(text) = std::env::var("TINBAO_KEYS") {
@@ -89,7 +129,7 @@ pub async fn open_keys(config: &Config, store: &Store) -> anyhow::Result<KeyRing
         );
     };
     for (key_id, check) in &checks {
-        if !ring.ids().any(|id| id == key_id) {
+        if !ring.has(key_id) {
             bail!(
                 "key {key_id} is missing from the key file, but data in this database is sealed \
                  under it. Restore the key file that holds {key_id}."
@@ -111,12 +151,207 @@ pub async fn open_keys(config: &Config, store: &Store) -> anyhow::Result<KeyRing
         None => store.set_meta("mac_check", &ring.mac_check()).await?,
     }
     for id in ring.ids() {
-        if !checks.iter().any(|(k, _)| k == id) {
-            let check = ring.key_check(id).expect("key in ring");
-            store.add_key_check(id, &check, now_ms()).await?;
+        if !checks.iter().any(|(k, _)| *k == id) {
+            let check = ring.key_check(&id).expect("key in ring");
+            store.add_key_check(&id, &check, now_ms()).await?;
         }
     }
     Ok(ring)
+}
+
+/// How often a serving process looks at its key file.
+const KEY_FILE_POLL: Duration = Duration::from_secs(1);
+/// How often a serving process writes its heartbeat row.
+pub const KEY_HEARTBEAT: Duration = Duration::from_secs(5);
+/// A heartbeat row older than this belongs to a process that is gone (three beats).
+pub const KEY_HOLDER_GONE_AFTER_MS: i64 = 15_000;
+/// Rows of processes gone this long are deleted by any serving process.
+const KEY_HOLDER_FORGET_AFTER_MS: i64 = 24 * 3600 * 1000;
+
+/// Keeps a serving process's key ring in step with its key file and tells the database
+/// what the process holds. The key file is read every second (a few hundred bytes) and
+/// on SIGHUP; a new text is parsed and checked before anything changes: a malformed file,
+/// another MAC key, other bytes under a known id, a KEK that does not match its check in
+/// the database, or a file that drops a KEK stored data still uses is refused with a log
+/// line, and the ring in force stays as it was.
+struct KeyWatch {
+    store: Store,
+    keys: Arc<KeyRing>,
+    /// `None` when the keys come from `TINBAO_KEYS` (nothing to watch).
+    path: Option<std::path::PathBuf>,
+    /// The last text read, so an unchanged file costs one read and no parse.
+    last_text: Option<Vec<u8>>,
+    row: crate::store::KeyHolderRow,
+}
+
+impl KeyWatch {
+    fn new(config: &Config, store: Store, keys: Arc<KeyRing>) -> KeyWatch {
+        let path = if std::env::var_os("TINBAO_KEYS").is_some() {
+            None
+        } else {
+            Some(config.key_file())
+        };
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "?".into());
+        let now = now_ms();
+        let row = crate::store::KeyHolderRow {
+            process_id: uuid::Uuid::new_v4().simple().to_string(),
+            label: format!("{host} pid {}", std::process::id()),
+            current_key: keys.current_id(),
+            known_keys: String::new(),
+            wrapping_keys: String::new(),
+            switched_at: now,
+            started_at: now,
+            heartbeat_at: now,
+        };
+        KeyWatch {
+            store,
+            keys,
+            path,
+            last_text: None,
+            row,
+        }
+    }
+
+    /// Writes this process's row: current KEK, every KEK held, KEKs with writes in flight.
+    async fn beat(&mut self) {
+        let current = self.keys.current_id();
+        if current != self.row.current_key {
+            self.row.current_key = current;
+            self.row.switched_at = now_ms();
+        }
+        self.row.known_keys = self.keys.ids().join(",");
+        self.row.wrapping_keys = self.keys.wrapping_ids().join(",");
+        self.row.heartbeat_at = now_ms();
+        if let Err(e) = self.store.keys_heartbeat(&self.row).await {
+            tracing::warn!(error = %e, "cannot record this process's keys in the database");
+        }
+        let _ = self
+            .store
+            .keys_forget_holders_before(now_ms() - KEY_HOLDER_FORGET_AFTER_MS)
+            .await;
+    }
+
+    /// Reads the key file and takes its keys if it changed and passes every check.
+    async fn poll(&mut self, forced: bool) {
+        let Some(path) = self.path.clone() else {
+            if forced {
+                tracing::info!("the keys come from TINBAO_KEYS: nothing to reload");
+            }
+            return;
+        };
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                if forced || self.last_text.is_some() {
+                    tracing::error!(path = %path.display(), error = %e,
+                        "cannot read the key file: keeping the keys in force");
+                }
+                self.last_text = None;
+                return;
+            }
+        };
+        if !forced && self.last_text.as_deref() == Some(text.as_slice()) {
+            return;
+        }
+        self.last_text = Some(text.clone());
+        match self.reload(&text).await {
+            Ok(Some(change)) => {
+                tracing::info!(
+                    current = %change.current, previous = %change.previous,
+                    added = %change.added.join(","), removed = %change.removed.join(","),
+                    "key file reloaded"
+                );
+                // Tell the key commands at once, not at the next beat.
+                self.beat().await;
+            }
+            Ok(None) => {
+                if forced {
+                    tracing::info!("key file unchanged");
+                }
+            }
+            Err(why) => tracing::error!(
+                path = %path.display(), current = %self.keys.current_id(),
+                "key file refused, the keys in force stay: {why}"
+            ),
+        }
+    }
+
+    async fn reload(&self, text: &[u8]) -> Result<Option<crate::crypto::KeyChange>, String> {
+        let text = std::str::from_utf8(text).map_err(|_| "it is not UTF-8".to_owned())?;
+        let newer = KeyRing::from_toml(text).map_err(|e| e.to_string())?;
+        if !self.keys.same_mac_key(&newer) {
+            return Err("its MAC key is not the one in force".into());
+        }
+        let db = |e: crate::store::StoreError| format!("cannot check it against the database: {e}");
+        for (id, check) in self.store.key_checks().await.map_err(db)? {
+            if newer.has(&id) && !newer.verify_key_check(&id, &check) {
+                return Err(format!("its key {id} is not the {id} this database uses"));
+            }
+        }
+        if let Some(problem) = keys_problem(&newer, &self.store)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Err(problem);
+        }
+        let live_cutoff = now_ms() - KEY_HOLDER_GONE_AFTER_MS;
+        for h in self.store.keys_holders().await.map_err(db)? {
+            if h.heartbeat_at >= live_cutoff && !newer.has(&h.current_key) {
+                return Err(format!(
+                    "it drops {}, the current key of running process {}",
+                    h.current_key, h.label
+                ));
+            }
+        }
+        let change = self.keys.reload_from(&newer).map_err(|e| e.to_string())?;
+        if let Some(c) = &change {
+            for id in &c.added {
+                if let Some(check) = self.keys.key_check(id) {
+                    self.store
+                        .add_key_check(id, &check, now_ms())
+                        .await
+                        .map_err(db)?;
+                }
+            }
+        }
+        Ok(change)
+    }
+
+    /// Watches until the process stops: the file every second, SIGHUP, the heartbeat.
+    fn spawn(mut self) -> (tokio::task::JoinHandle<()>, Store, String) {
+        let (store, id) = (self.store.clone(), self.row.process_id.clone());
+        let task = tokio::spawn(async move {
+            #[cfg(unix)]
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            let mut poll = tokio::time::interval(KEY_FILE_POLL);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut beat = tokio::time::interval(KEY_HEARTBEAT);
+            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                #[cfg(unix)]
+                let hangup = async {
+                    match hup.as_mut() {
+                        Some(h) => h.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                #[cfg(not(unix))]
+                let hangup = std::future::pending::<Option<()>>();
+                tokio::select! {
+                    _ = poll.tick() => self.poll(false).await,
+                    _ = beat.tick() => self.beat().await,
+                    _ = hangup => {
+                        tracing::info!("SIGHUP: reading the key file again");
+                        self.poll(true).await;
+                    }
+                }
+            }
+        });
+        (task, store, id)
+    }
 }
 
 /// A built application, bound to its listener and ready to serve.
@@ -126,6 +361,7 @@ pub struct Application {
     metrics_listener: Option<std::net::TcpListener>,
     state: AppState,
     outbox: Outbox,
+    keys: KeyWatch,
 }
 
 impl Application {
@@ -151,6 +387,7 @@ impl Application {
         crate::broadcast::rekey_subscribers(&store, &keys)
             .await
             .context("cannot re-key the subscribers' pseudonyms")?;
+        let key_watch = KeyWatch::new(&config, store.clone(), keys.clone());
         let geo = Arc::new(Geo::load(&store).await?);
         let workers = match store.engine() {
             Engine::Sqlite => 1,
@@ -229,6 +466,7 @@ impl Application {
             metrics_listener,
             state,
             outbox,
+            keys: key_watch,
         })
     }
 
@@ -260,6 +498,12 @@ impl Application {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
+        // This process's keys are in the database before it takes its first tip, and the
+        // key file is watched from now on.
+        let mut keys = self.keys;
+        keys.poll(false).await;
+        keys.beat().await;
+        let (key_task, key_store, process_id) = keys.spawn();
         let limits = state.limits.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -300,6 +544,11 @@ impl Application {
         .await?;
         if let Some(task) = metrics_task {
             let _ = task.await;
+        }
+        key_task.abort();
+        let _ = key_task.await;
+        if let Err(e) = key_store.keys_forget_holder(&process_id).await {
+            tracing::warn!(error = %e, "cannot remove this process's key row");
         }
         state.intake.store().close().await;
         Ok(())

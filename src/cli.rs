@@ -1,10 +1,12 @@
 //! The command line: `serve` (the default), `migrate`, `keys …`, `villages …`.
 
-use crate::app::{open_keys, open_store, Application};
+use crate::app::{
+    keys_problem, load_keys, open_keys, open_store, Application, KEY_HOLDER_GONE_AFTER_MS,
+};
 use crate::config::Config;
-use crate::crypto::WrappedKey;
+use crate::crypto::{KeyRing, WrappedKey};
 use crate::geo::shipped_units;
-use crate::store::WrappedKeyRow;
+use crate::store::{KeyHolderRow, RewrappedKey, Store};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
@@ -82,15 +84,37 @@ enum AuditCommand {
 
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Show the key ids, the current one, and how many tips each still wraps.
+    /// Show every key id in the file or in use, the current one, how many tips each
+    /// wraps, and the running processes with the keys they hold.
     Status,
-    /// Add a new KEK and make it current; new tips use it.
-    Rotate,
-    /// Re-wrap every tip's data key under the current KEK.
-    Rewrap,
-    /// Remove a KEK that no tip uses any more.
-    Retire { key_id: String },
+    /// Add a new KEK and make it current; every running server takes it within a second
+    /// (or on SIGHUP), and this waits until they all have.
+    Rotate {
+        /// Seconds to wait for the running servers to take the new key.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+    /// Re-wrap every tip's data key under the current KEK, in batches; refused while a
+    /// running server does not hold that KEK yet.
+    Rewrap {
+        /// Seconds to wait for the running servers to hold the current key.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
+    /// Remove a KEK that no tip, and no running server, uses any more.
+    Retire {
+        key_id: String,
+        /// Seconds a running server must have had another current key before this one
+        /// goes: longer than any tip write can take (see the README).
+        #[arg(long, default_value_t = RETIRE_GRACE_SECS)]
+        grace: u64,
+    },
 }
+
+/// The default grace of `keys retire`: a tip wrapped just before its server switched keys
+/// is written within this time (its database write is bounded by the pool's 10 s acquire
+/// and SQLite's 10 s busy timeout, plus the group-commit queue ahead of it).
+const RETIRE_GRACE_SECS: u64 = 120;
 
 #[derive(Subcommand)]
 enum VillagesCommand {
@@ -223,41 +247,97 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// The running processes (heartbeat younger than [`KEY_HOLDER_GONE_AFTER_MS`]).
+async fn live_holders(store: &Store) -> anyhow::Result<Vec<KeyHolderRow>> {
+    let cutoff = crate::clock::now_ms() - KEY_HOLDER_GONE_AFTER_MS;
+    Ok(store
+        .keys_holders()
+        .await?
+        .into_iter()
+        .filter(|h| h.heartbeat_at >= cutoff)
+        .collect())
+}
+
+fn describe(h: &KeyHolderRow) -> String {
+    format!(
+        "{} (current {}, holds {})",
+        h.label, h.current_key, h.known_keys
+    )
+}
+
+/// Waits up to `wait` seconds until every running process passes `ok`; answers those
+/// that still do not.
+async fn wait_for_holders(
+    store: &Store,
+    wait: u64,
+    ok: impl Fn(&KeyHolderRow) -> bool,
+) -> anyhow::Result<Vec<KeyHolderRow>> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+    loop {
+        let behind: Vec<_> = live_holders(store)
+            .await?
+            .into_iter()
+            .filter(|h| !ok(h))
+            .collect();
+        if behind.is_empty() || std::time::Instant::now() >= until {
+            return Ok(behind);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 async fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
-    let mut ring = open_keys(&config, &store).await?;
     let path = config.key_file();
     let from_env = std::env::var_os("TINBAO_KEYS").is_some();
     match cmd {
-        KeysCommand::Status => {
-            for id in ring.ids() {
-                let n = store.tips_under_key(id).await?;
-                let mark = if id == ring.current_id() {
-                    " (current)"
-                } else {
-                    ""
-                };
-                println!("{id}{mark}: {n} tips");
-            }
-        }
-        KeysCommand::Rotate => {
+        KeysCommand::Status => keys_status(&config, &store).await?,
+        KeysCommand::Rotate { wait } => {
+            let mut ring = open_keys(&config, &store).await?;
             if from_env {
                 bail!(
                     "the keys come from TINBAO_KEYS: rotate the key file, then update the variable"
                 );
             }
-            let id = ring.rotate();
+            let retired = store.keys_retired().await?;
+            let id = ring.rotate(&retired);
             let check = ring.key_check(&id).expect("new key");
-            ring.save(&path)?;
+            // The check first: a server that reloads the file finds it already there.
             store
                 .add_key_check(&id, &check, crate::clock::now_ms())
                 .await?;
+            ring.save(&path)?;
             println!("new key {id} is current; run `tinbao keys rewrap` to move old tips to it");
+            let behind = wait_for_holders(&store, wait, |h| h.current_key == id).await?;
+            if behind.is_empty() {
+                println!("every running server now wraps new tips under {id}");
+            } else {
+                eprintln!(
+                    "warning: {} running server(s) do not wrap new tips under {id} yet: {}. \
+                     A server reads its key file every second and on SIGHUP; one started \
+                     with TINBAO_KEYS must be restarted with the new keys.",
+                    behind.len(),
+                    behind.iter().map(describe).collect::<Vec<_>>().join("; ")
+                );
+            }
         }
-        KeysCommand::Rewrap => {
-            let mut total = 0usize;
+        KeysCommand::Rewrap { wait } => {
+            let ring = open_keys(&config, &store).await?;
+            let current = ring.current_id();
+            let behind = wait_for_holders(&store, wait, |h| h.knows(&current)).await?;
+            if !behind.is_empty() {
+                bail!(
+                    "refusing to rewrap: {} running server(s) do not hold {current} yet, and \
+                     could not open a tip moved to it: {}. A server reads its key file every \
+                     second and on SIGHUP (its log says why it refused a file); one started \
+                     with TINBAO_KEYS must be restarted with the new keys.",
+                    behind.len(),
+                    behind.iter().map(describe).collect::<Vec<_>>().join("; ")
+                );
+            }
+            let mut total = 0u64;
             loop {
-                let batch = store.keys_to_rewrap(ring.current_id(), 1000).await?;
+                let batch = store.keys_to_rewrap(&current, 500).await?;
                 if batch.is_empty() {
                     break;
                 }
@@ -267,35 +347,171 @@ async fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
                         key_id: row.key_id.clone(),
                         wrapped: row.wrapped_key.clone(),
                     };
+                    // Unwraps under the old KEK, wraps under the current one, and proves
+                    // the new wrap opens to the same data key.
                     let new = ring
                         .rewrap(&row.id, &wrapped)
                         .with_context(|| format!("tip {} cannot be unwrapped", row.id))?;
-                    out.push(WrappedKeyRow {
+                    out.push(RewrappedKey {
                         id: row.id.clone(),
+                        old_key_id: row.key_id.clone(),
                         key_id: new.key_id,
                         wrapped_key: new.wrapped,
                     });
                 }
-                store.store_rewrapped(&out).await?;
-                total += out.len();
+                total += store.keys_store_rewrapped(&out).await?;
             }
-            println!("re-wrapped {total} data keys under {}", ring.current_id());
+            println!("re-wrapped {total} data keys under {current}");
         }
-        KeysCommand::Retire { key_id } => {
+        KeysCommand::Retire { key_id, grace } => {
             if from_env {
                 bail!(
                     "the keys come from TINBAO_KEYS: edit the key file, then update the variable"
                 );
             }
-            let n = store.tips_under_key(&key_id).await?;
-            if n > 0 {
-                bail!("{n} tips still use {key_id}: run `tinbao keys rewrap` first");
-            }
+            let mut ring = open_keys(&config, &store).await?;
+            retire_when_unused(&store, &ring, &key_id, grace).await?;
             ring.retire(&key_id)?;
             ring.save(&path)?;
-            store.remove_key_check(&key_id).await?;
+            store
+                .keys_mark_retired(&key_id, crate::clock::now_ms())
+                .await?;
             println!("retired {key_id}");
         }
+    }
+    Ok(())
+}
+
+/// Returns once `key_id` can go: no tip wrapped under it, no running server with it
+/// current or with a tip wrapped under it not yet written, and every running server that
+/// holds it switched to another key at least `grace` seconds ago (a tip wrapped under it
+/// just before the switch is written by then); everything is counted again after waiting.
+/// Refuses at once when a tip or a server's current key still uses it.
+async fn retire_when_unused(
+    store: &Store,
+    ring: &KeyRing,
+    key_id: &str,
+    grace: u64,
+) -> anyhow::Result<()> {
+    if key_id == ring.current_id() {
+        bail!("{key_id} is the current key; rotate first");
+    }
+    if !ring.has(key_id) {
+        bail!("no key {key_id} in the key file");
+    }
+    let grace_ms = i64::try_from(grace.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let give_up = crate::clock::now_ms().saturating_add(grace_ms) + 60_000;
+    loop {
+        let n = store
+            .keys_in_use()
+            .await?
+            .into_iter()
+            .find(|(id, _)| id == key_id)
+            .map_or(0, |(_, n)| n);
+        if n > 0 {
+            bail!("{n} tips still use {key_id}: run `tinbao keys rewrap` first");
+        }
+        let holders = live_holders(store).await?;
+        if let Some(h) = holders.iter().find(|h| h.current_key == key_id) {
+            bail!(
+                "a running server still wraps new tips under {key_id}: {}. It reads its key \
+                 file every second and on SIGHUP (its log says why it refused a file); one \
+                 started with TINBAO_KEYS must be restarted with the new keys.",
+                describe(h)
+            );
+        }
+        let now = crate::clock::now_ms();
+        let ready_at = holders
+            .iter()
+            // A server that never switched keys never had kN current (it is not now).
+            .filter(|h| h.knows(key_id) && h.switched_at > h.started_at)
+            .map(|h| h.switched_at.saturating_add(grace_ms))
+            .max()
+            .unwrap_or(0);
+        let writing: Vec<_> = holders.iter().filter(|h| h.is_wrapping(key_id)).collect();
+        if ready_at <= now && writing.is_empty() {
+            return Ok(());
+        }
+        if now > give_up {
+            bail!(
+                "running servers still write tips wrapped under {key_id}: {}",
+                writing
+                    .iter()
+                    .map(|h| describe(h))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        let pause = if ready_at > now {
+            eprintln!(
+                "waiting {} s: a running server switched away from {key_id} less than {grace} s \
+                 ago, and a tip it wrapped under {key_id} just before may still be on its way",
+                (ready_at - now + 999) / 1000
+            );
+            (ready_at - now).clamp(250, 5_000)
+        } else {
+            1_000
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(pause as u64)).await;
+    }
+}
+
+/// `tinbao keys status`: every key id in the file or in use with its count, and the
+/// running processes with what they hold.
+async fn keys_status(config: &Config, store: &Store) -> anyhow::Result<()> {
+    let ring = load_keys(config, store).await?;
+    let in_use = store.keys_in_use().await?;
+    let current = ring.current_id();
+    let mut ids: Vec<String> = ring.ids();
+    for (id, _) in &in_use {
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    ids.sort();
+    for id in &ids {
+        let n = in_use.iter().find(|(k, _)| k == id).map_or(0, |(_, n)| *n);
+        let mark = if *id == current {
+            " (current)"
+        } else if !ring.has(id) {
+            " (MISSING from the key file: these tips cannot be read)"
+        } else {
+            ""
+        };
+        println!("{id}{mark}: {n} tips");
+    }
+    let retired = store.keys_retired().await?;
+    if !retired.is_empty() {
+        println!("retired: {}", retired.join(", "));
+    }
+    let now = crate::clock::now_ms();
+    let holders = store.keys_holders().await?;
+    let live: Vec<_> = holders
+        .iter()
+        .filter(|h| h.heartbeat_at >= now - KEY_HOLDER_GONE_AFTER_MS)
+        .collect();
+    println!("running processes: {}", live.len());
+    for h in &live {
+        println!(
+            "  {}: current {} since {} s, holds {}{}, heartbeat {} s ago",
+            h.label,
+            h.current_key,
+            (now - h.switched_at) / 1000,
+            h.known_keys,
+            if h.wrapping_keys.is_empty() {
+                String::new()
+            } else {
+                format!(", writing under {}", h.wrapping_keys)
+            },
+            (now - h.heartbeat_at) / 1000
+        );
+    }
+    let gone = holders.len() - live.len();
+    if gone > 0 {
+        println!("  ({gone} stopped without a clean shutdown; their rows are ignored)");
+    }
+    if let Some(problem) = keys_problem(&ring, store).await? {
+        bail!("{problem}");
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ mod keyfile;
 mod pseudonym;
 mod receipt;
 
-pub use keyfile::{KeyFileError, KeyRing};
+pub use keyfile::{KeyChange, KeyFileError, KeyRing};
 pub use receipt::{Receipt, ReceiptError};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -69,6 +69,18 @@ fn open_with(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Op
     Ok(buf)
 }
 
+fn wrap_aad(tip_id: &str, key_id: &str) -> Vec<u8> {
+    format!("tinbao/v1|dek|tip:{tip_id}|kek:{key_id}").into_bytes()
+}
+
+/// Wraps a tip's raw data key under the KEK `key_id`.
+fn wrap_under(key_id: &str, kek: &LessSafeKey, tip_id: &str, raw: &[u8]) -> WrappedKey {
+    WrappedKey {
+        key_id: key_id.to_owned(),
+        wrapped: seal_with(kek, &wrap_aad(tip_id, key_id), raw),
+    }
+}
+
 fn aes_key(bytes: &[u8]) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, bytes).expect("32-byte AES key"))
 }
@@ -77,6 +89,8 @@ fn aes_key(bytes: &[u8]) -> LessSafeKey {
 pub struct TipKey {
     key: LessSafeKey,
     tip_id: String,
+    /// For a new tip's key: counts it as in flight under its KEK until dropped.
+    _wrapping: Option<keyfile::WrapGuard>,
 }
 
 /// A data key wrapped under a KEK, as stored beside the tip.
@@ -119,32 +133,30 @@ impl TipKey {
 
 impl KeyRing {
     fn wrap_aad(tip_id: &str, key_id: &str) -> Vec<u8> {
-        format!("tinbao/v1|dek|tip:{tip_id}|kek:{key_id}").into_bytes()
+        wrap_aad(tip_id, key_id)
     }
 
-    /// Makes a fresh data key for a new tip, wrapped under the current KEK.
+    /// Makes a fresh data key for a new tip, wrapped under the current KEK. Until the
+    /// returned key is dropped (the tip written, or given up), the ring counts a write in
+    /// flight under that KEK ([`KeyRing::wrapping_ids`]).
     pub fn new_tip_key(&self, tip_id: &str) -> (TipKey, WrappedKey) {
         let raw: [u8; 32] = random_bytes();
-        let wrapped = self.wrap_raw(tip_id, &raw);
+        let (keks, guard) = self.snapshot_for_wrap();
+        let (key_id, kek) = keks.current();
+        let wrapped = wrap_under(key_id, kek, tip_id, &raw);
         (
             TipKey {
                 key: aes_key(&raw),
                 tip_id: tip_id.to_owned(),
+                _wrapping: Some(guard),
             },
             wrapped,
         )
     }
 
-    fn wrap_raw(&self, tip_id: &str, raw: &[u8]) -> WrappedKey {
-        let (key_id, kek) = self.current_kek();
-        WrappedKey {
-            key_id: key_id.to_owned(),
-            wrapped: seal_with(kek, &Self::wrap_aad(tip_id, key_id), raw),
-        }
-    }
-
     fn unwrap_raw(&self, tip_id: &str, wrapped: &WrappedKey) -> Result<Vec<u8>, OpenError> {
-        let kek = self.kek(&wrapped.key_id).ok_or(OpenError)?;
+        let keks = self.snapshot();
+        let kek = keks.kek(&wrapped.key_id).ok_or(OpenError)?;
         open_with(
             kek,
             &Self::wrap_aad(tip_id, &wrapped.key_id),
@@ -161,18 +173,28 @@ impl KeyRing {
         Ok(TipKey {
             key: aes_key(&raw),
             tip_id: tip_id.to_owned(),
+            _wrapping: None,
         })
     }
 
-    /// Re-wraps a data key under the current KEK (for `keys rewrap`).
+    /// Re-wraps a data key under the current KEK (for `keys rewrap`), and proves the new
+    /// wrap opens to the same data key before answering it.
     pub fn rewrap(&self, tip_id: &str, wrapped: &WrappedKey) -> Result<WrappedKey, OpenError> {
         let raw = self.unwrap_raw(tip_id, wrapped)?;
-        Ok(self.wrap_raw(tip_id, &raw))
+        let keks = self.snapshot();
+        let (key_id, kek) = keks.current();
+        let new = wrap_under(key_id, kek, tip_id, &raw);
+        let back = open_with(kek, &Self::wrap_aad(tip_id, key_id), &new.wrapped)?;
+        if !constant_eq(&back, &raw) {
+            return Err(OpenError);
+        }
+        Ok(new)
     }
 
     /// A value sealed under a KEK that proves, at the next start, that the same KEK is back.
     pub fn key_check(&self, key_id: &str) -> Option<Vec<u8>> {
-        let kek = self.kek(key_id)?;
+        let keks = self.snapshot();
+        let kek = keks.kek(key_id)?;
         Some(seal_with(
             kek,
             format!("tinbao/v1|check|kek:{key_id}").as_bytes(),
@@ -182,7 +204,7 @@ impl KeyRing {
 
     /// Whether `check` was made by [`KeyRing::key_check`] under this ring's KEK `key_id`.
     pub fn verify_key_check(&self, key_id: &str, check: &[u8]) -> bool {
-        self.kek(key_id).is_some_and(|kek| {
+        self.snapshot().kek(key_id).is_some_and(|kek| {
             open_with(
                 kek,
                 format!("tinbao/v1|check|kek:{key_id}").as_bytes(),
@@ -337,7 +359,7 @@ mod tests {
         let mut ring = KeyRing::generate();
         let (k, w) = ring.new_tip_key("t");
         let sealed = k.seal_str("f", "secret");
-        let new_id = ring.rotate();
+        let new_id = ring.rotate(&[]);
         assert_eq!(ring.current_id(), new_id);
         let w2 = ring.rewrap("t", &w).unwrap();
         assert_eq!(w2.key_id, new_id);
@@ -351,8 +373,8 @@ mod tests {
     fn key_checks_detect_a_different_kek() {
         let a = KeyRing::generate();
         let b = KeyRing::generate();
-        let check = a.key_check(a.current_id()).unwrap();
-        assert!(a.verify_key_check(a.current_id(), &check));
-        assert!(!b.verify_key_check(a.current_id(), &check));
+        let check = a.key_check(&a.current_id()).unwrap();
+        assert!(a.verify_key_check(&a.current_id(), &check));
+        assert!(!b.verify_key_check(&a.current_id(), &check));
     }
 }

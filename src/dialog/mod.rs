@@ -426,7 +426,8 @@ impl Chat {
         let action = match turn.action {
             Some(Action::Check(_))
             | Some(Action::Reply {
-                receipt: Some(_), ..
+                receipt_ref: Some(_),
+                ..
             }) => match self.receipt_limited(sender, &lang) {
                 Some(wait) => {
                     replies.push(wait);

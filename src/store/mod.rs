@@ -500,3 +500,6 @@ mod accounts;
 mod console;
 pub use accounts::{AccountRow, SessionRow};
 pub use console::{NoteRow, QueueFilter, QueueRow, QueueScope, TriageRow};
+
+mod keys;
+pub use keys::{KeyHolderRow, RewrappedKey};
