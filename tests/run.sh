@@ -62,6 +62,7 @@ missing=()
 pkg_installed python3-aiosmtpd || missing+=(python3-aiosmtpd)
 # schemathesis goes into a venv of its own (tests/schemathesis/run.sh).
 pkg_installed python3-venv || missing+=(python3-venv)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "$MANAGE_PG" = 1 ] && ! pg_server_present; then
     missing+=(postgresql)
 elif ! command -v psql >/dev/null 2>&1; then

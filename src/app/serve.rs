@@ -127,6 +127,9 @@ impl Registry {
     }
 }
 
+/// How often a connection with a request in flight looks whether it has become idle.
+const BUSY_RECHECK: Duration = Duration::from_secs(1);
+
 /// A socket that times out while its connection waits: for the next request's first byte
 /// (`idle_timeout`) and, once one has come, for the rest of its headers
 /// (`header_timeout`). While a request is in flight it never times out here; the body
@@ -163,7 +166,10 @@ impl<T> Guarded<T> {
     fn track(&mut self) {
         let done = self.shared.done.load(Ordering::Acquire);
         if self.shared.busy.load(Ordering::Acquire) > 0 {
-            self.phase = Phase::Busy;
+            if self.phase != Phase::Busy {
+                self.phase = Phase::Busy;
+                self.timer.as_mut().reset(Instant::now() + BUSY_RECHECK);
+            }
         } else if self.phase == Phase::Busy || done != self.seen_done {
             self.phase = Phase::Idle;
             self.timer
@@ -194,6 +200,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
+                // While a request is in flight nothing wakes this read when it ends, so the
+                // timer looks again every BUSY_RECHECK: the idle deadline then starts.
+                while this.phase == Phase::Busy && this.timer.as_mut().poll(cx).is_ready() {
+                    this.track();
+                    if this.phase == Phase::Busy {
+                        this.timer.as_mut().reset(Instant::now() + BUSY_RECHECK);
+                    }
+                }
                 if this.phase != Phase::Busy && this.timer.as_mut().poll(cx).is_ready() {
                     let what = if this.phase == Phase::Idle {
                         "idle connection timed out"

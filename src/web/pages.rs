@@ -381,8 +381,10 @@ async fn read_tip_form(mut multipart: Multipart) -> (TipForm, Vec<Vec<u8>>, Opti
             if photos.len() > MAX_PHOTOS {
                 continue;
             }
-            match read_part(&mut field, MAX_PHOTO_BYTES).await {
-                Ok((_, false)) => return (form, photos, Some(TOO_BIG)),
+            // One byte past the photo limit is read and kept, so that intake names the
+            // photo as too large (the rest of it is skipped unkept).
+            match read_part(&mut field, MAX_PHOTO_BYTES + 1).await {
+                Ok((b, false)) => photos.push(b),
                 Ok((b, true)) if b.is_empty() => {}
                 Ok((b, true)) => photos.push(b),
                 Err(e) => return (form, photos, Some(multipart_error(&e))),
@@ -420,7 +422,20 @@ async fn read_tip_form(mut multipart: Multipart) -> (TipForm, Vec<Vec<u8>>, Opti
 }
 
 fn multipart_error(e: &MultipartError) -> &'static str {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    // The route's limit (`web::limit_body`) wraps the body in `Limited`; its error comes
+    // through multer and axum boxed several times, so look down the whole chain.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut over_limit = false;
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>()
+            || err.to_string().contains("length limit exceeded")
+        {
+            over_limit = true;
+            break;
+        }
+        source = err.source();
+    }
+    if over_limit || e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         "error.body_too_large"
     } else {
         "error.bad_request"

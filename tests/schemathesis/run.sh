@@ -65,6 +65,7 @@ BASE="http://127.0.0.1:$PORT"
         TINBAO_DATA_DIR="$WORK/var" \
         TINBAO_STATUS_FLOOR_MS=0 \
         TINBAO_RATE_LIMIT__ENABLED=false \
+        TINBAO_METRICS_LISTEN=off \
         TINBAO_LOG=info \
         "$BIN" serve >"$WORK/server.out" 2>"$WORK/server.log"
 ) &
