@@ -13,7 +13,7 @@ use crate::state::Lang;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::{self, HeaderValue};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -245,9 +245,10 @@ async fn security_headers(State(state): State<AppState>, req: Request, next: Nex
     res
 }
 
-/// What a tipster sends (a tip, a reply, a receipt check, a chat or SMS message): never
-/// counted, so that no series rises with each tip or tells a found receipt from a wrong one.
-const UNCOUNTED_POSTS: &[&str] = &[
+/// What a tipster opens or sends (the tip and status forms, a tip, a reply, a receipt check,
+/// a chat or SMS message), by any method: never counted, so that no series rises with each
+/// tip, shows when someone went to check a receipt, or tells a found receipt from a wrong one.
+const UNCOUNTED: &[&str] = &[
     "/tips",
     "/status",
     "/status/reply",
@@ -267,7 +268,7 @@ async fn record_metrics(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    if req.method() == Method::POST && UNCOUNTED_POSTS.contains(&path.as_str()) {
+    if UNCOUNTED.contains(&path.as_str()) {
         return next.run(req).await;
     }
     let method = req.method().as_str().to_owned();
