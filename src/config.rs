@@ -629,9 +629,9 @@ fn merge_dicts(mut into: Dict, from: Dict) -> Dict {
     into
 }
 
-/// The dotted keys whose value is a list, read off the defaults.
-fn list_keys() -> Vec<String> {
-    fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
+/// Every leaf of a configuration value with its dotted key.
+fn leaves(value: &Value) -> Vec<(String, &Value)> {
+    fn walk<'v>(prefix: &str, value: &'v Value, out: &mut Vec<(String, &'v Value)>) {
         match value {
             Value::Dict(_, d) => {
                 for (k, v) in d {
@@ -643,15 +643,24 @@ fn list_keys() -> Vec<String> {
                     walk(&key, v, out);
                 }
             }
-            Value::Array(..) => out.push(prefix.to_owned()),
-            _ => {}
+            leaf => out.push((prefix.to_owned(), leaf)),
         }
     }
     let mut out = Vec::new();
-    if let Ok(value) = Value::serialize(Config::default()) {
-        walk("", &value, &mut out);
-    }
+    walk("", value, &mut out);
     out
+}
+
+/// The dotted keys whose value is a list, read off the defaults.
+fn list_keys() -> Vec<String> {
+    match Value::serialize(Config::default()) {
+        Ok(value) => leaves(&value)
+            .into_iter()
+            .filter(|(_, v)| matches!(v, Value::Array(..)))
+            .map(|(k, _)| k)
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 impl Provider for EnvText {
@@ -764,21 +773,6 @@ mod tests {
     /// Every leaf key of the configuration, dotted, read off a configuration with every
     /// optional value present.
     fn leaf_keys() -> Vec<String> {
-        fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
-            match value {
-                Value::Dict(_, d) => {
-                    for (k, v) in d {
-                        let key = if prefix.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{prefix}.{k}")
-                        };
-                        walk(&key, v, out);
-                    }
-                }
-                _ => out.push(prefix.to_owned()),
-            }
-        }
         let mut full = Config {
             database_url: Some(String::new()),
             key_file: Some(PathBuf::new()),
@@ -788,9 +782,8 @@ mod tests {
         };
         full.smtp.username = Some(String::new());
         full.smtp.password = Some(String::new());
-        let mut out = Vec::new();
-        walk("", &Value::serialize(full).unwrap(), &mut out);
-        out
+        let value = Value::serialize(full).unwrap();
+        leaves(&value).into_iter().map(|(k, _)| k).collect()
     }
 
     fn env_name(key: &str) -> String {
