@@ -129,6 +129,10 @@ pub enum PhotoRef {
     TelegramFile(String),
     /// A URL the provider serves the image at (Zalo, Twilio media).
     Url(String),
+    /// A photo the provider announced but does not hand over: the Android gateway's
+    /// `mms:received` carries an MMS's metadata only. Never fetched; counted as missing,
+    /// and the tipster is told how to send it instead.
+    Withheld,
 }
 
 /// What happened, as the provider told it.

@@ -207,7 +207,7 @@ impl Provider for TelegramClient {
             match photo {
                 PhotoRef::TelegramFile(id) => self.download_file(id, max_bytes).await,
                 PhotoRef::Bytes(b) => Ok(b.clone()),
-                PhotoRef::Url(_) => Err("not a Telegram file".into()),
+                PhotoRef::Url(_) | PhotoRef::Withheld => Err("not a Telegram file".into()),
             }
         })
     }

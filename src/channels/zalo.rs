@@ -626,7 +626,7 @@ impl Provider for ZaloClient {
             match photo {
                 PhotoRef::Url(url) => self.fetch_image(url, max_bytes).await,
                 PhotoRef::Bytes(b) => Ok(b.clone()),
-                PhotoRef::TelegramFile(_) => Err("not a Zalo image".into()),
+                PhotoRef::TelegramFile(_) | PhotoRef::Withheld => Err("not a Zalo image".into()),
             }
         })
     }

@@ -247,6 +247,8 @@ pub async fn disable(
     let Some(target) = managed(&state, &s, &id).await else {
         return Err(ConsoleError::forbidden());
     };
+    // Disabling goes first: an account to be shut out is shut out even if the audit log
+    // then refuses the entry (the request fails and says so).
     accounts::disable(&state.store, &target.id).await?;
     changed(&state, &s, "account.disable", &target).await?;
     page(
@@ -269,8 +271,10 @@ pub async fn reset(
     let Some(target) = managed(&state, &s, &id).await else {
         return Err(ConsoleError::forbidden());
     };
-    let password = accounts::reset(&state.store, &target.id).await?;
+    // On record before it happens: a new password is never handed out unaudited.
     changed(&state, &s, "account.reset", &target).await?;
+    let password = accounts::reset(&state.store, &target.id).await?;
+    state.console_cache.people.clear();
     page(
         &state,
         &s,

@@ -53,10 +53,8 @@ impl axum::extract::FromRequestParts<AppState> for ScopedTip {
     }
 }
 
-/// Writes an audit entry about a tip (never its content). Every read and change of a tip
-/// goes through here, and a failure fails the request: nothing is shown unaudited. A
-/// change also drops the briefly cached open-tip counts, so the officer who made it sees
-/// it counted on the next queue page.
+/// Writes an audit entry about a tip (never its content). Every read of a tip goes
+/// through here, and a failure fails the request: nothing is shown unaudited.
 async fn audit(
     state: &AppState,
     s: &ConsoleSession,
@@ -64,9 +62,6 @@ async fn audit(
     action: &str,
     detail: &str,
 ) -> Result<(), AuditError> {
-    if action != "tip.open" {
-        state.console_cache.open.clear();
-    }
     state
         .audit
         .record(
@@ -79,6 +74,37 @@ async fn audit(
         )
         .await
         .map(|_| ())
+}
+
+/// Makes a change to a tip, audited first: the entry is committed before `change` runs,
+/// so a change is never made without its entry (an audit log that refuses the entry
+/// refuses the change). A change that then fails is recorded as `tip.failed` with the
+/// action's name (best effort: the failure is already an error page). A change also drops
+/// the briefly cached open-tip counts, so the officer who made it sees it counted on the
+/// next queue page.
+async fn audited<T, E>(
+    state: &AppState,
+    s: &ConsoleSession,
+    row: &TipRow,
+    action: &str,
+    detail: &str,
+    change: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ConsoleError>
+where
+    ConsoleError: From<E>,
+{
+    audit(state, s, row, action, detail).await?;
+    let done = change.await;
+    state.console_cache.open.clear();
+    match done {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            if let Err(failed) = audit(state, s, row, "tip.failed", action).await {
+                tracing::error!(error = %failed, action, "a failed change's audit entry could not be written");
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// A line of the tip's timeline.
@@ -471,10 +497,6 @@ pub async fn set_status(
         return back(&id, Some("outcome_required"));
     }
     let outcome = (to == Status::Closed).then_some(outcome).flatten();
-    state
-        .store
-        .set_status(&id, to.as_str(), outcome.map(|o| o.as_str()), now_ms())
-        .await?;
     let detail = format!(
         "{} → {}{}",
         from.as_str(),
@@ -483,7 +505,10 @@ pub async fn set_status(
             .map(|o| format!(" ({})", o.as_str()))
             .unwrap_or_default()
     );
-    audit(&state, &s, &row, "tip.status", &detail).await?;
+    let change = state
+        .store
+        .set_status(&id, to.as_str(), outcome.map(|o| o.as_str()), now_ms());
+    audited(&state, &s, &row, "tip.status", &detail, change).await?;
     back(&id, None)
 }
 
@@ -514,10 +539,6 @@ pub async fn set_category(
         return back(&id, Some("bad_input"));
     };
     let due = priority.due_at(row.created_at, &state.config.sla);
-    state
-        .store
-        .set_category_priority(&id, category.as_str(), priority.as_i64(), due, now_ms())
-        .await?;
     let detail = format!(
         "{}/{} → {}/{}",
         row.category,
@@ -525,7 +546,11 @@ pub async fn set_category(
         category.as_str(),
         f.priority
     );
-    audit(&state, &s, &row, "tip.category", &detail).await?;
+    let change =
+        state
+            .store
+            .set_category_priority(&id, category.as_str(), priority.as_i64(), due, now_ms());
+    audited(&state, &s, &row, "tip.category", &detail, change).await?;
     back(&id, None)
 }
 
@@ -561,14 +586,14 @@ pub async fn assign(
             None => return back(&id, Some("bad_input")),
         }
     };
-    state
-        .store
-        .set_assignee(&id, assignee.as_ref().map(|a| a.id.as_str()), now_ms())
-        .await?;
     let detail = assignee
-        .map(|a| a.display_name)
+        .as_ref()
+        .map(|a| a.display_name.clone())
         .unwrap_or_else(|| "—".into());
-    audit(&state, &s, &row, "tip.assign", &detail).await?;
+    let change = state
+        .store
+        .set_assignee(&id, assignee.as_ref().map(|a| a.id.as_str()), now_ms());
+    audited(&state, &s, &row, "tip.assign", &detail, change).await?;
     back(&id, None)
 }
 
@@ -594,8 +619,8 @@ pub async fn add_note(
     let Some(text) = clean_text(&f.text) else {
         return back(&id, Some("bad_input"));
     };
-    state.intake.add_note(&row, &s.account.id, text).await?;
-    audit(&state, &s, &row, "tip.note", "").await?;
+    let change = state.intake.add_note(&row, &s.account.id, text);
+    audited(&state, &s, &row, "tip.note", "", change).await?;
     back(&id, None)
 }
 
@@ -610,8 +635,8 @@ pub async fn message(
     let Some(text) = clean_text(&f.text) else {
         return back(&id, Some("bad_input"));
     };
-    state.intake.police_message(&id, text).await?;
-    audit(&state, &s, &row, "tip.message", "").await?;
+    let change = state.intake.police_message(&id, text);
+    audited(&state, &s, &row, "tip.message", "", change).await?;
     back(&id, None)
 }
 
@@ -640,8 +665,8 @@ pub async fn duplicate(
     else {
         return back(&id, Some("unknown_tip"));
     };
-    store.set_duplicate(&id, &original.id, now_ms()).await?;
-    audit(&state, &s, &row, "tip.duplicate", &original.id).await?;
+    let change = store.set_duplicate(&id, &original.id, now_ms());
+    audited(&state, &s, &row, "tip.duplicate", &original.id, change).await?;
     back(&id, None)
 }
 
@@ -682,18 +707,9 @@ pub async fn transfer(
         texts().get("console.transfer"),
         commune.name
     );
-    state
-        .intake
-        .transfer(&row, &s.account.id, &commune, &note)
-        .await?;
-    audit(
-        &state,
-        &s,
-        &row,
-        "tip.transfer",
-        &format!("→ {}", commune.code),
-    )
-    .await?;
+    let change = state.intake.transfer(&row, &s.account.id, &commune, &note);
+    let detail = format!("→ {}", commune.code);
+    audited(&state, &s, &row, "tip.transfer", &detail, change).await?;
     // The tip may now be outside this account's scope.
     if s.account
         .sees_tip_in(Some(commune.province_code), Some(commune.code))
@@ -719,14 +735,8 @@ pub async fn reward(
 ) -> Page {
     let id = row.id.clone();
     let eligible = f.eligible == "1";
-    state.store.set_reward(&id, eligible, now_ms()).await?;
-    audit(
-        &state,
-        &s,
-        &row,
-        "tip.reward",
-        if eligible { "yes" } else { "no" },
-    )
-    .await?;
+    let change = state.store.set_reward(&id, eligible, now_ms());
+    let detail = if eligible { "yes" } else { "no" };
+    audited(&state, &s, &row, "tip.reward", detail, change).await?;
     back(&id, None)
 }

@@ -5,7 +5,6 @@
 
 use super::{Chat, ChatError};
 use crate::channels::{PhotoRef, Transport};
-use crate::clock::now_ms;
 use crate::intake::{IntakeError, MAX_PHOTOS};
 use std::time::Duration;
 
@@ -22,6 +21,14 @@ pub(super) struct MmsPhotos {
     pub missing: usize,
 }
 
+/// Counts photos that did not arrive (the gap itself is noted in the tip's or the
+/// message's own transaction).
+pub(super) fn count_missing(missing: usize) {
+    if missing > 0 {
+        metrics::counter!("tinbao_mms_photos_missing_total").increment(missing as u64);
+    }
+}
+
 /// Whether intake refused a message's photos (a file it could not read or clean).
 pub(super) fn photos_refused(e: &IntakeError) -> bool {
     matches!(e, IntakeError::Invalid(errors) if errors.iter().any(|e| e.field == "photos"))
@@ -34,6 +41,7 @@ impl Chat {
             return MmsPhotos::default();
         }
         let wanted = &photos[..photos.len().min(MAX_PHOTOS)];
+        let withheld = wanted.iter().all(|p| matches!(p, PhotoRef::Withheld));
         let fetches =
             futures_util::future::join_all(wanted.iter().map(|p| self.fetch_photo(transport, p)));
         let Ok(results) = tokio::time::timeout(MMS_FETCH_TIMEOUT, fetches).await else {
@@ -50,6 +58,7 @@ impl Chat {
         for r in results {
             match r {
                 Ok(b) => out.bytes.push(b),
+                Err(_) if withheld => out.missing += 1,
                 // The error names the failure (status, size, timeout), never the URL.
                 Err(e) => {
                     tracing::warn!(error = %e, "an MMS photo could not be fetched");
@@ -72,43 +81,44 @@ impl Chat {
         let intake = &self.inner.intake;
         let MmsPhotos { bytes, mut missing } = photos;
         let n = bytes.len();
-        match intake.chat_reply(tip_id, text, bytes).await {
+        if text.trim().is_empty() && n == 0 {
+            // Nothing arrived but the news that photos were sent: no empty message, only
+            // the gap.
+            if missing > 0 {
+                let count = i64::try_from(missing).unwrap_or(i64::MAX);
+                self.inner
+                    .store
+                    .add_photo_gap(tip_id, count, crate::clock::now_ms())
+                    .await?;
+            }
+            count_missing(missing);
+            return Ok(missing);
+        }
+        match intake.chat_reply(tip_id, text, bytes, missing).await {
             Ok(_) => {}
             Err(e) if n > 0 && photos_refused(&e) => {
                 missing += n;
-                intake.chat_reply(tip_id, text, Vec::new()).await?;
+                intake.chat_reply(tip_id, text, Vec::new(), missing).await?;
             }
             Err(e) => return Err(e.into()),
         }
-        self.note_photo_gap(tip_id, missing).await;
+        count_missing(missing);
         Ok(missing)
     }
 
-    /// Notes on the tip, for the officer, that `missing` photos did not arrive. The tip
-    /// and its answer are already committed: a failure here is logged, not retried, so
-    /// the tipster's message is not added twice.
-    pub(super) async fn note_photo_gap(&self, tip_id: &str, missing: usize) {
-        if missing == 0 {
-            return;
-        }
-        metrics::counter!("tinbao_mms_photos_missing_total").increment(missing as u64);
-        let missing = i64::try_from(missing).unwrap_or(i64::MAX);
-        if let Err(e) = self
-            .inner
-            .store
-            .add_photo_gap(tip_id, missing, now_ms())
-            .await
-        {
-            tracing::warn!(error = %e, tip = tip_id, "could not note a tip's missing photos");
-        }
-    }
-
-    /// The tipster's line about photos that did not arrive; none when all did.
-    pub(super) fn photos_missing_text(&self, lang: &str, missing: usize) -> Option<String> {
-        (missing > 0).then(|| {
-            self.inner
-                .bot
-                .fill(lang, "sms.photos_missing", &[("n", &missing.to_string())])
+    /// The tipster's line about photos that did not arrive; none when all did. When the
+    /// gateway never hands MMS content over (`withheld`), sending again by MMS is no use:
+    /// the line says how else to send them.
+    pub(super) fn photos_missing_text(
+        &self,
+        lang: &str,
+        missing: usize,
+        withheld: bool,
+    ) -> Option<String> {
+        let bot = &self.inner.bot;
+        (missing > 0).then(|| match withheld {
+            true => bot.text(lang, "sms.mms_unsupported").to_owned(),
+            false => bot.fill(lang, "sms.photos_missing", &[("n", &missing.to_string())]),
         })
     }
 }

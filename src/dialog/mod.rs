@@ -554,6 +554,7 @@ impl Chat {
             address: ev.sender.clone(),
             receipt_text: inner.bot.text(lang, "receipt").to_owned(),
             inbox_id: Some(row.id),
+            photos_missing: 0,
         };
         match inner
             .intake
@@ -578,6 +579,7 @@ impl Chat {
     async fn fetch_photo(&self, transport: Transport, p: &PhotoRef) -> Result<Vec<u8>, String> {
         match (p, &self.inner.photos) {
             (PhotoRef::Bytes(b), _) => Ok(b.clone()),
+            (PhotoRef::Withheld, _) => Err("the gateway does not hand over MMS content".into()),
             (_, Some(source)) => source.fetch(transport, p).await,
             (_, None) => Err("no photo source".into()),
         }
@@ -642,7 +644,7 @@ impl Chat {
         let done = match (receipt_ref.map(hex::decode), open.first()) {
             (Some(Ok(mac)), _) => intake.reply_by_receipt_mac(&mac, text, bytes).await,
             (Some(Err(_)), _) => return Ok("error.receipt"),
-            (None, Some(c)) => intake.chat_reply(&c.tip_id, text, bytes).await,
+            (None, Some(c)) => intake.chat_reply(&c.tip_id, text, bytes, 0).await,
             (None, None) => return Ok("reply.no_open_tip"),
         };
         match done {
@@ -667,6 +669,8 @@ impl Chat {
         let text = text.trim();
         let folded = fold(text);
         let words = &bot.sms;
+        // An MMS the gateway announced without its content (Android).
+        let withheld = photos.iter().any(|p| matches!(p, PhotoRef::Withheld));
         let keyword = |list: &[String]| {
             list.iter()
                 .find(|k| folded == **k || folded.starts_with(&format!("{k} ")))
@@ -711,7 +715,7 @@ impl Chat {
                 let mms = self.fetch_mms(ev.transport, photos).await;
                 let missing = self.sms_follow_up(&c.tip_id, text, mms).await?;
                 let mut replies = vec![say("sms.joined")];
-                replies.extend(self.photos_missing_text(&lang, missing));
+                replies.extend(self.photos_missing_text(&lang, missing, withheld));
                 return self
                     .answer(ev.transport, &ev.sender, &replies)
                     .await
@@ -728,8 +732,16 @@ impl Chat {
             None => text.to_owned(),
         };
         if body.chars().count() < words.min_chars {
+            // Photos alone make no tip; an MMS whose content never reaches us is told so.
+            let mut replies = Vec::new();
+            if !(withheld && body.is_empty()) {
+                replies.push(say("sms.too_short"));
+            }
+            if withheld {
+                replies.extend(self.photos_missing_text(&lang, photos.len(), true));
+            }
             return self
-                .answer(ev.transport, &ev.sender, &[say("sms.too_short")])
+                .answer(ev.transport, &ev.sender, &replies)
                 .await
                 .map(|()| false);
         }
@@ -744,7 +756,7 @@ impl Chat {
         // The receipt's message also tells of photos that did not arrive.
         let receipt_text = |missing: usize| {
             let mut t = say("sms.receipt");
-            if let Some(line) = self.photos_missing_text(&lang, missing) {
+            if let Some(line) = self.photos_missing_text(&lang, missing, withheld) {
                 t.push(' ');
                 t.push_str(&line);
             }
@@ -763,6 +775,7 @@ impl Chat {
             address: ev.sender.clone(),
             receipt_text: receipt_text(missing),
             inbox_id: Some(row.id),
+            photos_missing: missing,
         };
         let channel = ev.transport.channel();
         let mut result = inner
@@ -774,19 +787,13 @@ impl Chat {
             missing += input.photos.len();
             input.photos.clear();
             origin.receipt_text = receipt_text(missing);
+            origin.photos_missing = missing;
             result = inner.intake.submit_from(channel, input, Some(origin)).await;
         }
         match result {
-            Ok(receipt) => {
+            Ok(_) => {
                 inner.outbox.wake();
-                if missing > 0 {
-                    let mac = inner.keys.receipt_mac(&receipt);
-                    match inner.store.tip_by_receipt(&mac).await {
-                        Ok(Some(tip)) => self.note_photo_gap(&tip.id, missing).await,
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(error = %e, "could not note missing photos"),
-                    }
-                }
+                mms::count_missing(missing);
                 Ok(true)
             }
             Err(IntakeError::Invalid(_)) => self

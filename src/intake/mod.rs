@@ -56,6 +56,9 @@ pub struct ChatOrigin {
     pub receipt_text: String,
     /// The inbox event to remove with the tip.
     pub inbox_id: Option<i64>,
+    /// Photos sent with the tip that could not be fetched or read, noted on the tip in
+    /// its own transaction.
+    pub photos_missing: usize,
 }
 
 /// One problem with one field; `code` is a key into the texts.
@@ -414,6 +417,7 @@ impl Intake {
                         &text,
                     )],
                     inbox_id: o.inbox_id,
+                    photos_missing: i64::try_from(o.photos_missing).unwrap_or(i64::MAX),
                 });
             }
             match self.writer.insert(record.clone()).await {
@@ -609,7 +613,7 @@ impl Intake {
         let Some(row) = self.store.tip_by_receipt(receipt_mac).await? else {
             return Ok(false);
         };
-        self.add_message(&row, "tipster", text.trim(), clean, false)
+        self.add_message(&row, "tipster", text.trim(), clean, false, 0)
             .await?;
         Ok(true)
     }
@@ -620,11 +624,11 @@ impl Intake {
         let Some(row) = self.store.tip(tip_id).await? else {
             return Ok(false);
         };
-        self.add_message(&row, "police", text.trim(), Vec::new(), true)
+        self.add_message(&row, "police", text.trim(), Vec::new(), true, 0)
             .await?;
         for dup in self.store.duplicates_of(tip_id).await? {
             if let Some(dup_row) = self.store.tip(&dup).await? {
-                self.add_message(&dup_row, "police", text.trim(), Vec::new(), true)
+                self.add_message(&dup_row, "police", text.trim(), Vec::new(), true, 0)
                     .await?;
             }
         }
@@ -632,12 +636,15 @@ impl Intake {
     }
 
     /// Adds a tipster's chat or SMS message to an open tip reached through their reply
-    /// address (no receipt needed), and notes when they last wrote.
+    /// address (no receipt needed), and notes when they last wrote. `photos_missing`
+    /// counts photos sent with it that never arrived (MMS), noted on the tip with the
+    /// message.
     pub async fn chat_reply(
         &self,
         tip_id: &str,
         text: &str,
         photos: Vec<Vec<u8>>,
+        photos_missing: usize,
     ) -> Result<bool, IntakeError> {
         let mut errors = Vec::new();
         check_len(&mut errors, "message", text.trim(), MAX_TEXT);
@@ -652,7 +659,8 @@ impl Intake {
         let Some(row) = self.store.tip(tip_id).await? else {
             return Ok(false);
         };
-        self.add_message(&row, "tipster", text.trim(), clean, false)
+        let missing = i64::try_from(photos_missing).unwrap_or(i64::MAX);
+        self.add_message(&row, "tipster", text.trim(), clean, false, missing)
             .await?;
         self.store.touch_tip_contact(tip_id, now_ms()).await?;
         Ok(true)
@@ -704,6 +712,7 @@ impl Intake {
         text: &str,
         photos: Vec<CleanPhoto>,
         deliver: bool,
+        photos_missing: i64,
     ) -> Result<(), IntakeError> {
         let key = self.tip_key(row)?;
         let id = new_id();
@@ -723,6 +732,7 @@ impl Intake {
             tip_id: row.id.clone(),
             author,
             created_at: now_ms(),
+            photos_missing,
             id,
         };
         self.store.add_message(&record).await?;

@@ -438,6 +438,12 @@ impl Store {
                     if let Some(inbox_id) = chat.inbox_id {
                         sqlx::query("DELETE FROM inbox WHERE id = $1").bind(inbox_id).execute(&mut *tx).await?;
                     }
+                    if chat.photos_missing > 0 {
+                        sqlx::query("INSERT INTO photo_gaps (id, tip_id, missing, created_at) VALUES ($1, $2, $3, $4)")
+                            .bind(uuid::Uuid::new_v4().simple().to_string()).bind(&t.id)
+                            .bind(chat.photos_missing).bind(t.created_at)
+                            .execute(&mut *tx).await?;
+                    }
                 }
             }
             Ok(tx.commit().await?)
@@ -491,6 +497,12 @@ impl Store {
             sqlx::query("UPDATE tips SET updated_at = $1 WHERE id = $2").bind(m.created_at).bind(&m.tip_id)
                 .execute(&mut *tx).await?;
             outbox::insert_outbox_rows!(tx, &m.outbox);
+            if m.photos_missing > 0 {
+                sqlx::query("INSERT INTO photo_gaps (id, tip_id, missing, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(uuid::Uuid::new_v4().simple().to_string()).bind(&m.tip_id)
+                    .bind(m.photos_missing).bind(m.created_at)
+                    .execute(&mut *tx).await?;
+            }
             Ok(tx.commit().await?)
         })
     }

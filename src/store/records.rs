@@ -88,6 +88,9 @@ pub struct ChatTipExtras {
     pub outbox: Vec<super::NewOutboxRow>,
     /// The inbox event that carried the tip, removed in the same transaction.
     pub inbox_id: Option<i64>,
+    /// Photos the tipster sent that could not be fetched or read (MMS): noted on the tip
+    /// in the same transaction, so a stored tip never lacks them silently.
+    pub photos_missing: i64,
 }
 
 /// A tip's reply address as stored: pseudonym, and the address sealed with the tip key.
@@ -155,6 +158,9 @@ pub struct NewMessageRecord {
     pub attachments: Vec<NewAttachment>,
     /// Deliveries of this message to the tipster's chat or SMS, queued with it.
     pub outbox: Vec<super::NewOutboxRow>,
+    /// Photos sent with the message that could not be fetched or read (MMS), noted on
+    /// the tip in the message's transaction.
+    pub photos_missing: i64,
 }
 
 /// An attachment without its bytes.

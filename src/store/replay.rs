@@ -33,7 +33,8 @@ impl Store {
             .bind(before).execute(p).await.map(|r| r.rows_affected()))
     }
 
-    /// Notes that `missing` photos sent with a tip (or a later message to it) are missing.
+    /// Notes that `missing` photos sent to a tip with no message of their own (an MMS
+    /// the gateway announced without content) are missing.
     pub async fn add_photo_gap(&self, tip_id: &str, missing: i64, at: i64) -> StoreResult<()> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         on_pool!(self, p => sqlx::query(

@@ -708,13 +708,45 @@ async fn a_tip_or_photo_whose_reading_cannot_be_audited_is_not_shown(engine: Eng
         !contains(&body, &jpeg[..64.min(jpeg.len())]) && !body.starts_with(&[0xff, 0xd8]),
         "[{engine:?}] the photo is not sent"
     );
-    // A change whose audit fails shows no tip either (it answers an error, not the page).
-    let res = officer
-        .post(app.url(&format!("/console/tips/{id}/note")))
-        .form(&[("csrf", csrf.as_str()), ("text", "ghi chú")])
-        .send()
-        .await
-        .unwrap();
-    assert!(!res.text().await.unwrap().contains(CANARY));
+    // A change whose audit fails shows no tip either (it answers an error, not the page),
+    // and is not made: the entry is written before the change.
+    let store = app.state.intake.store();
+    let before = store.tip(&id).await.unwrap().unwrap();
+    let changes: [(&str, &[(&str, &str)]); 4] = [
+        ("note", &[("text", "ghi chú")]),
+        ("message", &[("text", "tin nhắn của công an")]),
+        ("status", &[("status", "triaged"), ("outcome", "")]),
+        ("category", &[("category", "other"), ("priority", "urgent")]),
+    ];
+    for (action, fields) in changes {
+        let mut form = vec![("csrf", csrf.as_str())];
+        form.extend_from_slice(fields);
+        let res = officer
+            .post(app.url(&format!("/console/tips/{id}/{action}")))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            res.status().is_server_error(),
+            "[{engine:?}] {action}: {}",
+            res.status()
+        );
+        assert!(!res.text().await.unwrap().contains(CANARY));
+    }
+    let after = store.tip(&id).await.unwrap().unwrap();
+    assert_eq!(after.status, before.status, "[{engine:?}] status unchanged");
+    assert_eq!(
+        after.priority, before.priority,
+        "[{engine:?}] priority unchanged"
+    );
+    assert!(
+        store.notes(&id).await.unwrap().is_empty(),
+        "[{engine:?}] no note"
+    );
+    assert!(
+        store.messages(&id).await.unwrap().is_empty(),
+        "[{engine:?}] no message to the tipster"
+    );
     app.stop().await;
 }

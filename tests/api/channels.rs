@@ -645,6 +645,67 @@ async fn android_gateway_tip_signatures_and_replay_window(engine: Engine) {
     app.stop().await;
 }
 
+engine_test!(android_mms_photos_never_arrive_so_the_tip_notes_it_and_the_tipster_is_told);
+async fn android_mms_photos_never_arrive_so_the_tip_notes_it_and_the_tipster_is_told(
+    engine: Engine,
+) {
+    let gw = android::FakeAndroid::start("user", "pass").await;
+    let secret = "android-webhook-secret";
+    let app = spawn_app_with(engine, |c| {
+        c.sms.android = gw.config(secret);
+        c.outbox.backoff_ms = 50;
+    })
+    .await;
+    let post = |body: String| {
+        let now = chrono::Utc::now().timestamp();
+        let mut req = app
+            .client
+            .post(app.url("/hooks/sms/android"))
+            .header("content-type", "application/json");
+        for (k, v) in android::signed_headers(secret, &body, now).iter() {
+            req = req.header(k.as_str(), v.to_str().unwrap());
+        }
+        req.body(body).send()
+    };
+    let unsupported = "khong nhan duoc anh MMS";
+    let store = app.state.intake.store().clone();
+    // An MMS from someone with no open tip: no tip, and they learn how to send photos.
+    let res = post(android::mms_received("mms-0", "+84911000111"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let sent = gw.wait_for(1, WAIT).await;
+    assert!(sent[0].1.contains(unsupported), "{}", sent[0].1);
+    assert!(
+        !sent[0].1.contains("qua ngan"),
+        "no text was sent: {}",
+        sent[0].1
+    );
+    assert!(app.raw_tip_ids().await.is_empty(), "[{engine:?}] no tip");
+    // A tipster with an open tip sends an MMS: the tip notes the missing photo.
+    let phone = "+84987654321";
+    let body = android::sms_received("ev-1", phone, "Có tụ điểm hút ở bãi đất trống sau trường");
+    assert_eq!(post(body).await.unwrap().status(), 200);
+    let sent = gw.wait_for(2, WAIT).await;
+    let receipt = receipt_in(&sent[1].1).expect("a receipt");
+    let tip = tip_of(&app, &receipt).await;
+    assert_eq!(
+        post(android::mms_received("mms-1", phone))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let sent = gw.wait_for(3, WAIT).await;
+    assert!(sent[2].1.contains(unsupported), "{}", sent[2].1);
+    let gaps = store.photo_gaps(&tip.id).await.unwrap();
+    assert_eq!(gaps.len(), 1, "[{engine:?}]");
+    assert_eq!(gaps[0].missing, 1);
+    // No empty message joined the conversation.
+    assert!(store.messages(&tip.id).await.unwrap().is_empty());
+    app.stop().await;
+}
+
 engine_test!(closing_a_tip_erases_its_reply_address_and_no_address_is_stored_in_clear);
 async fn closing_a_tip_erases_its_reply_address_and_no_address_is_stored_in_clear(engine: Engine) {
     let tw = twilio::FakeTwilio::start(SID, TOKEN).await;

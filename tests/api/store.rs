@@ -116,11 +116,16 @@ async fn every_engine_passes_the_repository_conformance_suite(engine: Engine) {
                 body: vec![8],
             }],
             outbox: Vec::new(),
+            photos_missing: 2,
         })
         .await
         .unwrap();
     let msgs = store.messages("tip-a").await.unwrap();
     assert_eq!(msgs.len(), 1);
+    // Photos that never arrived are noted with the message, in its transaction.
+    let gaps = store.photo_gaps("tip-a").await.unwrap();
+    assert_eq!(gaps.len(), 1);
+    assert_eq!((gaps[0].missing, gaps[0].created_at), (2, 5_000));
     assert_eq!(msgs[0].author, "police");
     let atts = store.attachments("tip-a").await.unwrap();
     assert_eq!(atts.len(), 2);

@@ -3,7 +3,7 @@
 
 use super::header_str;
 use super::text::prepare_text;
-use crate::channels::{http, rate, HookError, Inbound, InboundKind, Outgoing, Provider};
+use crate::channels::{http, rate, HookError, Inbound, InboundKind, Outgoing, PhotoRef, Provider};
 use crate::channels::{SendOutcome, Transport};
 use crate::config::AndroidSmsConfig;
 use axum::http::HeaderMap;
@@ -32,7 +32,10 @@ const MAX_MAX_AGE_SECONDS: i64 = 24 * 3600;
 /// `now_ms` either way is [`HookError::Stale`], so a captured request cannot be replayed
 /// later (within the window, the inbox knows its id).
 ///
-/// `sms:received` becomes one [`Inbound`] message from `payload.phoneNumber`; its
+/// `sms:received` becomes one [`Inbound`] message from `payload.phoneNumber`, and so does
+/// `mms:received`, with its subject (if any) as the text and one
+/// [`PhotoRef::Withheld`] photo: the gateway sends an MMS's metadata, never its content,
+/// so the tipster is told to send photos another way and an open tip notes the gap. Its
 /// `provider_id` is the event's top-level `id`, or `payload.messageId` when there is no
 /// `id` (the gateway derives `messageId` from the content, so two people texting the same
 /// word may share one). Every other event (`sms:sent`, `sms:delivered`, `sms:failed`,
@@ -77,7 +80,8 @@ fn parse_android(body: &[u8]) -> Result<Vec<Inbound>, HookError> {
         .get("event")
         .and_then(Value::as_str)
         .ok_or_else(|| malformed("missing event"))?;
-    if kind != "sms:received" {
+    let mms = kind == "mms:received";
+    if kind != "sms:received" && !mms {
         return Ok(vec![]);
     }
     let payload = event
@@ -89,10 +93,15 @@ fn parse_android(body: &[u8]) -> Result<Vec<Inbound>, HookError> {
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| malformed("missing payload.phoneNumber"))?;
-    let text = payload
-        .get("message")
-        .and_then(Value::as_str)
-        .ok_or_else(|| malformed("missing payload.message"))?;
+    // An MMS notice has no text of its own, at most a subject, and never the content.
+    let text = if mms {
+        payload.get("subject").and_then(Value::as_str).unwrap_or("")
+    } else {
+        payload
+            .get("message")
+            .and_then(Value::as_str)
+            .ok_or_else(|| malformed("missing payload.message"))?
+    };
     let id_of = |v: Option<&Value>| {
         v.and_then(Value::as_str)
             .filter(|s| !s.is_empty())
@@ -106,7 +115,11 @@ fn parse_android(body: &[u8]) -> Result<Vec<Inbound>, HookError> {
         to: None,
         kind: InboundKind::Message {
             text: text.to_string(),
-            photos: vec![],
+            photos: if mms {
+                vec![PhotoRef::Withheld]
+            } else {
+                vec![]
+            },
             location: None,
         },
     }])
@@ -326,6 +339,33 @@ mod tests {
     }
 
     #[test]
+    fn android_mms_notice_is_a_message_whose_photo_is_withheld() {
+        // The documented `mms:received` payload: metadata, no content.
+        let body = r#"{"deviceId":"ffffffffceb0b1db0000018e937c815b","event":"mms:received","id":"Ey6ECgOkVVFjz3CL48B8C","payload":{"messageId":"mms_12345abcde","phoneNumber":"+84912345678","simNumber":1,"transactionId":"T1234567890ABC","subject":"Photo attachment","size":125684,"contentClass":"IMAGE_BASIC","receivedAt":"2025-08-23T05:15:30.000+07:00"},"webhookId":"wh2"}"#;
+        let got = android_verify_signed(body, NOW_MS / 1000).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].sender, "+84912345678");
+        assert_eq!(got[0].provider_id.as_deref(), Some("Ey6ECgOkVVFjz3CL48B8C"));
+        assert_eq!(
+            got[0].kind,
+            InboundKind::Message {
+                text: "Photo attachment".into(),
+                photos: vec![PhotoRef::Withheld],
+                location: None,
+            }
+        );
+        // No subject: no text; no sender: refused like an SMS.
+        let body = r#"{"event":"mms:received","id":"m2","payload":{"phoneNumber":"+84912345678"}}"#;
+        let got = android_verify_signed(body, NOW_MS / 1000).unwrap();
+        assert!(matches!(&got[0].kind, InboundKind::Message { text, .. } if text.is_empty()));
+        let body = r#"{"event":"mms:received","id":"m3","payload":{}}"#;
+        assert!(matches!(
+            android_verify_signed(body, NOW_MS / 1000),
+            Err(HookError::Malformed(_))
+        ));
+    }
+
+    #[test]
     fn android_other_events_are_acknowledged_and_ignored() {
         for body in [
             r#"{"event":"sms:sent","id":"1","payload":{"messageId":"m","phoneNumber":"+1","sentAt":"2024-01-01T00:00:00Z"}}"#,
@@ -333,7 +373,7 @@ mod tests {
             r#"{"event":"sms:failed","id":"3","payload":{"messageId":"m","reason":"Invalid number"}}"#,
             r#"{"event":"system:ping","id":"4","payload":{"health":{"status":"pass"}}}"#,
             r#"{"event":"system:ping","id":"5"}"#,
-            r#"{"event":"mms:received","id":"6","payload":{}}"#,
+            r#"{"event":"mms:downloaded","id":"6","payload":{}}"#,
         ] {
             assert_eq!(
                 android_verify_signed(body, NOW_MS / 1000),

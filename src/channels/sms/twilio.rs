@@ -350,7 +350,9 @@ impl Provider for TwilioClient {
             match photo {
                 PhotoRef::Url(url) => self.fetch_media(url, max_bytes).await,
                 PhotoRef::Bytes(b) => Ok(b.clone()),
-                PhotoRef::TelegramFile(_) => Err("not a Twilio media file".into()),
+                PhotoRef::TelegramFile(_) | PhotoRef::Withheld => {
+                    Err("not a Twilio media file".into())
+                }
             }
         })
     }

@@ -289,6 +289,26 @@ pub fn sms_received(event_id: &str, phone_number: &str, message: &str) -> String
     .to_string()
 }
 
+/// An `mms:received` webhook body, as documented: the MMS's metadata, never its content.
+pub fn mms_received(event_id: &str, phone_number: &str) -> String {
+    serde_json::json!({
+        "deviceId": "ffffffffceb0b1db0000018e937c815b",
+        "event": "mms:received",
+        "id": event_id,
+        "payload": {
+            "messageId": format!("mms-{event_id}"),
+            "phoneNumber": phone_number,
+            "simNumber": 1,
+            "transactionId": "T1234567890ABC",
+            "size": 125684,
+            "contentClass": "IMAGE_BASIC",
+            "receivedAt": "2026-06-22T15:46:11.000+07:00",
+        },
+        "webhookId": "tinbao-mms-received",
+    })
+    .to_string()
+}
+
 /// An `sms:delivered` webhook body, as the gateway posts when the handset confirms a
 /// message (`message_id` is the id the message was sent with).
 pub fn sms_delivered(event_id: &str, message_id: &str, phone_number: &str) -> String {
