@@ -460,6 +460,7 @@ impl Application {
             audit,
             metrics: crate::state::metrics_handle(),
             console_cache: Arc::new(ConsoleCaches::default()),
+            submissions: Arc::default(),
         };
         Ok(Application {
             listener,

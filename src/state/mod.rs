@@ -3,6 +3,7 @@
 
 mod caches;
 mod limits;
+pub mod once;
 mod request;
 
 pub use caches::{ConsoleCaches, TtlCache};
@@ -39,6 +40,8 @@ pub struct AppState {
     pub broadcasts: Broadcasts,
     /// The keyed parts of console logins (throttling keys, TOTP secrets).
     pub logins: Logins,
+    /// The resident forms' submission tokens: one submission, one record.
+    pub submissions: Arc<once::Submissions>,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).

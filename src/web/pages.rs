@@ -5,6 +5,7 @@ use crate::crypto::Receipt;
 use crate::i18n::local_time;
 use crate::i18n::{locales, Texts};
 use crate::intake::{FieldError, IntakeError, TipInput, TipStatusView, MAX_PHOTOS};
+use crate::state::once;
 use crate::state::AppState;
 use crate::state::{pad_to, ClientIp, Lang};
 use crate::state::{Action, Limited};
@@ -22,8 +23,10 @@ pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(form_page))
         .route("/tips", post(submit_tip))
+        .route("/tips/receipt", get(show_receipt))
         .route("/status", get(status_form).post(check_status))
         .route("/status/reply", post(reply))
+        .route("/status/view", get(show_status))
 }
 
 /// A language link in the page header.
@@ -86,6 +89,8 @@ pub struct TipForm {
     pub action: String,
     /// The reply form's receipt (a POST field, never part of a URL).
     pub receipt: String,
+    /// The form's submission token (`web::once`): the same form sent twice files once.
+    pub submission: String,
 }
 
 impl TipForm {
@@ -133,6 +138,7 @@ impl FormPage {
 struct ReceiptPage {
     t: Texts,
     langs: Vec<LangLink>,
+    /// Empty once the receipt was shown: the page then says so instead.
     receipt: String,
 }
 
@@ -168,6 +174,8 @@ pub(crate) struct StatusPage {
     reply_text: String,
     errors: Vec<ErrorItem>,
     notice: Option<String>,
+    /// The reply form's submission token.
+    submission: String,
 }
 
 #[derive(Template)]
@@ -237,8 +245,17 @@ impl IntoResponse for Refusal {
     }
 }
 
-fn form_page_for(state: &AppState, lang: Lang, form: TipForm, errors: &[FieldError]) -> FormPage {
+fn form_page_for(
+    state: &AppState,
+    lang: Lang,
+    mut form: TipForm,
+    errors: &[FieldError],
+) -> FormPage {
     let t = lang.texts();
+    // A form sent back keeps its token, so that it still files once; a new one gets one.
+    if once::valid_token(&form.submission).is_none() {
+        form.submission = once::new_token();
+    }
     let geo = state.intake.geo();
     let province: Option<i64> = form.province.trim().parse().ok();
     let commune: Option<i64> = form.commune.trim().parse().ok();
@@ -412,6 +429,7 @@ async fn read_tip_form(mut multipart: Multipart) -> (TipForm, Vec<Vec<u8>>, Opti
             "lang" => form.lang = value,
             "action" => form.action = value,
             "receipt" => form.receipt = value,
+            "submission" => form.submission = value,
             _ => {}
         }
         if !whole {
@@ -556,14 +574,35 @@ async fn submit_tip(
         .await);
     }
     let input = form.to_input(photos);
-    match state.intake.submit(Channel::Web, input).await {
-        Ok(receipt) => Ok(render(
-            StatusCode::OK,
-            ReceiptPage {
-                t,
-                langs: lang_links(lang),
-                receipt: receipt.to_string(),
-            },
+    // One submission, one tip: the same token again waits for the first and gets its
+    // receipt page (once); a form without a token (an old page) files as it is.
+    let token = once::valid_token(&form.submission)
+        .map(str::to_owned)
+        .unwrap_or_else(once::new_token);
+    let slot = state.submissions.slot(&token);
+    let file = async {
+        let receipt = state.intake.submit(Channel::Web, input).await?;
+        let keys = state.intake.keys();
+        Ok::<_, IntakeError>(once::seal_view(
+            keys,
+            RECEIPT_VIEW,
+            &token,
+            &receipt,
+            now_s(),
+        ))
+    };
+    let filed = slot.once(file).await;
+    if filed.is_err() {
+        drop(slot);
+        state.submissions.forget_failed(&token);
+    }
+    match filed {
+        Ok(view) => Ok(view_redirect(
+            &state,
+            "/tips/receipt",
+            RECEIPT_COOKIE,
+            &view,
+            &token,
         )),
         Err(IntakeError::Invalid(errors)) => Err(rerender_form(
             &state,
@@ -590,6 +629,121 @@ async fn submit_tip(
             .await)
         }
     }
+}
+
+/// The receipt page's cookie and the kind its receipt is sealed for.
+const RECEIPT_COOKIE: &str = "tinbao_receipt";
+const RECEIPT_VIEW: &str = "receipt-view";
+/// The status page's, after a reply.
+const STATUS_COOKIE: &str = "tinbao_status";
+const STATUS_VIEW: &str = "status-view";
+
+fn now_s() -> i64 {
+    crate::clock::now_ms().div_euclid(1000)
+}
+
+/// The `303` to the page that shows a filed form's result once: with the cookie that
+/// carries it, unless it was shown already (a form sent again after its result was seen
+/// gets the page without it).
+fn view_redirect(state: &AppState, to: &str, cookie: &str, view: &str, token: &str) -> Response {
+    let mut res = (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, to), (header::CACHE_CONTROL, "no-store")],
+    )
+        .into_response();
+    let shown = state.submissions.get(token).is_some_and(|s| s.was_shown());
+    if !shown {
+        let value = once::view_cookie(cookie, to, view, state.config.tls());
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            res.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    res
+}
+
+/// Opens the view a request carries for `kind`, once: `None` when there is none, it is
+/// not authentic or expired, or its result was already shown in this process.
+fn take_view(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    cookie: &str,
+    kind: &str,
+) -> Option<Receipt> {
+    let value = once::cookie(headers, cookie)?;
+    let (token, receipt) = once::open_view(state.intake.keys(), kind, value, now_s())?;
+    // Shown once per token: the slot may be gone (another process, a restart), and then
+    // the cleared cookie is what keeps it from showing again.
+    let already = state
+        .submissions
+        .get(&token)
+        .is_some_and(|s| s.take_shown());
+    (!already).then_some(receipt)
+}
+
+/// A page that shows a result once: never cached, and the cookie cleared.
+fn shown_once(state: &AppState, mut res: Response, cookie: &str, path: &str) -> Response {
+    let clear = once::clear_cookie(cookie, path, state.config.tls());
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// `GET /tips/receipt`: the receipt of the tip just sent, once; afterwards (a reload,
+/// Back, the URL opened later) the page says the receipt was shown and how to check.
+async fn show_receipt(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let t = lang.texts();
+    let receipt = take_view(&state, &headers, RECEIPT_COOKIE, RECEIPT_VIEW)
+        .map(|r| r.to_string())
+        .unwrap_or_default();
+    let page = render(
+        StatusCode::OK,
+        ReceiptPage {
+            t,
+            langs: lang_links(lang),
+            receipt,
+        },
+    );
+    shown_once(&state, page, RECEIPT_COOKIE, "/tips/receipt")
+}
+
+/// `GET /status/view`: the tip's status page after a reply was sent, once; without its
+/// cookie, the receipt form.
+async fn show_status(
+    State(state): State<AppState>,
+    lang: Lang,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let t = lang.texts();
+    let Some(receipt) = take_view(&state, &headers, STATUS_COOKIE, STATUS_VIEW) else {
+        let res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/status")]).into_response();
+        return shown_once(&state, res, STATUS_COOKIE, "/status/view");
+    };
+    let page = match state.intake.status(&receipt).await {
+        Ok(Some(view)) => {
+            let mut page = status_page(t, lang, &receipt, view);
+            page.notice = Some(t.get("status.reply_sent").to_owned());
+            render(StatusCode::OK, page)
+        }
+        Ok(None) => Refusal::StatusForm(lang, StatusCode::OK, t.get("status.not_found").into())
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "status check failed");
+            Refusal::StatusForm(
+                lang,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                t.get("error.check_failed").into(),
+            )
+            .into_response()
+        }
+    };
+    shown_once(&state, page, STATUS_COOKIE, "/status/view")
 }
 
 async fn status_form(State(_): State<AppState>, lang: Lang) -> Response {
@@ -639,6 +793,7 @@ fn status_page(t: Texts, lang: Lang, receipt: &Receipt, view: TipStatusView) -> 
         reply_text: String::new(),
         errors: Vec::new(),
         notice: None,
+        submission: once::new_token(),
     }
 }
 
@@ -713,22 +868,29 @@ async fn reply(
         ));
     };
     let limited = state.limits.check(Action::Submit, ip).err();
-    let result = match (broken, limited) {
-        (Some(code), _) => Err(vec![ErrorItem {
+    // Filed, it answers with a redirect; otherwise the status page with why not.
+    let errors = match (broken, limited) {
+        (Some(code), _) => vec![ErrorItem {
             field: "message",
             message: t.get(code).to_owned(),
-        }]),
-        (None, Some(l)) => Err(vec![ErrorItem {
+        }],
+        (None, Some(l)) => vec![ErrorItem {
             field: "message",
             message: limited_message(t, "error.rate_limited", l),
-        }]),
-        (None, None) => match state
-            .intake
-            .reply(&receipt, &form.description, photos)
-            .await
-        {
-            Ok(true) => Ok(()),
-            Ok(false) => {
+        }],
+        (None, None) => match reply_once(&state, &form, &receipt, photos).await {
+            Ok(Some(view)) => {
+                pad_to(start, state.config.status_floor_ms).await;
+                let token = once::valid_token(&form.submission).unwrap_or_default();
+                return Ok(view_redirect(
+                    &state,
+                    "/status/view",
+                    STATUS_COOKIE,
+                    &view,
+                    token,
+                ));
+            }
+            Ok(None) => {
                 pad_to(start, state.config.status_floor_ms).await;
                 return Err(status_form_error(
                     lang,
@@ -736,13 +898,13 @@ async fn reply(
                     t.get("status.not_found").to_owned(),
                 ));
             }
-            Err(IntakeError::Invalid(errors)) => Err(error_items(t, &errors)),
+            Err(IntakeError::Invalid(errors)) => error_items(t, &errors),
             Err(e) => {
                 tracing::error!(error = %e, "a reply could not be stored");
-                Err(vec![ErrorItem {
+                vec![ErrorItem {
                     field: "message",
                     message: t.get("error.reply_failed").to_owned(),
-                }])
+                }]
             }
         },
     };
@@ -767,19 +929,47 @@ async fn reply(
     };
     let mut page = status_page(t, lang, &receipt, view);
     pad_to(start, state.config.status_floor_ms).await;
-    match result {
-        Ok(()) => {
-            page.notice = Some(t.get("status.reply_sent").to_owned());
-            Ok(render(StatusCode::OK, page))
+    page.reply_text = form.description.clone();
+    page.errors = errors;
+    if let Some(token) = once::valid_token(&form.submission) {
+        page.submission = token.to_owned();
+    }
+    Err(Refusal::Reply(
+        Box::new(page),
+        StatusCode::UNPROCESSABLE_ENTITY,
+    ))
+}
+
+/// Files a reply once per submission token: `Some(view)` (the cookie value that shows the
+/// status page) once filed, `None` when the receipt names no tip.
+async fn reply_once(
+    state: &AppState,
+    form: &TipForm,
+    receipt: &Receipt,
+    photos: Vec<Vec<u8>>,
+) -> Result<Option<String>, IntakeError> {
+    let token = once::valid_token(&form.submission)
+        .map(str::to_owned)
+        .unwrap_or_else(once::new_token);
+    let slot = state.submissions.slot(&token);
+    let file = async {
+        match state.intake.reply(receipt, &form.description, photos).await {
+            Ok(true) => {}
+            Ok(false) => return Err(None),
+            Err(e) => return Err(Some(e)),
         }
-        Err(errors) => {
-            page.reply_text = form.description.clone();
-            page.errors = errors;
-            Err(Refusal::Reply(
-                Box::new(page),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            ))
-        }
+        let keys = state.intake.keys();
+        Ok(once::seal_view(keys, STATUS_VIEW, &token, receipt, now_s()))
+    };
+    let filed = slot.once(file).await;
+    if filed.is_err() {
+        drop(slot);
+        state.submissions.forget_failed(&token);
+    }
+    match filed {
+        Ok(view) => Ok(Some(view)),
+        Err(None) => Ok(None),
+        Err(Some(e)) => Err(e),
     }
 }
 

@@ -44,7 +44,10 @@ async fn canaries_receipts_and_addresses_never_reach_the_database_or_the_log(eng
     let pg = PgDb::for_engine(engine).await;
     let env = PgDb::env(&pg);
     let server = Server::start(dir.path(), &env).await;
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let form = Form::new()
         .text("category", "dealing")
         .text("province", "1")
@@ -56,13 +59,15 @@ async fn canaries_receipts_and_addresses_never_reach_the_database_or_the_log(eng
         .text("contact_opt_in", "1")
         .text("contact", format!("0912345678 {CANARY}"))
         .text("action", "submit");
-    let html = client
+    let res = client
         .post(format!("{}/tips", server.base))
         .header("user-agent", format!("UA-{CANARY}"))
         .multipart(form)
         .send()
         .await
-        .unwrap()
+        .unwrap();
+    let html = follow_filed(&client, &server.base, res)
+        .await
         .text()
         .await
         .unwrap();
@@ -77,7 +82,7 @@ async fn canaries_receipts_and_addresses_never_reach_the_database_or_the_log(eng
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(res.status(), 303);
     let res = client
         .post(format!("{}/status", server.base))
         .form(&[("receipt", &receipt)])

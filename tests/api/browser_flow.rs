@@ -79,6 +79,15 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         .unwrap();
     assert_eq!(receipt.trim().len(), 19, "receipt {receipt}");
     b.screenshot("receipt-360").await.unwrap();
+    // A reload: one tip, and the receipt is not shown again.
+    c.refresh().await.unwrap();
+    c.wait()
+        .for_element(Locator::Id("receipt-shown"))
+        .await
+        .unwrap();
+    assert!(!c.source().await.unwrap().contains(receipt.trim()));
+    b.screenshot("receipt-reloaded-360").await.unwrap();
+    assert_eq!(app.raw_tip_ids().await.len(), 1, "one tip");
 
     c.goto(&app.url("/status")).await.unwrap();
     c.wait()
@@ -123,6 +132,14 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
     assert!(page.contains("chúng tôi đang xác minh"), "{page}");
     assert!(page.contains("Thêm: có xe máy biển 29"), "{page}");
     b.screenshot("reply-360").await.unwrap();
+    // A reload after the reply sends nothing again: it asks for the receipt.
+    c.refresh().await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("#status-form input[name=receipt]"))
+        .await
+        .unwrap();
+    let store = app.state.intake.store();
+    assert_eq!(store.messages(&ids[0]).await.unwrap().len(), 2, "one reply");
     b.close().await.unwrap();
     let opened = app.state.intake.open_tip(&ids[0]).await.unwrap().unwrap();
     assert_eq!(opened.row.category, "hotspot");

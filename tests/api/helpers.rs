@@ -500,3 +500,24 @@ impl TestApp {
         self.stop().await;
     }
 }
+
+/// A filed form's answer as a browser sees it: the `303` to the page that shows its
+/// result, followed with the cookie it set. `client` must not follow redirects itself.
+pub async fn follow_filed(
+    client: &reqwest::Client,
+    base: &str,
+    res: reqwest::Response,
+) -> reqwest::Response {
+    assert_eq!(res.status(), 303, "a filed form redirects");
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let to = res.headers()["location"].to_str().unwrap().to_owned();
+    let cookie = res
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+    let mut req = client.get(format!("{base}{to}"));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    req.send().await.unwrap()
+}

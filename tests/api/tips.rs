@@ -53,6 +53,7 @@ async fn form_tip_receipt_status_police_message_reply_and_photo(engine: Engine) 
         .send()
         .await
         .unwrap();
+    let res = follow_filed(&app.client, &app.base, res).await;
     assert_eq!(res.status(), 200, "{engine:?}");
     assert_eq!(res.headers()["cache-control"], "no-store");
     let html = res.text().await.unwrap();
@@ -109,6 +110,7 @@ async fn form_tip_receipt_status_police_message_reply_and_photo(engine: Engine) 
         .send()
         .await
         .unwrap();
+    let res = follow_filed(&app.client, &app.base, res).await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     assert!(html.contains("Đã gửi"), "{html}");
@@ -243,6 +245,173 @@ async fn bad_photos_are_refused_with_a_clear_message_and_the_text_kept() {
         assert!(html.contains("nhà số 12 cuối ngõ"));
     }
     assert!(app.raw_tip_ids().await.is_empty(), "nothing stored");
+    app.stop().await;
+}
+
+/// The submission token of a page's form.
+fn submission_in(html: &str) -> String {
+    let at = html
+        .find("name=\"submission\" value=\"")
+        .expect("a submission token");
+    let rest = &html[at + "name=\"submission\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+engine_test!(a_form_sent_twice_files_one_tip_and_its_receipt_shows_once);
+async fn a_form_sent_twice_files_one_tip_and_its_receipt_shows_once(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let html = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = submission_in(&html);
+    assert_eq!(token.len(), 32);
+    let post = |description: &'static str| {
+        let form = tip_form(description).text("submission", token.clone());
+        app.client.post(app.url("/tips")).multipart(form).send()
+    };
+    // A double tap: both sent at once.
+    let (a, b) = tokio::join!(
+        post("Có người bán ma túy ở chợ đêm"),
+        post("Có người bán ma túy ở chợ đêm")
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        (a.status(), b.status()),
+        (303.try_into().unwrap(), 303.try_into().unwrap())
+    );
+    assert_eq!(app.raw_tip_ids().await.len(), 1, "[{engine:?}] one tip");
+    // The browser shows the answer to the last one: the receipt, once.
+    let shown = follow_filed(&app.client, &app.base, b)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let receipt = receipt_from(&shown);
+    assert_eq!(receipt.len(), 19);
+    // A reload of the receipt page (the same cookie again) shows no receipt.
+    let again = follow_filed(&app.client, &app.base, a)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!again.contains(&receipt), "shown once");
+    assert!(again.contains("id=\"receipt-shown\""), "{again}");
+    // The same URL opened later, without the cookie: nothing.
+    let later = app
+        .client
+        .get(app.url("/tips/receipt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(later.headers()["cache-control"], "no-store");
+    assert!(!later.text().await.unwrap().contains(&receipt));
+    // The POST sent again (Back then resubmit, a retrying connection): still one tip, and
+    // no receipt again.
+    let res = post("Có người bán ma túy ở chợ đêm").await.unwrap();
+    assert_eq!(res.status(), 303);
+    assert!(res.headers().get("set-cookie").is_none(), "no second view");
+    let html = follow_filed(&app.client, &app.base, res)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains(&receipt));
+    assert_eq!(
+        app.raw_tip_ids().await.len(),
+        1,
+        "[{engine:?}] still one tip"
+    );
+    // A form refused for an error keeps its token; corrected, it files.
+    let html = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token2 = submission_in(&html);
+    let bad = tip_form("").text("submission", token2.clone());
+    let res = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert_eq!(submission_in(&html), token2, "the same token comes back");
+    let good = tip_form("Thanh niên tụ tập hút bóng cười").text("submission", token2);
+    let res = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(good)
+        .send()
+        .await
+        .unwrap();
+    let html = follow_filed(&app.client, &app.base, res)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_ne!(receipt_from(&html), receipt);
+    assert_eq!(app.raw_tip_ids().await.len(), 2);
+
+    // A reply sent twice is one message; its page shows once, then asks for the receipt.
+    let status = app
+        .client
+        .post(app.url("/status"))
+        .form(&[("receipt", receipt.as_str())])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let reply_token = submission_in(&status);
+    let reply = || {
+        let form = Form::new()
+            .text("receipt", receipt.clone())
+            .text("submission", reply_token.clone())
+            .text("message", "Họ bán từ 21 giờ");
+        app.client
+            .post(app.url("/status/reply"))
+            .multipart(form)
+            .send()
+    };
+    let first = reply().await.unwrap();
+    let second = reply().await.unwrap();
+    let page = follow_filed(&app.client, &app.base, first)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Họ bán từ 21 giờ") && page.contains("Đã gửi"),
+        "{page}"
+    );
+    let reload = follow_filed(&app.client, &app.base, second).await;
+    assert_eq!(
+        reload.status(),
+        303,
+        "the status page once; then the receipt form"
+    );
+    assert_eq!(reload.headers()["location"], "/status");
+    let ids = app.raw_tip_ids().await;
+    let store = app.state.intake.store();
+    let mut messages = 0;
+    for id in &ids {
+        messages += store.messages(id).await.unwrap().len();
+    }
+    assert_eq!(messages, 1, "[{engine:?}] one reply");
     app.stop().await;
 }
 

@@ -1,0 +1,229 @@
+//! One submission, one record: the tip form and the reply form carry a random submission
+//! token, and a form that files something answers with a redirect (post/redirect/get) to
+//! a page that shows its result once.
+//!
+//! - The same token posted again (a double tap, a reload of the POST, a browser or a
+//!   flaky connection retrying it) while or after the first is being filed does not file
+//!   again: it waits for the first and gets the same answer. A token is remembered for
+//!   [`KEEP`] in this process (a failed attempt is not remembered: the form comes back
+//!   with its errors and the same token, and the corrected one files).
+//! - The answer is a `303` to a GET page, with a short-lived, `HttpOnly`, path-bound
+//!   cookie that carries the receipt sealed under the server's record key
+//!   ([`KeyRing::seal_record`]), never in a URL and never stored. The page shows it once
+//!   and clears the cookie, and the token is marked shown: a reload, Back, or the same URL
+//!   opened later shows no receipt.
+
+use crate::crypto::{KeyRing, Receipt};
+use base64::Engine;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// How long a submission token is remembered.
+pub const KEEP: Duration = Duration::from_secs(15 * 60);
+/// How long the cookie that carries a result to its page lives.
+pub const VIEW_SECONDS: i64 = 10 * 60;
+/// Most tokens remembered at once; past it the oldest half is forgotten (the forms that
+/// file are rate-limited per client, so this is reached only by a flood).
+const MAX_TOKENS: usize = 50_000;
+/// A token is 16 random bytes, hex.
+const TOKEN_LEN: usize = 32;
+
+/// A fresh submission token for a form.
+pub fn new_token() -> String {
+    hex::encode(crate::crypto::random_bytes::<16>())
+}
+
+/// The token a form sent, if it is one of ours in shape.
+pub fn valid_token(sent: &str) -> Option<&str> {
+    let t = sent.trim();
+    (t.len() == TOKEN_LEN && t.bytes().all(|b| b.is_ascii_hexdigit())).then_some(t)
+}
+
+/// One token's fate: filed (with the cookie value that shows its result), and whether
+/// that result was shown.
+pub struct Slot {
+    at: Instant,
+    filed: OnceCell<String>,
+    shown: AtomicBool,
+}
+
+impl Slot {
+    /// Files once: the first caller runs `file`; callers with the same token wait for it
+    /// and get its value. A failure is not kept: the next caller runs `file` again.
+    pub async fn once<E, F>(&self, file: F) -> Result<String, E>
+    where
+        F: std::future::Future<Output = Result<String, E>>,
+    {
+        self.filed.get_or_try_init(|| file).await.cloned()
+    }
+
+    /// Whether the result was already shown; marks it shown.
+    pub fn take_shown(&self) -> bool {
+        self.shown.swap(true, Ordering::SeqCst)
+    }
+
+    /// Whether the result was shown.
+    pub fn was_shown(&self) -> bool {
+        self.shown.load(Ordering::SeqCst)
+    }
+}
+
+/// The tokens of this process.
+#[derive(Default)]
+pub struct Submissions {
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+impl Submissions {
+    /// The slot of `token`, new or remembered.
+    pub fn slot(&self, token: &str) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots.len() >= MAX_TOKENS {
+            let now = Instant::now();
+            slots.retain(|_, s| now.duration_since(s.at) < KEEP);
+            if slots.len() >= MAX_TOKENS {
+                let mut ages: Vec<Instant> = slots.values().map(|s| s.at).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                slots.retain(|_, s| s.at > cut);
+            }
+        }
+        let fresh = |slots: &mut HashMap<String, Arc<Slot>>| {
+            let slot = Arc::new(Slot {
+                at: Instant::now(),
+                filed: OnceCell::new(),
+                shown: AtomicBool::new(false),
+            });
+            slots.insert(token.to_owned(), slot.clone());
+            slot
+        };
+        match slots.get(token) {
+            Some(s) if s.at.elapsed() < KEEP => s.clone(),
+            _ => fresh(&mut slots),
+        }
+    }
+
+    /// The slot of `token` if it is remembered.
+    pub fn get(&self, token: &str) -> Option<Arc<Slot>> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.get(token).filter(|s| s.at.elapsed() < KEEP).cloned()
+    }
+
+    /// Forgets a token whose filing failed and that nobody else is waiting on, so a
+    /// flood of bad forms leaves nothing behind.
+    pub fn forget_failed(&self, token: &str) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = slots.get(token) {
+            if !s.filed.initialized() && Arc::strong_count(s) == 1 {
+                slots.remove(token);
+            }
+        }
+    }
+}
+
+/// The cookie value that carries `receipt` to its page: expiry, token, and the receipt
+/// sealed for this `kind` of page, bound to both.
+pub fn seal_view(keys: &KeyRing, kind: &str, token: &str, receipt: &Receipt, now_s: i64) -> String {
+    let exp = now_s + VIEW_SECONDS;
+    let sealed = keys.seal_record(kind, &format!("{exp}:{token}"), receipt.digits().as_bytes());
+    let mut raw = Vec::with_capacity(8 + TOKEN_LEN + sealed.len());
+    raw.extend_from_slice(&exp.to_be_bytes());
+    raw.extend_from_slice(token.as_bytes());
+    raw.extend_from_slice(&sealed);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// Opens a cookie value made by [`seal_view`] for `kind`: the token and the receipt, if it
+/// is authentic and not expired.
+pub fn open_view(keys: &KeyRing, kind: &str, value: &str, now_s: i64) -> Option<(String, Receipt)> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(value.trim())
+        .ok()?;
+    if raw.len() <= 8 + TOKEN_LEN {
+        return None;
+    }
+    let exp = i64::from_be_bytes(raw[..8].try_into().ok()?);
+    if exp < now_s || exp > now_s + VIEW_SECONDS {
+        return None;
+    }
+    let token = std::str::from_utf8(&raw[8..8 + TOKEN_LEN]).ok()?;
+    let digits = keys
+        .open_record(kind, &format!("{exp}:{token}"), &raw[8 + TOKEN_LEN..])
+        .ok()?;
+    let receipt = Receipt::parse(std::str::from_utf8(&digits).ok()?).ok()?;
+    Some((token.to_owned(), receipt))
+}
+
+/// The `Set-Cookie` value that hands a view to the page at `path`.
+pub fn view_cookie(name: &str, path: &str, value: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!(
+        "{name}={value}; Path={path}; Max-Age={VIEW_SECONDS}; HttpOnly; SameSite=Strict{secure}"
+    )
+}
+
+/// The `Set-Cookie` value that clears it.
+pub fn clear_cookie(name: &str, path: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict{secure}")
+}
+
+/// The value of cookie `name` in a request's headers.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_token_files_once_and_a_failure_is_not_kept() {
+        let subs = Submissions::default();
+        let token = new_token();
+        assert!(valid_token(&token).is_some());
+        assert!(valid_token("../../etc").is_none());
+        let slot = subs.slot(&token);
+        let failed: Result<String, &str> = slot.once(async { Err("invalid") }).await;
+        assert!(failed.is_err());
+        let first: Result<String, &str> = slot.once(async { Ok("a".to_owned()) }).await;
+        let again: Result<String, &str> =
+            subs.slot(&token).once(async { Ok("b".to_owned()) }).await;
+        assert_eq!((first.unwrap(), again.unwrap()), ("a".into(), "a".into()));
+        assert!(!slot.take_shown());
+        assert!(slot.take_shown());
+        // A failed token nobody holds is forgotten.
+        let other = new_token();
+        let s = subs.slot(&other);
+        let _: Result<String, &str> = s.once(async { Err("x") }).await;
+        drop(s);
+        subs.forget_failed(&other);
+        assert!(subs.get(&other).is_none());
+    }
+
+    #[test]
+    fn a_view_opens_only_for_its_kind_and_before_it_expires() {
+        let keys = KeyRing::generate();
+        let receipt = Receipt::generate();
+        let token = new_token();
+        let v = seal_view(&keys, "receipt-view", &token, &receipt, 1_000);
+        let (t, r) = open_view(&keys, "receipt-view", &v, 1_100).unwrap();
+        assert_eq!((t.as_str(), r.digits()), (token.as_str(), receipt.digits()));
+        assert!(open_view(&keys, "status-view", &v, 1_100).is_none());
+        assert!(open_view(&keys, "receipt-view", &v, 1_000 + VIEW_SECONDS + 1).is_none());
+        assert!(open_view(&KeyRing::generate(), "receipt-view", &v, 1_100).is_none());
+        assert!(open_view(&keys, "receipt-view", "AAAA", 1_100).is_none());
+        // The receipt is not readable in the cookie.
+        assert!(!v.contains(receipt.digits()));
+    }
+}
