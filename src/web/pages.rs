@@ -27,6 +27,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/status", get(status_form).post(check_status))
         .route("/status/reply", post(reply))
         .route("/status/view", get(show_status))
+        .route("/exit", get(quick_exit))
 }
 
 /// A language link in the page header.
@@ -573,6 +574,35 @@ async fn submit_tip(
         )
         .await);
     }
+    // Something happening now, or a person in psychosis, must reach the police of a
+    // place: without a province it would wait in no queue and alert nobody.
+    let urgent = form.happening_now || form.category == Category::Psychosis.as_str();
+    let mut errors = Vec::new();
+    if urgent && form.province.trim().is_empty() && form.commune.trim().is_empty() {
+        errors.push(FieldError {
+            field: "province",
+            code: "error.urgent_place",
+        });
+    }
+    // A contact typed without its box ticked is neither dropped nor kept unasked.
+    if !form.contact_opt_in && !form.contact.trim().is_empty() {
+        errors.push(FieldError {
+            field: "contact",
+            code: "error.contact_unticked",
+        });
+    }
+    if !errors.is_empty() {
+        return Err(rerender_form(
+            &state,
+            lang,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            form,
+            &errors,
+            None,
+            had_photos,
+        )
+        .await);
+    }
     let input = form.to_input(photos);
     // One submission, one tip: the same token again waits for the first and gets its
     // receipt page (once); a form without a token (an old page) files as it is.
@@ -629,6 +659,19 @@ async fn submit_tip(
             .await)
         }
     }
+}
+
+/// `GET /exit`, the form's "quick exit": straight to an everyday site (the script also
+/// replaces the page in the history, so Back does not return to the form).
+async fn quick_exit() -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "https://www.google.com/"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+    )
+        .into_response()
 }
 
 /// The receipt page's cookie and the kind its receipt is sealed for.

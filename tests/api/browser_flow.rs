@@ -17,6 +17,18 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
     let c = &b.client;
     c.goto(&app.url("/")).await.unwrap();
     b.screenshot("form-360-nojs").await.unwrap();
+    // The 113 line is the first thing on the page, whole on the screen, and its call
+    // button is a thumb's size.
+    for id in ["call-113", "urgent-113"] {
+        let el = c.find(Locator::Id(id)).await.unwrap();
+        assert!(el.is_displayed().await.unwrap(), "{id} shown");
+        let (x, _, w, _) = el.rectangle().await.unwrap();
+        assert!(x >= 0.0 && x + w <= 360.0, "{id} fits 360 px: {x} + {w}");
+    }
+    let call = c.find(Locator::Css("#call-113 a.call")).await.unwrap();
+    let (_, y, _, h) = call.rectangle().await.unwrap();
+    assert!(h >= 44.0, "the call button is {h} px tall");
+    assert!(y < 640.0, "visible without scrolling: {y}");
     c.wait()
         .for_element(Locator::Css("input[name=category][value=hotspot]"))
         .await

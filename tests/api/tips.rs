@@ -415,6 +415,130 @@ async fn a_form_sent_twice_files_one_tip_and_its_receipt_shows_once(engine: Engi
     app.stop().await;
 }
 
+engine_test!(the_form_says_call_113_and_an_urgent_tip_must_name_its_province);
+async fn the_form_says_call_113_and_an_urgent_tip_must_name_its_province(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let html = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let top = html.find("id=\"call-113\"").expect("a 113 line");
+    assert!(
+        top < html.find("id=\"tip-form\"").unwrap(),
+        "above the form"
+    );
+    assert!(html.contains("href=\"tel:113\""));
+    assert!(html.contains("id=\"urgent-113\""), "on the urgent choice");
+    // Psychosis, or anything happening now, with no place: asked for the province,
+    // everything typed kept, nothing stored.
+    for (category, now) in [("psychosis", false), ("dealing", true)] {
+        let mut form = Form::new()
+            .text("lang", "vi")
+            .text("category", category)
+            .text("place_details", "gần cổng chợ")
+            .text("description", "Một người ngáo đá đang cầm dao đuổi người");
+        if now {
+            form = form.text("happening_now", "1");
+        }
+        let res = app
+            .client
+            .post(app.url("/tips"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422, "[{engine:?}] {category}");
+        let html = res.text().await.unwrap();
+        assert!(html.contains("chọn ít nhất tỉnh"), "{html}");
+        assert!(
+            html.contains("href=\"#f-province\""),
+            "the summary leads to the field"
+        );
+        assert!(html.contains("Một người ngáo đá đang cầm dao đuổi người"));
+        assert!(html.contains("gần cổng chợ"));
+    }
+    assert!(app.raw_tip_ids().await.is_empty());
+    // With the province it files, urgent, in the province's queue.
+    let form = Form::new()
+        .text("lang", "vi")
+        .text("category", "psychosis")
+        .text("happening_now", "1")
+        .text("province", "1")
+        .text("description", "Một người ngáo đá đang cầm dao đuổi người");
+    let res = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let ids = app.raw_tip_ids().await;
+    let row = app.state.store.tip(&ids[0]).await.unwrap().unwrap();
+    assert_eq!((row.province_code, row.commune_code), (Some(1), None));
+    assert_eq!(row.priority, tinbao::tips::Priority::Urgent.as_i64());
+    app.stop().await;
+}
+
+engine_test!(a_contact_typed_without_its_box_is_refused_and_kept_never_dropped);
+async fn a_contact_typed_without_its_box_is_refused_and_kept_never_dropped(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let form = tip_form("Có người bán ma túy ở quán nước").text("contact", "0912 345 678");
+    let res = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422, "[{engine:?}]");
+    let html = res.text().await.unwrap();
+    assert!(html.contains("chưa đánh dấu ô"), "{html}");
+    assert!(html.contains("href=\"#f-contact\""));
+    assert!(
+        html.contains("value=\"0912 345 678\""),
+        "the contact is kept"
+    );
+    assert!(html.contains("Có người bán ma túy ở quán nước"));
+    assert!(app.raw_tip_ids().await.is_empty());
+    // Ticked, the officer sees it.
+    let form = tip_form("Có người bán ma túy ở quán nước")
+        .text("contact_opt_in", "1")
+        .text("contact", "0912 345 678");
+    let res = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let ids = app.raw_tip_ids().await;
+    let opened = app.state.intake.open_tip(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(opened.contact.as_deref(), Some("0912 345 678"));
+    // The form gives the safety advice and a quick exit.
+    let html = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("id=\"advice\"") && html.contains("Đừng ghi tên bạn"));
+    assert!(html.contains("id=\"quick-exit\" href=\"/exit\""));
+    let exit = app.client.get(app.url("/exit")).send().await.unwrap();
+    assert_eq!(exit.status(), 303);
+    assert_eq!(exit.headers()["location"], "https://www.google.com/");
+    app.stop().await;
+}
+
 engine_test!(wrong_receipts_get_the_same_generic_answer);
 async fn wrong_receipts_get_the_same_generic_answer(engine: Engine) {
     let app = spawn_app(engine).await;

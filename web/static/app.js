@@ -1,6 +1,12 @@
 // Optional improvements; every page works without this file.
 (function () {
   "use strict";
+  // Quick exit: leave without this page staying behind the Back button.
+  var exit = document.getElementById("quick-exit");
+  if (exit) exit.addEventListener("click", function (e) {
+    e.preventDefault();
+    location.replace(exit.href);
+  });
   var fold = function (s) {
     return s.normalize("NFD").replace(/[\u0300-\u036f]/g, "").replace(/đ/g, "d").replace(/Đ/g, "D").toLowerCase();
   };
