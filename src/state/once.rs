@@ -71,10 +71,21 @@ impl Slot {
     }
 }
 
-/// The tokens of this process.
+/// Most bytes of photos held for forms sent back with an error, all forms together; past
+/// it the oldest drafts' photos are let go (their form then asks to choose them again).
+const MAX_HELD_BYTES: usize = 128 * 1024 * 1024;
+
+/// Photos held for one form sent back with an error.
+struct Held {
+    at: Instant,
+    photos: Vec<Vec<u8>>,
+}
+
+/// The tokens of this process, and the photos held for forms sent back with an error.
 #[derive(Default)]
 pub struct Submissions {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
+    held: Mutex<HashMap<String, Held>>,
 }
 
 impl Submissions {
@@ -110,6 +121,50 @@ impl Submissions {
     pub fn get(&self, token: &str) -> Option<Arc<Slot>> {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.get(token).filter(|s| s.at.elapsed() < KEEP).cloned()
+    }
+
+    /// Holds the photos of a form sent back with an error, for [`KEEP`], so that the
+    /// corrected form needs not choose them again; `false` when they cannot be held (too
+    /// large). They stay in this process's memory only, as they arrived (intake cleans
+    /// them when the tip is filed).
+    pub fn hold_photos(&self, token: &str, photos: Vec<Vec<u8>>) -> bool {
+        let size: usize = photos.iter().map(Vec::len).sum();
+        if size > MAX_HELD_BYTES / 4 {
+            return false;
+        }
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.retain(|_, h| h.at.elapsed() < KEEP);
+        held.remove(token);
+        let mut total: usize = held.values().flat_map(|h| &h.photos).map(Vec::len).sum();
+        while total + size > MAX_HELD_BYTES {
+            let Some(oldest) = held
+                .iter()
+                .min_by_key(|(_, h)| h.at)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(h) = held.remove(&oldest) {
+                total -= h.photos.iter().map(Vec::len).sum::<usize>();
+            }
+        }
+        held.insert(
+            token.to_owned(),
+            Held {
+                at: Instant::now(),
+                photos,
+            },
+        );
+        true
+    }
+
+    /// Takes the photos held for a form (none if nothing is held).
+    pub fn take_photos(&self, token: &str) -> Vec<Vec<u8>> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match held.remove(token) {
+            Some(h) if h.at.elapsed() < KEEP => h.photos,
+            _ => Vec::new(),
+        }
     }
 
     /// Forgets a token whose filing failed and that nobody else is waiting on, so a
@@ -209,6 +264,11 @@ mod tests {
         drop(s);
         subs.forget_failed(&other);
         assert!(subs.get(&other).is_none());
+        // Photos held for a form come back once.
+        assert!(subs.hold_photos(&token, vec![vec![1, 2], vec![3]]));
+        assert_eq!(subs.take_photos(&token), vec![vec![1, 2], vec![3]]);
+        assert!(subs.take_photos(&token).is_empty());
+        assert!(!subs.hold_photos(&token, vec![vec![0; MAX_HELD_BYTES]]));
     }
 
     #[test]

@@ -122,7 +122,10 @@ pub(crate) struct FormPage {
     communes: Vec<Choice>,
     villages: Vec<String>,
     errors: Vec<ErrorItem>,
+    /// A problem with the whole form (too large, too many tries, a failure): an error box.
     notice: Option<String>,
+    /// Photos held from the form's last sending, which need not be chosen again.
+    held_photos: usize,
 }
 
 impl FormPage {
@@ -298,6 +301,7 @@ fn form_page_for(
         communes,
         villages: Vec::new(),
         notice: None,
+        held_photos: 0,
     }
 }
 
@@ -490,12 +494,22 @@ async fn rerender_form(
     form: TipForm,
     errors: &[FieldError],
     notice: Option<String>,
-    had_photos: bool,
+    photos: &[Vec<u8>],
 ) -> Refusal {
     let mut page = with_villages(state, form_page_for(state, lang, form, errors)).await;
     page.notice = notice;
-    if had_photos && page.notice.is_none() {
-        page.notice = Some(page.t.get("form.photos_again").to_owned());
+    // The photos wait for the corrected form, unless they are what was wrong (then the
+    // message names the problem and they are chosen again).
+    let photo_error = errors.iter().any(|e| e.field == "photos");
+    if !photos.is_empty() && !photo_error {
+        if state
+            .submissions
+            .hold_photos(&page.form.submission, photos.to_vec())
+        {
+            page.held_photos = photos.len();
+        } else if page.notice.is_none() {
+            page.notice = Some(page.t.get("form.photos_again").to_owned());
+        }
     }
     Refusal::TipForm(Box::new(page), status)
 }
@@ -510,10 +524,17 @@ async fn submit_tip(
     ClientIp(ip): ClientIp,
     multipart: Multipart,
 ) -> Result<Response, Refusal> {
-    let (form, photos, broken) = read_tip_form(multipart).await;
+    let (form, mut photos, broken) = read_tip_form(multipart).await;
     let lang = form_lang(&form.lang, header_lang);
     let t = lang.texts();
-    let had_photos = !photos.is_empty();
+    // Photos held when this form was sent back with an error come with it again.
+    if let Some(token) = once::valid_token(&form.submission) {
+        let mut held = state.submissions.take_photos(token);
+        if !held.is_empty() {
+            held.append(&mut photos);
+            photos = held;
+        }
+    }
     if let Some(code) = broken {
         let status = if code == "error.body_too_large" {
             StatusCode::PAYLOAD_TOO_LARGE
@@ -521,7 +542,7 @@ async fn submit_tip(
             StatusCode::BAD_REQUEST
         };
         let notice = Some(t.get(code).to_owned());
-        return Err(rerender_form(&state, lang, status, form, &[], notice, had_photos).await);
+        return Err(rerender_form(&state, lang, status, form, &[], notice, &photos).await);
     }
     if form.action == "pick_province" {
         let errors = if form.province.trim().is_empty() {
@@ -533,17 +554,11 @@ async fn submit_tip(
             Vec::new()
         };
         // Not a refusal: the form again with the province's communes (no script).
-        return Ok(rerender_form(
-            &state,
-            lang,
-            StatusCode::OK,
-            form,
-            &errors,
-            None,
-            had_photos,
-        )
-        .await
-        .into_response());
+        return Ok(
+            rerender_form(&state, lang, StatusCode::OK, form, &errors, None, &photos)
+                .await
+                .into_response(),
+        );
     }
     if !form.website.is_empty() {
         let errors = [FieldError {
@@ -557,7 +572,7 @@ async fn submit_tip(
             form,
             &errors,
             None,
-            had_photos,
+            &photos,
         )
         .await);
     }
@@ -570,7 +585,7 @@ async fn submit_tip(
             form,
             &[],
             notice,
-            had_photos,
+            &photos,
         )
         .await);
     }
@@ -599,11 +614,12 @@ async fn submit_tip(
             form,
             &errors,
             None,
-            had_photos,
+            &photos,
         )
         .await);
     }
-    let input = form.to_input(photos);
+    // Kept for the form if intake sends it back (a few megabytes, only with photos).
+    let input = form.to_input(photos.clone());
     // One submission, one tip: the same token again waits for the first and gets its
     // receipt page (once); a form without a token (an old page) files as it is.
     let token = once::valid_token(&form.submission)
@@ -641,7 +657,7 @@ async fn submit_tip(
             form,
             &errors,
             None,
-            had_photos,
+            &photos,
         )
         .await),
         Err(e) => {
@@ -654,7 +670,7 @@ async fn submit_tip(
                 form,
                 &[],
                 notice,
-                had_photos,
+                &photos,
             )
             .await)
         }

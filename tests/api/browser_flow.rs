@@ -50,8 +50,21 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         .send_keys("Có tụ điểm sử dụng ma túy sau chợ, tối nào cũng đông người.")
         .await
         .unwrap();
+    // A photo chosen before the province: kept across the province button's reload.
+    let photo = app.dir.path().join("anh-cho.jpg");
+    std::fs::write(&photo, jpeg_with_gps(64, 48)).unwrap();
+    c.find(Locator::Id("f-photos"))
+        .await
+        .unwrap()
+        .send_keys(photo.to_str().unwrap())
+        .await
+        .unwrap();
     // Without script the province button lists the communes, keeping what was typed.
     submit(c, "#pick-province").await;
+    c.wait()
+        .for_element(Locator::Id("photos-held"))
+        .await
+        .expect("the photo is held, not to be chosen again");
     let kept = c
         .wait()
         .for_element(Locator::Css("textarea[name=description]"))
@@ -155,6 +168,11 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
     b.close().await.unwrap();
     let opened = app.state.intake.open_tip(&ids[0]).await.unwrap().unwrap();
     assert_eq!(opened.row.category, "hotspot");
+    let photos = app.state.intake.store().attachments(&ids[0]).await.unwrap();
+    assert!(
+        photos.iter().any(|p| p.message_id.is_none()),
+        "the photo held across the reload was filed with the tip"
+    );
     assert_eq!(opened.row.commune_code, Some(70));
     app.stop().await;
 }
@@ -204,6 +222,22 @@ async fn with_javascript_the_commune_list_follows_the_province_and_search_ignore
     }
     assert_eq!(labels, ["Phường Hoàn Kiếm"]);
     b.screenshot("form-1280-js").await.unwrap();
+    // Sending without a description is caught before anything is uploaded.
+    c.find(Locator::Css("input[name=category][value=dealing]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Id("submit")).await.unwrap().click().await.unwrap();
+    let missing = c
+        .wait()
+        .for_element(Locator::Id("desc-missing"))
+        .await
+        .unwrap();
+    assert_eq!(missing.text().await.unwrap(), "Hãy viết nội dung tin báo.");
+    assert!(app.raw_tip_ids().await.is_empty(), "nothing was sent");
+    b.screenshot("form-1280-js-missing").await.unwrap();
     b.close().await.unwrap();
     app.stop().await;
 }

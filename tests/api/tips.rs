@@ -539,6 +539,58 @@ async fn a_contact_typed_without_its_box_is_refused_and_kept_never_dropped(engin
     app.stop().await;
 }
 
+engine_test!(photos_are_kept_across_a_form_error_and_filed_with_the_corrected_form);
+async fn photos_are_kept_across_a_form_error_and_filed_with_the_corrected_form(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let html = app
+        .client
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let token = submission_in(&html);
+    // No description: refused, the two photos held, the error in an error box.
+    let form = tip_form("")
+        .text("submission", token.clone())
+        .part("photos", jpeg_part(jpeg_with_gps(40, 30)))
+        .part("photos", jpeg_part(jpeg_with_gps(30, 40)));
+    let res = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422, "[{engine:?}]");
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("id=\"photos-held\"") && html.contains("Đã giữ 2 ảnh"),
+        "{html}"
+    );
+    assert!(html.contains("class=\"errors\""));
+    assert!(
+        !html.contains("chọn lại ảnh"),
+        "not asked to choose them again"
+    );
+    // The corrected form, without choosing them again, files both.
+    let form = tip_form("Có người bán ma túy ở quán nước").text("submission", token);
+    let res = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let ids = app.raw_tip_ids().await;
+    let photos = app.state.intake.store().attachments(&ids[0]).await.unwrap();
+    assert_eq!(photos.len(), 2, "[{engine:?}] both photos filed");
+    app.stop().await;
+}
+
 engine_test!(wrong_receipts_get_the_same_generic_answer);
 async fn wrong_receipts_get_the_same_generic_answer(engine: Engine) {
     let app = spawn_app(engine).await;

@@ -7,6 +7,24 @@
     e.preventDefault();
     location.replace(exit.href);
   });
+  // A missing description is caught before a long upload, with the server's own words.
+  var tipForm = document.getElementById("tip-form");
+  var desc = document.getElementById("f-description");
+  if (tipForm && desc) tipForm.addEventListener("submit", function (e) {
+    var by = e.submitter;
+    if ((by && by.value !== "submit") || desc.value.trim()) return;
+    e.preventDefault();
+    var box = document.getElementById("desc-missing");
+    if (!box) {
+      box = document.createElement("p");
+      box.id = "desc-missing";
+      box.className = "errors";
+      box.setAttribute("role", "alert");
+      box.textContent = desc.getAttribute("data-required") || "";
+      desc.parentNode.insertBefore(box, desc);
+    }
+    desc.focus();
+  });
   var fold = function (s) {
     return s.normalize("NFD").replace(/[\u0300-\u036f]/g, "").replace(/đ/g, "d").replace(/Đ/g, "D").toLowerCase();
   };
