@@ -229,7 +229,12 @@ async fn with_javascript_the_commune_list_follows_the_province_and_search_ignore
         .click()
         .await
         .unwrap();
-    c.find(Locator::Id("submit")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Id("submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     let missing = c
         .wait()
         .for_element(Locator::Id("desc-missing"))
@@ -238,6 +243,52 @@ async fn with_javascript_the_commune_list_follows_the_province_and_search_ignore
     assert_eq!(missing.text().await.unwrap(), "Hãy viết nội dung tin báo.");
     assert!(app.raw_tip_ids().await.is_empty(), "nothing was sent");
     b.screenshot("form-1280-js-missing").await.unwrap();
+    // Written, it files; the receipt card's buttons appear with script.
+    c.find(Locator::Id("f-description"))
+        .await
+        .unwrap()
+        .send_keys("Có người bán ma túy ở phố Hàng Bạc mỗi tối")
+        .await
+        .unwrap();
+    c.find(Locator::Id("submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let actions = c
+        .wait()
+        .for_element(Locator::Id("receipt-actions"))
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        if actions.is_displayed().await.unwrap() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        actions.is_displayed().await.unwrap(),
+        "copy, save, print shown"
+    );
+    for id in ["copy-receipt", "save-receipt", "print-receipt"] {
+        let (_, _, _, h) = c
+            .find(Locator::Id(id))
+            .await
+            .unwrap()
+            .rectangle()
+            .await
+            .unwrap();
+        assert!(h >= 44.0, "{id} is {h} px tall");
+    }
+    c.find(Locator::Id("receipt-kept"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.screenshot("receipt-1280-js").await.unwrap();
+    assert_eq!(app.raw_tip_ids().await.len(), 1);
     b.close().await.unwrap();
     app.stop().await;
 }

@@ -75,6 +75,7 @@ async fn form_tip_receipt_status_police_message_reply_and_photo(engine: Engine) 
     assert_eq!(res.headers()["cache-control"], "no-store");
     let html = res.text().await.unwrap();
     assert!(html.contains("Đã tiếp nhận"), "{html}");
+    assert!(html.contains("id=\"status-help\"") && html.contains("Các trạng thái nghĩa là gì?"));
 
     // The police write; the tipster reads it with the receipt.
     let ids = app.raw_tip_ids().await;
@@ -294,6 +295,18 @@ async fn a_form_sent_twice_files_one_tip_and_its_receipt_shows_once(engine: Engi
         .unwrap();
     let receipt = receipt_from(&shown);
     assert_eq!(receipt.len(), 19);
+    // The receipt card: copy, save, print (shown by the script), "I wrote it down", and
+    // what happens next in plain words.
+    for id in [
+        "copy-receipt",
+        "save-receipt",
+        "print-receipt",
+        "receipt-kept",
+        "what-next",
+    ] {
+        assert!(shown.contains(&format!("id=\"{id}\"")), "{id}");
+    }
+    assert!(shown.contains("Tiếp theo sẽ thế nào?"));
     // A reload of the receipt page (the same cookie again) shows no receipt.
     let again = follow_filed(&app.client, &app.base, a)
         .await

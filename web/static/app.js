@@ -7,6 +7,40 @@
     e.preventDefault();
     location.replace(exit.href);
   });
+  // The receipt card: copy, save as an image, print; a warning before leaving until the
+  // resident says the code is written down.
+  var receipt = document.getElementById("receipt");
+  var actions = document.getElementById("receipt-actions");
+  if (receipt && actions) {
+    actions.hidden = false;
+    var code = receipt.textContent.trim();
+    var copy = document.getElementById("copy-receipt");
+    copy.addEventListener("click", function () {
+      var done = function () { copy.textContent = copy.getAttribute("data-done"); };
+      if (navigator.clipboard) navigator.clipboard.writeText(code).then(done, function () {});
+    });
+    var save = document.getElementById("save-receipt");
+    save.addEventListener("click", function () {
+      var c = document.createElement("canvas");
+      c.width = 640; c.height = 200;
+      var g = c.getContext("2d");
+      g.fillStyle = "#fff"; g.fillRect(0, 0, c.width, c.height);
+      g.fillStyle = "#000"; g.textAlign = "center";
+      g.font = "24px sans-serif";
+      g.fillText(document.getElementById("receipt-label").textContent, 320, 60);
+      g.font = "bold 48px monospace";
+      g.fillText(code, 320, 140);
+      var a = document.createElement("a");
+      a.href = c.toDataURL("image/png");
+      a.download = save.getAttribute("data-name") + ".png";
+      document.body.appendChild(a); a.click(); a.remove();
+    });
+    document.getElementById("print-receipt").addEventListener("click", function () { window.print(); });
+    var kept = document.getElementById("receipt-kept");
+    window.addEventListener("beforeunload", function (e) {
+      if (kept && !kept.checked) { e.preventDefault(); e.returnValue = kept.getAttribute("data-leave"); }
+    });
+  }
   // A missing description is caught before a long upload, with the server's own words.
   var tipForm = document.getElementById("tip-form");
   var desc = document.getElementById("f-description");
