@@ -461,6 +461,9 @@ impl Application {
             metrics: crate::state::metrics_handle(),
             console_cache: Arc::new(ConsoleCaches::default()),
             submissions: Arc::default(),
+            villages: Arc::new(crate::state::TtlCache::new(std::time::Duration::from_secs(
+                60,
+            ))),
         };
         Ok(Application {
             listener,

@@ -42,6 +42,8 @@ pub struct AppState {
     pub logins: Logins,
     /// The resident forms' submission tokens: one submission, one record.
     pub submissions: Arc<once::Submissions>,
+    /// Each commune's village names, as the form suggests them (a minute old at most).
+    pub villages: Arc<TtlCache<Arc<Vec<String>>>>,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).

@@ -22,6 +22,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/api/v1/tips", post(create_tip))
         .route("/api/v1/tips/status", post(tip_status))
         .route("/api/v1/communes", get(communes))
+        .route("/api/v1/villages", get(villages))
         .route("/api/v1/openapi.json", get(openapi))
 }
 
@@ -32,7 +33,7 @@ pub(super) fn router() -> Router<AppState> {
         title = "tinbao",
         description = "Anonymous drug-crime tips for commune police"
     ),
-    paths(create_tip, tip_status, communes),
+    paths(create_tip, tip_status, communes, villages),
     components(schemas(
         NewTip,
         ReceiptAnswer,
@@ -423,6 +424,33 @@ async fn communes(
     Ok((
         [(header::CACHE_CONTROL, "public, max-age=86400")],
         Json(list),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct VillageQuery {
+    /// Commune code.
+    commune: i64,
+}
+
+/// The villages (thôn, bản, tổ dân phố) a commune lists, by name: the form's suggestions.
+#[utoipa::path(get, path = "/api/v1/villages", params(VillageQuery),
+    responses(
+        (status = 200, description = "The commune's village names (empty for an unknown commune)",
+            body = [String]),
+        (status = 400, description = "No commune, or not an integer", body = ApiError)))]
+async fn villages(
+    State(state): State<AppState>,
+    lang: Lang,
+    q: Result<Query<VillageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiFailure> {
+    let Query(q) = q.map_err(|_| Failure::Malformed { too_large: false }.in_lang(lang))?;
+    let names = super::village_names(&state, q.commune).await;
+    Ok((
+        [(header::CACHE_CONTROL, "public, max-age=60")],
+        Json(names.as_slice()),
     )
         .into_response())
 }

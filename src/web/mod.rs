@@ -67,6 +67,28 @@ async fn metrics(State(state): State<AppState>, lang: Lang, headers: HeaderMap) 
     metrics_answer(&state, &headers)
 }
 
+/// A commune's village names, for the form's suggestions: read once a minute per commune
+/// at most, and only for a commune that exists (so strangers cannot fill the cache); a
+/// failed read suggests nothing.
+pub(crate) async fn village_names(state: &AppState, commune: i64) -> std::sync::Arc<Vec<String>> {
+    if state.intake.geo().commune(commune).is_none() {
+        return std::sync::Arc::default();
+    }
+    let load = async {
+        let rows = state.store.villages(commune).await?;
+        Ok::<_, crate::store::StoreError>(std::sync::Arc::new(
+            rows.into_iter().map(|v| v.name).collect::<Vec<_>>(),
+        ))
+    };
+    match state.villages.get_or(commune.to_string(), load).await {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::warn!(error = %e, "village names could not be read");
+            std::sync::Arc::default()
+        }
+    }
+}
+
 /// The router of the metrics listener (`metrics_listen`): `/metrics` only.
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()

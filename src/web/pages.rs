@@ -307,9 +307,7 @@ fn form_page_for(
 
 async fn with_villages(state: &AppState, mut page: FormPage) -> FormPage {
     if let Ok(code) = page.form.commune.trim().parse::<i64>() {
-        if let Ok(villages) = state.store.villages(code).await {
-            page.villages = villages.into_iter().map(|v| v.name).collect();
-        }
+        page.villages = super::village_names(state, code).await.to_vec();
     }
     page
 }
@@ -544,7 +542,7 @@ async fn submit_tip(
         let notice = Some(t.get(code).to_owned());
         return Err(rerender_form(&state, lang, status, form, &[], notice, &photos).await);
     }
-    if form.action == "pick_province" {
+    if form.action == "pick_province" || form.action == "pick_commune" {
         let errors = if form.province.trim().is_empty() {
             vec![FieldError {
                 field: "province",

@@ -183,6 +183,11 @@ async fn with_javascript_the_commune_list_follows_the_province_and_search_ignore
         return;
     }
     let app = spawn_app(Engine::Sqlite).await;
+    app.state
+        .store
+        .add_village(70, "Tổ dân phố số 3")
+        .await
+        .unwrap();
     let b = Browser::start(1280, 800, true)
         .await
         .expect("chromium starts");
@@ -221,6 +226,20 @@ async fn with_javascript_the_commune_list_follows_the_province_and_search_ignore
         labels.push(o.text().await.unwrap());
     }
     assert_eq!(labels, ["Phường Hoàn Kiếm"]);
+    // The only match is chosen, and its villages come as suggestions at once.
+    let mut suggested = Vec::new();
+    for _ in 0..50 {
+        suggested = c.find_all(Locator::Css("#villages option")).await.unwrap();
+        if !suggested.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(suggested.len(), 1, "the commune's village is suggested");
+    assert_eq!(
+        suggested[0].attr("value").await.unwrap().as_deref(),
+        Some("Tổ dân phố số 3")
+    );
     b.screenshot("form-1280-js").await.unwrap();
     // Sending without a description is caught before anything is uploaded.
     c.find(Locator::Css("input[name=category][value=dealing]"))

@@ -206,6 +206,53 @@ async fn a_listed_village_is_kept_as_queue_metadata(engine: Engine) {
         html.contains("<option value=\"Tổ dân phố số 3\">"),
         "the commune's villages are offered"
     );
+    // Without script, the commune's own button lists its villages, keeping what was typed.
+    let html = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(
+            Form::new()
+                .text("province", "1")
+                .text("commune", "70")
+                .text("description", "giữ nguyên")
+                .text("action", "pick_commune"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("<option value=\"Tổ dân phố số 3\">"));
+    assert!(html.contains("giữ nguyên"));
+    // With script, the API gives them as soon as the commune is chosen.
+    let names: Vec<String> = app
+        .client
+        .get(app.url("/api/v1/villages?commune=70"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(names, ["Tổ dân phố số 3"]);
+    let none: Vec<String> = app
+        .client
+        .get(app.url("/api/v1/villages?commune=999999"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "an unknown commune lists nothing");
+    let bad = app
+        .client
+        .get(app.url("/api/v1/villages?commune=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
     let ids = app.raw_tip_ids().await;
     let row = store.tip(&ids[0]).await.unwrap().unwrap();
     assert_eq!(row.village_id, Some(village));

@@ -83,13 +83,31 @@
     var keep = commune.value;
     while (commune.options.length > 1) commune.remove(1);
     list.forEach(function (c) { commune.add(new Option(c.t, c.v, false, c.v === keep)); });
-    if (list.length === 1) commune.value = list[0].v;
+    if (list.length === 1 && commune.value !== list[0].v) {
+      commune.value = list[0].v;
+      commune.dispatchEvent(new Event("change"));
+    }
   };
   remember();
   search.hidden = all.length === 0;
   search.addEventListener("input", function () {
     var q = fold(search.value.trim());
     show(all.filter(function (c) { return c.k.indexOf(q) >= 0; }));
+  });
+  // The commune's villages as suggestions as soon as it is chosen.
+  var villages = document.getElementById("villages");
+  var pickCommune = document.getElementById("pick-commune");
+  if (pickCommune) pickCommune.hidden = true;
+  commune.addEventListener("change", function () {
+    if (!villages) return;
+    while (villages.firstChild) villages.removeChild(villages.firstChild);
+    if (!commune.value) return;
+    fetch("/api/v1/villages?commune=" + encodeURIComponent(commune.value))
+      .then(function (r) { return r.json(); })
+      .then(function (names) {
+        names.forEach(function (n) { var o = document.createElement("option"); o.value = n; villages.appendChild(o); });
+      })
+      .catch(function () { if (pickCommune) pickCommune.hidden = false; });
   });
   province.addEventListener("change", function () {
     if (!province.value) { all = []; show(all); search.hidden = true; return; }
