@@ -116,6 +116,61 @@ pub struct Event {
     pub kind: &'static str,
 }
 
+/// An audit entry's detail as officers read it: states, categories, priorities and
+/// communes by their names, not their codes ("Mới → Đang xử lý", "→ Phường Hoàn Kiếm").
+/// An entry written before this wording, or one it does not know, is shown as stored.
+fn change_in_words(t: Texts, geo: &crate::geo::Geo, action: &str, detail: &str) -> String {
+    let named = |prefix: &str, key: &str| -> String {
+        let full = format!("{prefix}.{key}");
+        let label = t.get(&full);
+        if label == full {
+            key.to_owned()
+        } else {
+            label.to_owned()
+        }
+    };
+    let arrow = |f: &dyn Fn(&str) -> String| -> Option<String> {
+        let (from, to) = detail.split_once(" → ")?;
+        Some(format!("{} → {}", f(from.trim()), f(to.trim())))
+    };
+    let worded = match action {
+        "tip.status" => arrow(&|side: &str| match side.split_once(" (") {
+            Some((status, outcome)) => format!(
+                "{} ({})",
+                named("tipstatus", status),
+                named("outcome", outcome.trim_end_matches(')'))
+            ),
+            None => named("tipstatus", side),
+        }),
+        "tip.category" => arrow(&|side: &str| match side.split_once('/') {
+            Some((category, priority)) => format!(
+                "{}, {}",
+                named("category", category),
+                named("priority", priority).to_lowercase()
+            ),
+            None => side.to_owned(),
+        }),
+        "tip.transfer" => detail
+            .trim_start_matches('→')
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .and_then(|code| geo.commune(code))
+            .map(|c| format!("→ {}", c.name)),
+        "tip.reward" => Some(
+            match detail {
+                "yes" => t.get("console.reward_mark"),
+                _ => t.get("console.reward_unmark"),
+            }
+            .to_owned(),
+        ),
+        "tip.duplicate" => Some(format!("#{}", detail.chars().take(8).collect::<String>())),
+        "tip.failed" => Some(named("audit", detail)),
+        _ => None,
+    };
+    worded.unwrap_or_else(|| detail.to_owned())
+}
+
 /// One option of a select.
 pub struct Opt {
     pub value: String,
@@ -151,6 +206,8 @@ struct TipPage {
     /// Photos the tipster sent that never arrived (an MMS's media that failed), in all.
     photos_missing: String,
     events: Vec<Event>,
+    /// The changes made to the tip, in words, newest first.
+    changes: Vec<Event>,
     duplicate_of: String,
     reward: bool,
     can_triage: bool,
@@ -319,20 +376,22 @@ pub async fn tip_page(
         0 => String::new(),
         n => missing_text(n),
     };
-    for a in trail.iter().filter(|a| a.action != "tip.open") {
-        events.push((
-            a.at,
-            Event {
-                when: local_time(a.at),
-                who: name_of(&a.actor_id),
-                what: t.get(&format!("audit.{}", a.action)).to_owned(),
-                text: a.detail.clone(),
-                kind: "audit",
-            },
-        ));
-    }
     events.sort_by_key(|(at, _)| *at);
+    // The record of changes, apart from the conversation: each in words, newest first;
+    // reads (opening the tip, viewing a photo) are in the audit log, not here.
     let geo = intake.geo();
+    let mut changes: Vec<Event> = trail
+        .iter()
+        .filter(|a| a.action != "tip.open" && a.action != "tip.photo")
+        .map(|a| Event {
+            when: local_time(a.at),
+            who: name_of(&a.actor_id),
+            what: t.get(&format!("audit.{}", a.action)).to_owned(),
+            text: change_in_words(t, geo, &a.action, &a.detail),
+            kind: "audit",
+        })
+        .collect();
+    changes.reverse();
     let place = match (
         row.commune_code.and_then(|c| geo.commune(c)),
         row.province_code.and_then(|p| geo.province(p)),
@@ -408,6 +467,7 @@ pub async fn tip_page(
             photos: photos.into_iter().map(|p| p.id).collect(),
             photos_missing,
             events: events.into_iter().map(|(_, e)| e).collect(),
+            changes,
             duplicate_of: row.duplicate_of.clone().unwrap_or_default(),
             reward: row.reward_eligible,
             can_triage,

@@ -509,6 +509,15 @@ async fn triage_reply_hotline_and_the_tipster_sees_the_answer(engine: Engine) {
         .await
         .unwrap();
     assert!(page.contains("Xe máy biển 29A") && page.contains("ghi chú nội bộ bí mật"));
+    // The conversation comes first; the changes follow apart, in words, without the
+    // photo views and openings.
+    let (talk, rest) = page.split_at(page.find("id=\"changes\"").expect("the changes"));
+    let rest = &rest[..rest.find("</details>").unwrap()];
+    assert!(talk.contains("Xe máy biển 29A"));
+    assert!(rest.contains("Đã phân loại → Đã đóng (Đã xử lý)"), "{rest}");
+    assert!(rest.contains("Đánh dấu đủ điều kiện khen thưởng"));
+    assert!(!rest.contains("in_progress") && !rest.contains("actioned"));
+    assert!(!page.contains("Xem ảnh") && !page.contains(">Mở tin báo"));
 
     // Every read and change is in the audit log, and the chain holds.
     let trail = app.state.intake.store().audit_for_tip(&tip).await.unwrap();
