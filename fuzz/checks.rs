@@ -273,14 +273,14 @@ pub mod photo_decode {
     use tinbao::intake::photo::{sanitize, PhotoLimits};
 
     /// Photo decoding (intake/photo.rs): `photo::sanitize`, which every channel's photos go
-    /// through. The parsers and the resizer are the same at any limit; the pixel limit is
-    /// 4 megapixels rather than the default 40 so that an input declaring a huge image
-    /// costs milliseconds, not a 160 MB buffer, and a campaign reaches millions of runs
-    /// (the default limit itself is tested in `intake::photo`). 4 MP still lets a long
-    /// image (4000 × 1000) through to the resizer.
+    /// through. The parsers, the orientation and the resizer run the same code at any size;
+    /// the pixel limit here is 65,536 rather than the default 40 million so that an input
+    /// declaring a large image costs a fraction of a millisecond, not a 160 MB buffer, and a
+    /// campaign reaches millions of runs on two cores (the default limit itself is tested in
+    /// `intake::photo`). A long strip (3000 × 20) still reaches the resizer.
     pub fn check(data: &[u8]) {
         let limits = PhotoLimits {
-            max_pixels: 4_000_000,
+            max_pixels: 1 << 16,
             ..PhotoLimits::default()
         };
         if let Ok(clean) = sanitize(data, &limits) {
