@@ -70,6 +70,8 @@ pub struct Line {
     pub channel: String,
     pub received: String,
     pub due: String,
+    /// "còn 3 giờ" or "quá hạn 5 phút"; empty for a closed tip.
+    pub countdown: String,
     pub overdue: bool,
     pub assignee: String,
     pub happening_now: bool,
@@ -98,9 +100,31 @@ struct QueuePage {
     assignees: Vec<Opt>,
     overdue: bool,
     counts: Vec<(String, i64)>,
+    /// Open tips past their deadline in this queue.
+    overdue_count: i64,
+    /// Whether a filter is set (the filters then show unfolded).
+    filtering: bool,
     lines: Vec<Line>,
     next: Option<String>,
     commune_counts: Vec<CommuneCount>,
+}
+
+/// The time left to a deadline, or past it, in the largest whole unit: "còn 3 giờ",
+/// "quá hạn 5 phút".
+fn countdown(t: Texts, due_at: i64, now: i64) -> String {
+    let minutes = (due_at - now).abs() / 60_000;
+    let (n, unit) = match minutes {
+        m if m < 60 => (m.max(1), "minutes"),
+        m if m < 48 * 60 => (m / 60, "hours"),
+        m => (m / (24 * 60), "days"),
+    };
+    let span = t.fill(&format!("console.span_{unit}"), &[("n", &n.to_string())]);
+    let key = if due_at < now {
+        "console.overdue_by"
+    } else {
+        "console.due_in"
+    };
+    t.fill(key, &[("span", &span)])
 }
 
 fn opts(t: Texts, prefix: &str, values: &[&str], chosen: &str) -> Vec<Opt> {
@@ -175,10 +199,13 @@ pub async fn queue_page(
     let has_next = rows.len() as i64 > PAGE;
     rows.truncate(PAGE as usize);
     let cache = &state.console_cache;
-    let mut counts = cache
-        .open
-        .get_or(format!("{scope:?}"), store.open_status_counts(scope))
-        .await?;
+    // The open counts and the overdue count, cached together for a few seconds.
+    let load_counts = async {
+        let mut counts = store.open_status_counts(scope).await?;
+        counts.push(("overdue".to_owned(), store.overdue_count(scope, now).await?));
+        Ok::<_, crate::store::StoreError>(counts)
+    };
+    let mut counts = cache.open.get_or(format!("{scope:?}"), load_counts).await?;
     let closed = cache
         .closed
         .get_or(format!("{scope:?}"), store.closed_count(scope))
@@ -260,6 +287,11 @@ pub async fn queue_page(
                 channel: t.get(&format!("channel.{}", r.channel)).to_owned(),
                 received: local_time(r.created_at),
                 due: local_time(r.due_at),
+                countdown: if r.status == "closed" {
+                    String::new()
+                } else {
+                    countdown(t, r.due_at, now)
+                },
                 overdue: r.due_at < now && r.status != "closed",
                 assignee: r
                     .assignee_id
@@ -330,17 +362,22 @@ pub async fn queue_page(
                 label: a.display_name,
             }),
     );
+    let count_of = |key: &str| {
+        counts
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    };
+    let overdue_count = count_of("overdue");
     let counts = ["new", "triaged", "in_progress", "closed"]
         .iter()
-        .map(|st| {
-            let n = counts
-                .iter()
-                .find(|(k, _)| k == st)
-                .map(|(_, n)| *n)
-                .unwrap_or(0);
-            (t.get(&format!("tipstatus.{st}")).to_owned(), n)
-        })
+        .map(|st| (t.get(&format!("tipstatus.{st}")).to_owned(), count_of(st)))
         .collect();
+    let filtering = [&q.status, &q.category, &q.village, &q.channel, &q.assignee]
+        .iter()
+        .any(|v| !v.is_empty())
+        || q.overdue == "1";
     Ok(render(
         StatusCode::OK,
         QueuePage {
@@ -356,6 +393,8 @@ pub async fn queue_page(
             assignees,
             overdue: q.overdue == "1",
             counts,
+            overdue_count,
+            filtering,
             lines,
             next,
             commune_counts,

@@ -137,6 +137,16 @@ impl Store {
         })
     }
 
+    /// Open tips of a queue past their deadline at `now`.
+    pub async fn overdue_count(&self, scope: QueueScope, now: i64) -> StoreResult<i64> {
+        on_pool!(self, p => {
+            let mut qb = QueryBuilder::new("SELECT COUNT(*) FROM tips WHERE");
+            push_scope!(qb, scope);
+            qb.push(" AND status <> 'closed' AND due_at < ").push_bind(now);
+            qb.build_query_scalar::<i64>().fetch_one(p).await.map_err(Into::into)
+        })
+    }
+
     /// Closed tips in a queue (a scan of the history: callers cache it).
     pub async fn closed_count(&self, scope: QueueScope) -> StoreResult<i64> {
         on_pool!(self, p => {

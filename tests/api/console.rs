@@ -607,6 +607,58 @@ async fn triage_reply_hotline_and_the_tipster_sees_the_answer(engine: Engine) {
     app.stop().await;
 }
 
+engine_test!(the_queue_reads_at_a_glance_countdowns_overdue_count_and_assignee);
+async fn the_queue_reads_at_a_glance_countdowns_overdue_count_and_assignee(engine: Engine) {
+    let app = spawn_app(engine).await;
+    app.api_tip(tip_json("Có người bán ma túy ở chợ")).await;
+    app.api_tip(tip_json("Tụ điểm ở bãi đất trống")).await;
+    let ids = app.raw_tip_ids().await;
+    let now = tinbao::clock::now_ms();
+    // One tip five minutes late, one due in three hours.
+    app.exec(&format!(
+        "UPDATE tips SET due_at = {} WHERE id = '{}'",
+        now - 5 * 60_000 - 20_000,
+        ids[0]
+    ))
+    .await;
+    app.exec(&format!(
+        "UPDATE tips SET due_at = {} WHERE id = '{}'",
+        now + 3 * 3_600_000 + 20 * 60_000,
+        ids[1]
+    ))
+    .await;
+    let officer = login_as(&app, Role::Officer, "officer", None, Some(70)).await;
+    let queue = officer
+        .client
+        .get(app.url("/console/queue"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(queue.contains("quá hạn 5 phút"), "{queue}");
+    assert!(queue.contains("còn 3 giờ"), "{queue}");
+    assert!(queue.contains("id=\"overdue-count\""));
+    assert!(queue.contains("QUÁ HẠN: <b>1</b>"), "{queue}");
+    assert!(queue.contains("Chưa giao"), "an unassigned tip says so");
+    // The filters fold away until one is set.
+    assert!(queue.contains("<details class=\"filters-fold\" id=\"filters-fold\">"));
+    let filtered = officer
+        .client
+        .get(app.url("/console/queue?overdue=1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(filtered.contains("id=\"filters-fold\" open"));
+    assert!(filtered.contains(&format!("/console/tips/{}", ids[0])));
+    assert!(!filtered.contains(&format!("/console/tips/{}", ids[1])));
+    app.stop().await;
+}
+
 engine_test!(province_officers_route_unplaced_tips_and_see_commune_counts);
 async fn province_officers_route_unplaced_tips_and_see_commune_counts(engine: Engine) {
     let app = spawn_app(engine).await;
