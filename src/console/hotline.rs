@@ -6,7 +6,7 @@ use super::pages::{self, me, render, texts, MeView};
 use super::ConsoleSession;
 use crate::i18n::Texts;
 use crate::intake::{IntakeError, TipInput};
-use crate::state::AppState;
+use crate::state::{once, AppState};
 use crate::tips::{Category, Channel};
 use askama::Template;
 use axum::extract::State;
@@ -52,7 +52,15 @@ pub struct HotlineForm {
     description: String,
     #[serde(default)]
     contact: String,
+    /// The form's submission token (`state::once`): a call sent twice is one tip.
+    #[serde(default)]
+    submission: String,
 }
+
+/// The receipt page's cookie, path and sealing kind.
+const HOTLINE_COOKIE: &str = "tinbao_hotline";
+const HOTLINE_DONE: &str = "/console/hotline/done";
+const HOTLINE_VIEW: &str = "hotline-view";
 
 async fn page_for(
     state: &AppState,
@@ -61,6 +69,10 @@ async fn page_for(
     errors: Vec<String>,
     status: StatusCode,
 ) -> Response {
+    let mut form = form;
+    if once::valid_token(&form.submission).is_none() {
+        form.submission = once::new_token();
+    }
     let t = texts();
     let commune = s
         .account
@@ -137,39 +149,54 @@ pub async fn submit(
         contact: Some(f.contact.clone()).filter(|c| !c.trim().is_empty()),
         photos: Vec::new(),
     };
-    match state.intake.submit(Channel::Hotline, input).await {
-        Ok(receipt) => {
-            // The officer counts this call on the next queue page.
-            state.console_cache.open.clear();
-            // The call is stored whatever happens to its audit entry: its receipt must
-            // reach the caller, so a failed entry is reported, not allowed to hide it.
-            if let Err(e) = state
-                .audit
-                .record(
-                    Some(&s.account.id),
-                    "tip.hotline",
-                    None,
-                    s.account.province_code,
-                    s.account.commune_code,
-                    "",
-                )
-                .await
-            {
-                tracing::error!(error = %e, "the hotline call's audit entry could not be written");
-            }
-            Ok(render(
-                StatusCode::OK,
-                pages::MessagePage {
-                    t,
-                    me: me(&s),
-                    csrf: s.csrf.clone(),
-                    heading: Some(t.get("console.hotline").to_owned()),
-                    class: "note",
-                    message: t.get("console.hotline_receipt").to_owned(),
-                    extra: Some(receipt.to_string()),
-                },
-            ))
+    // One call, one tip: the form sent again (a double click, a reload) files nothing
+    // more and leads to the same receipt page, shown once.
+    let token = once::valid_token(&f.submission)
+        .map(str::to_owned)
+        .unwrap_or_else(once::new_token);
+    let slot = state.submissions.slot(&token);
+    let file = async {
+        let receipt = state.intake.submit(Channel::Hotline, input).await?;
+        // The officer counts this call on the next queue page.
+        state.console_cache.open.clear();
+        // The call is stored whatever happens to its audit entry: its receipt must
+        // reach the caller, so a failed entry is reported, not allowed to hide it.
+        if let Err(e) = state
+            .audit
+            .record(
+                Some(&s.account.id),
+                "tip.hotline",
+                None,
+                s.account.province_code,
+                s.account.commune_code,
+                "",
+            )
+            .await
+        {
+            tracing::error!(error = %e, "the hotline call's audit entry could not be written");
         }
+        let keys = state.intake.keys();
+        Ok::<_, IntakeError>(once::seal_view(
+            keys,
+            HOTLINE_VIEW,
+            &token,
+            &receipt,
+            once::now_s(),
+        ))
+    };
+    let filed = slot.once(file).await;
+    if filed.is_err() {
+        drop(slot);
+        state.submissions.forget_failed(&token);
+    }
+    match filed {
+        Ok(view) => Ok(once::view_redirect(
+            &state,
+            HOTLINE_DONE,
+            HOTLINE_COOKIE,
+            &view,
+            &token,
+        )),
         Err(IntakeError::Invalid(errors)) => {
             let errors = errors
                 .iter()
@@ -179,4 +206,32 @@ pub async fn submit(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `GET /console/hotline/done`: the call's receipt to read out, once; a reload says it
+/// was shown (the tip is in the queue).
+pub async fn done(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let t = texts();
+    let receipt = once::take_view(&state, &headers, HOTLINE_COOKIE, HOTLINE_VIEW);
+    let page = render(
+        StatusCode::OK,
+        pages::MessagePage {
+            t,
+            me: me(&s),
+            csrf: s.csrf.clone(),
+            heading: Some(t.get("console.hotline").to_owned()),
+            class: "note",
+            message: match receipt {
+                Some(_) => t.get("console.hotline_receipt"),
+                None => t.get("console.hotline_shown"),
+            }
+            .to_owned(),
+            extra: receipt.map(|r| r.to_string()),
+        },
+    );
+    once::shown_once(&state, page, HOTLINE_COOKIE, HOTLINE_DONE)
 }

@@ -237,6 +237,12 @@ fn routes() -> Routes {
         )
         .add(
             M::GET,
+            "/console/hotline/done",
+            Roles(COMMUNE_POLICE),
+            hotline::done,
+        )
+        .add(
+            M::GET,
             "/console/accounts",
             Roles(&[Role::Chief, Role::Admin]),
             accounts_page::list,

@@ -13,7 +13,10 @@
 //!   and clears the cookie, and the token is marked shown: a reload, Back, or the same URL
 //!   opened later shows no receipt.
 
+use super::AppState;
 use crate::crypto::{KeyRing, Receipt};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -236,6 +239,61 @@ pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a 
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
+}
+
+/// Unix seconds now.
+pub fn now_s() -> i64 {
+    crate::clock::now_ms().div_euclid(1000)
+}
+
+/// The `303` to the page that shows a filed form's result once: with the cookie that
+/// carries it, unless it was shown already (a form sent again after its result was seen
+/// gets the page without it).
+pub fn view_redirect(
+    state: &AppState,
+    to: &str,
+    cookie: &str,
+    view: &str,
+    token: &str,
+) -> Response {
+    let mut res = (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, to), (header::CACHE_CONTROL, "no-store")],
+    )
+        .into_response();
+    let shown = state.submissions.get(token).is_some_and(|s| s.was_shown());
+    if !shown {
+        let value = view_cookie(cookie, to, view, state.config.tls());
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            res.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    res
+}
+
+/// Opens the view a request carries for `kind`, once: `None` when there is none, it is
+/// not authentic or expired, or its result was already shown in this process.
+pub fn take_view(state: &AppState, headers: &HeaderMap, name: &str, kind: &str) -> Option<Receipt> {
+    let value = cookie(headers, name)?;
+    let (token, receipt) = open_view(state.intake.keys(), kind, value, now_s())?;
+    // Shown once per token: the slot may be gone (another process, a restart), and then
+    // the cleared cookie is what keeps it from showing again.
+    let already = state
+        .submissions
+        .get(&token)
+        .is_some_and(|s| s.take_shown());
+    (!already).then_some(receipt)
+}
+
+/// A page that shows a result once: never cached, and the cookie cleared.
+pub fn shown_once(state: &AppState, mut res: Response, cookie: &str, path: &str) -> Response {
+    let clear = clear_cookie(cookie, path, state.config.tls());
+    if let Ok(v) = HeaderValue::from_str(&clear) {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }
 
 #[cfg(test)]

@@ -632,7 +632,7 @@ async fn submit_tip(
             RECEIPT_VIEW,
             &token,
             &receipt,
-            now_s(),
+            once::now_s(),
         ))
     };
     let filed = slot.once(file).await;
@@ -641,7 +641,7 @@ async fn submit_tip(
         state.submissions.forget_failed(&token);
     }
     match filed {
-        Ok(view) => Ok(view_redirect(
+        Ok(view) => Ok(once::view_redirect(
             &state,
             "/tips/receipt",
             RECEIPT_COOKIE,
@@ -695,59 +695,6 @@ const RECEIPT_VIEW: &str = "receipt-view";
 const STATUS_COOKIE: &str = "tinbao_status";
 const STATUS_VIEW: &str = "status-view";
 
-fn now_s() -> i64 {
-    crate::clock::now_ms().div_euclid(1000)
-}
-
-/// The `303` to the page that shows a filed form's result once: with the cookie that
-/// carries it, unless it was shown already (a form sent again after its result was seen
-/// gets the page without it).
-fn view_redirect(state: &AppState, to: &str, cookie: &str, view: &str, token: &str) -> Response {
-    let mut res = (
-        StatusCode::SEE_OTHER,
-        [(header::LOCATION, to), (header::CACHE_CONTROL, "no-store")],
-    )
-        .into_response();
-    let shown = state.submissions.get(token).is_some_and(|s| s.was_shown());
-    if !shown {
-        let value = once::view_cookie(cookie, to, view, state.config.tls());
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            res.headers_mut().insert(header::SET_COOKIE, v);
-        }
-    }
-    res
-}
-
-/// Opens the view a request carries for `kind`, once: `None` when there is none, it is
-/// not authentic or expired, or its result was already shown in this process.
-fn take_view(
-    state: &AppState,
-    headers: &axum::http::HeaderMap,
-    cookie: &str,
-    kind: &str,
-) -> Option<Receipt> {
-    let value = once::cookie(headers, cookie)?;
-    let (token, receipt) = once::open_view(state.intake.keys(), kind, value, now_s())?;
-    // Shown once per token: the slot may be gone (another process, a restart), and then
-    // the cleared cookie is what keeps it from showing again.
-    let already = state
-        .submissions
-        .get(&token)
-        .is_some_and(|s| s.take_shown());
-    (!already).then_some(receipt)
-}
-
-/// A page that shows a result once: never cached, and the cookie cleared.
-fn shown_once(state: &AppState, mut res: Response, cookie: &str, path: &str) -> Response {
-    let clear = once::clear_cookie(cookie, path, state.config.tls());
-    if let Ok(v) = HeaderValue::from_str(&clear) {
-        res.headers_mut().insert(header::SET_COOKIE, v);
-    }
-    res.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    res
-}
-
 /// `GET /tips/receipt`: the receipt of the tip just sent, once; afterwards (a reload,
 /// Back, the URL opened later) the page says the receipt was shown and how to check.
 async fn show_receipt(
@@ -756,7 +703,7 @@ async fn show_receipt(
     headers: axum::http::HeaderMap,
 ) -> Response {
     let t = lang.texts();
-    let receipt = take_view(&state, &headers, RECEIPT_COOKIE, RECEIPT_VIEW)
+    let receipt = once::take_view(&state, &headers, RECEIPT_COOKIE, RECEIPT_VIEW)
         .map(|r| r.to_string())
         .unwrap_or_default();
     let page = render(
@@ -767,7 +714,7 @@ async fn show_receipt(
             receipt,
         },
     );
-    shown_once(&state, page, RECEIPT_COOKIE, "/tips/receipt")
+    once::shown_once(&state, page, RECEIPT_COOKIE, "/tips/receipt")
 }
 
 /// `GET /status/view`: the tip's status page after a reply was sent, once; without its
@@ -778,9 +725,9 @@ async fn show_status(
     headers: axum::http::HeaderMap,
 ) -> Response {
     let t = lang.texts();
-    let Some(receipt) = take_view(&state, &headers, STATUS_COOKIE, STATUS_VIEW) else {
+    let Some(receipt) = once::take_view(&state, &headers, STATUS_COOKIE, STATUS_VIEW) else {
         let res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/status")]).into_response();
-        return shown_once(&state, res, STATUS_COOKIE, "/status/view");
+        return once::shown_once(&state, res, STATUS_COOKIE, "/status/view");
     };
     let page = match state.intake.status(&receipt).await {
         Ok(Some(view)) => {
@@ -800,7 +747,7 @@ async fn show_status(
             .into_response()
         }
     };
-    shown_once(&state, page, STATUS_COOKIE, "/status/view")
+    once::shown_once(&state, page, STATUS_COOKIE, "/status/view")
 }
 
 async fn status_form(State(_): State<AppState>, lang: Lang) -> Response {
@@ -939,7 +886,7 @@ async fn reply(
             Ok(Some(view)) => {
                 pad_to(start, state.config.status_floor_ms).await;
                 let token = once::valid_token(&form.submission).unwrap_or_default();
-                return Ok(view_redirect(
+                return Ok(once::view_redirect(
                     &state,
                     "/status/view",
                     STATUS_COOKIE,
@@ -1016,7 +963,13 @@ async fn reply_once(
             Err(e) => return Err(Some(e)),
         }
         let keys = state.intake.keys();
-        Ok(once::seal_view(keys, STATUS_VIEW, &token, receipt, now_s()))
+        Ok(once::seal_view(
+            keys,
+            STATUS_VIEW,
+            &token,
+            receipt,
+            once::now_s(),
+        ))
     };
     let filed = slot.once(file).await;
     if filed.is_err() {

@@ -468,7 +468,10 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
     // On a phone the filters are folded away: the first tip shows on the first screen.
     let first = c.find(Locator::Css("#queue li")).await.unwrap();
     let (_, y, _, _) = first.rectangle().await.unwrap();
-    assert!(y < 640.0, "the first tip is on the first screen (top at {y} px)");
+    assert!(
+        y < 640.0,
+        "the first tip is on the first screen (top at {y} px)"
+    );
     c.wait()
         .for_element(Locator::Css("#queue a"))
         .await

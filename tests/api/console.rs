@@ -51,9 +51,9 @@ fn allowed(method: &str, path: &str) -> Option<&'static [&'static str]> {
         | ("POST", "/console/tips/{id}/duplicate") => POLICE,
         ("POST", "/console/tips/{id}/transfer") => READERS,
         ("POST", "/console/tips/{id}/reward") => &["chief"],
-        ("GET", "/console/hotline") | ("POST", "/console/hotline") => {
-            &["officer", "chief", "other_officer"]
-        }
+        ("GET", "/console/hotline")
+        | ("POST", "/console/hotline")
+        | ("GET", "/console/hotline/done") => &["officer", "chief", "other_officer"],
         ("GET", "/console/accounts") | ("POST", "/console/accounts") => MANAGERS,
         ("POST", "/console/accounts/{account}/disable")
         | ("POST", "/console/accounts/{account}/reset") => MANAGERS,
@@ -549,12 +549,60 @@ async fn triage_reply_hotline_and_the_tipster_sees_the_answer(engine: Engine) {
             ("category", "psychosis".into()),
             ("happening_now", "1".into()),
             ("description", "Người gọi báo có người ngáo đá".into()),
+            ("submission", "0123456789abcdef0123456789abcdef".into()),
         ],
     )
     .await;
+    let again = post(
+        &officer,
+        "/console/hotline".into(),
+        vec![
+            ("category", "psychosis".into()),
+            ("happening_now", "1".into()),
+            ("description", "Người gọi báo có người ngáo đá".into()),
+            ("submission", "0123456789abcdef0123456789abcdef".into()),
+        ],
+    )
+    .await;
+    assert_eq!(again.status(), 303, "the same call sent twice");
+    // The officer's client keeps cookies: the view cookie rides with the session's.
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], "/console/hotline/done");
+    let res = officer
+        .client
+        .get(app.url("/console/hotline/done"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     let hotline_receipt = element_text(&html, "receipt").unwrap();
+    // Its reload shows no receipt.
+    let reload = officer
+        .client
+        .get(app.url("/console/hotline/done"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!reload.contains(&hotline_receipt));
+    let hotline_tips = app
+        .state
+        .intake
+        .store()
+        .queue(
+            tinbao::store::QueueScope::Commune(70),
+            &Default::default(),
+            50,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.channel == "hotline")
+        .count();
+    assert_eq!(hotline_tips, 1, "[{engine:?}] one call, one tip");
     let v: serde_json::Value = app.api_status(&hotline_receipt).await.json().await.unwrap();
     assert_eq!(v["category"], "psychosis");
     let rows = app
