@@ -238,6 +238,8 @@ struct ComposeForm {
     send_at: String,
     template_name: String,
     action: String,
+    /// The form's submission token (`state::once`): sent twice, it makes one broadcast.
+    submission: String,
 }
 
 impl ComposeForm {
@@ -257,6 +259,7 @@ impl ComposeForm {
                 "send_at" => f.send_at = v,
                 "template_name" => f.template_name = v,
                 "action" => f.action = v,
+                "submission" => f.submission = v,
                 k => {
                     if let Some(lang) = k.strip_prefix("text_") {
                         if LANGUAGES.contains(&lang) {
@@ -331,6 +334,7 @@ struct ComposePage {
     t: Texts,
     me: Option<MeView>,
     csrf: String,
+    submission: String,
     title: String,
     languages: Vec<LanguageField>,
     channels: Vec<ChannelChoice>,
@@ -410,6 +414,9 @@ async fn compose_page(
             t,
             me: me(s),
             csrf: s.csrf.clone(),
+            submission: crate::state::once::valid_token(&f.submission)
+                .map(str::to_owned)
+                .unwrap_or_else(crate::state::once::new_token),
             title: f.title,
             languages,
             channels,
@@ -563,21 +570,8 @@ pub async fn submit(
             let notice = Some(t.get("broadcast.template_saved").to_owned());
             compose_page(state, s, f, errors, notice, None, StatusCode::OK).await
         }
-        "send" if errors.is_empty() => match state.broadcasts.create(a, &draft).await {
-            Ok(b) => {
-                state
-                    .audit
-                    .record(
-                        Some(&a.id),
-                        "broadcast.create",
-                        None,
-                        a.province_code,
-                        a.commune_code,
-                        &b.id,
-                    )
-                    .await?;
-                Ok(Redirect::to(&format!("/console/broadcasts/{}", b.id)).into_response())
-            }
+        "send" if errors.is_empty() => match create_once(state, a, &draft, &f.submission).await {
+            Ok(id) => Ok(Redirect::to(&format!("/console/broadcasts/{id}")).into_response()),
             Err(BroadcastError::Invalid(list)) => {
                 let errors = list.iter().map(|e| t.get(e.key()).to_owned()).collect();
                 compose_page(
@@ -848,6 +842,46 @@ pub async fn cancel(
 ) -> Page {
     let done = state.broadcasts.cancel(&s.account, &id).await;
     acted(&state, &s, &id, "broadcast.cancel", done).await
+}
+
+/// Creates the broadcast once per submission token: the form sent again (a double click,
+/// a reload) leads to the same broadcast. Its id.
+async fn create_once(
+    state: &AppState,
+    a: &crate::accounts::Account,
+    draft: &Draft,
+    submission: &str,
+) -> Result<String, BroadcastError> {
+    use crate::state::once;
+    let token = once::valid_token(submission)
+        .map(str::to_owned)
+        .unwrap_or_else(once::new_token);
+    let slot = state.submissions.slot(&token);
+    let create = async {
+        let b = state.broadcasts.create(a, draft).await?;
+        // Created: a failed entry is logged, not allowed to make the form send it again.
+        if let Err(e) = state
+            .audit
+            .record(
+                Some(&a.id),
+                "broadcast.create",
+                None,
+                a.province_code,
+                a.commune_code,
+                &b.id,
+            )
+            .await
+        {
+            tracing::error!(error = %e, "a broadcast's creation could not be audited");
+        }
+        Ok::<_, BroadcastError>(b.id)
+    };
+    let created = slot.once(create).await;
+    if created.is_err() {
+        drop(slot);
+        state.submissions.forget_failed(&token);
+    }
+    created
 }
 
 /// Audits a done action and goes back to the broadcast's page; or says why not.

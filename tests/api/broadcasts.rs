@@ -766,10 +766,28 @@ async fn the_console_writes_previews_approves_and_follows_a_broadcast(engine: En
     let saved = post(tpl).await.unwrap();
     assert_eq!(saved.status(), 200);
     assert!(saved.text().await.unwrap().contains("Đã lưu mẫu tin"));
-    let sent = post(form("send", &[village])).await.unwrap();
+    // Sent twice (a double click): one broadcast, the same page.
+    let mut once_form = form("send", &[village]);
+    once_form.push((
+        "submission".into(),
+        "fedcba9876543210fedcba9876543210".into(),
+    ));
+    let sent = post(once_form.clone()).await.unwrap();
     assert_eq!(sent.status(), 303);
     let page = sent.headers()["location"].to_str().unwrap().to_owned();
     let id = page.rsplit('/').next().unwrap().to_owned();
+    let twice = post(once_form).await.unwrap();
+    assert_eq!(twice.headers()["location"].to_str().unwrap(), page);
+    assert_eq!(
+        app.state
+            .broadcasts
+            .list(&account(&app, &head.id).await)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "one broadcast"
+    );
     let html = get(&head, &page).await.unwrap().text().await.unwrap();
     assert!(html.contains("id=\"waiting\""));
     assert!(
