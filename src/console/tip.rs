@@ -217,12 +217,27 @@ struct TipPage {
     categories: Vec<Opt>,
     priorities: Vec<Opt>,
     assignees: Vec<Opt>,
+    /// The transfer picker: provinces, the chosen province's communes, the typed reason.
+    transfer_provinces: Vec<Opt>,
+    transfer_communes: Vec<Opt>,
+    transfer_reason: String,
 }
 
 #[derive(Deserialize, Default)]
 pub struct TipQuery {
     #[serde(default)]
     error: String,
+    /// The transfer picker's province (without script, its "Chọn" button).
+    #[serde(default)]
+    tp: String,
+}
+
+/// What the transfer form holds: the picker's province and commune, and the reason.
+#[derive(Default)]
+pub struct TransferKept {
+    province: Option<i64>,
+    commune: Option<i64>,
+    reason: String,
 }
 
 fn priority_key(p: i64) -> &'static str {
@@ -242,6 +257,27 @@ pub async fn tip_page(
     q: Result<Query<TipQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Page {
     let q = q.map(|Query(q)| q).unwrap_or_default();
+    let t = texts();
+    let error = Some(q.error)
+        .filter(|e| !e.is_empty())
+        .map(|e| t.get(&format!("console.error_{e}")).to_owned());
+    let kept = TransferKept {
+        province: q.tp.trim().parse().ok(),
+        ..TransferKept::default()
+    };
+    render_tip(&state, &s, row, error, kept, StatusCode::OK).await
+}
+
+/// The tip page: the tip decrypted (the read is audited), its conversation, changes and
+/// forms; `error` on top and the transfer form as `kept`.
+async fn render_tip(
+    state: &AppState,
+    s: &ConsoleSession,
+    row: TipRow,
+    error: Option<String>,
+    kept: TransferKept,
+    status: StatusCode,
+) -> Page {
     let id = row.id.clone();
     let intake = &state.intake;
     let store = &state.store;
@@ -279,7 +315,7 @@ pub async fn tip_page(
             },
         )
     };
-    let (audited, reads) = tokio::join!(audit(&state, &s, &row, "tip.open", ""), reads);
+    let (audited, reads) = tokio::join!(audit(state, s, &row, "tip.open", ""), reads);
     // Fail closed: a tip whose reading could not be audited is not shown.
     audited?;
     let (messages, notes, attachments, trail, deliveries, gaps, accounts, village) = reads?;
@@ -432,14 +468,30 @@ pub async fn tip_page(
             });
         }
     }
-    let error = Some(q.error)
-        .filter(|e| !e.is_empty())
-        .map(|e| t.get(&format!("console.error_{e}")).to_owned());
+    let geo = intake.geo();
+    let transfer_province = kept.province.or(row.province_code).unwrap_or(1);
+    let transfer_provinces = geo
+        .provinces()
+        .iter()
+        .map(|p| Opt {
+            value: p.code.to_string(),
+            label: p.name.clone(),
+            selected: p.code == transfer_province,
+        })
+        .collect();
+    let transfer_communes = geo
+        .communes_of(transfer_province)
+        .map(|c| Opt {
+            value: c.code.to_string(),
+            label: c.name.clone(),
+            selected: Some(c.code) == kept.commune,
+        })
+        .collect();
     Ok(render(
-        StatusCode::OK,
+        status,
         TipPage {
             t,
-            me: me(&s),
+            me: me(s),
             csrf: s.csrf.clone(),
             short: row.id.chars().take(8).collect(),
             error,
@@ -493,6 +545,9 @@ pub async fn tip_page(
                 priority_key(row.priority),
             ),
             assignees,
+            transfer_provinces,
+            transfer_communes,
+            transfer_reason: kept.reason,
             id: row.id,
         },
     ))
@@ -733,12 +788,19 @@ pub async fn duplicate(
 #[derive(Deserialize)]
 pub struct TransferForm {
     #[serde(default)]
+    province: String,
+    #[serde(default)]
     commune: String,
     #[serde(default)]
     reason: String,
+    /// "pick" (without script, list the province's communes) or "transfer".
+    #[serde(default)]
+    action: String,
 }
 
-/// Moves the tip to another commune's queue, with a reason (kept as a sealed note).
+/// Moves the tip to another commune's queue, with a reason (kept as a sealed note). The
+/// commune is picked by province, then name; a refusal shows the page again with the
+/// error and everything chosen and typed.
 pub async fn transfer(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
@@ -746,21 +808,45 @@ pub async fn transfer(
     Form(f): Form<TransferForm>,
 ) -> Page {
     let id = row.id.clone();
-    let Some(commune) = f
+    let kept = TransferKept {
+        province: f.province.trim().parse().ok(),
+        commune: f.commune.trim().parse().ok(),
+        reason: f.reason.clone(),
+    };
+    if f.action == "pick" {
+        return render_tip(&state, &s, row, None, kept, StatusCode::OK).await;
+    }
+    let refuse = |key: &str| texts().get(&format!("console.error_{key}")).to_owned();
+    let commune = kept
         .commune
-        .trim()
-        .parse()
-        .ok()
         .and_then(|c| state.intake.geo().commune(c))
         .cloned()
-    else {
-        return back(&id, Some("unknown_commune"));
+        .filter(|c| {
+            s.account.role != Role::Province || Some(c.province_code) == s.account.province_code
+        });
+    let Some(commune) = commune else {
+        let error = Some(refuse("unknown_commune"));
+        return render_tip(
+            &state,
+            &s,
+            row,
+            error,
+            kept,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
     };
-    if s.account.role == Role::Province && Some(commune.province_code) != s.account.province_code {
-        return back(&id, Some("unknown_commune"));
-    }
-    let Some(reason) = clean_text(&f.reason) else {
-        return back(&id, Some("reason_required"));
+    let Some(reason) = clean_text(&f.reason).map(str::to_owned) else {
+        let error = Some(refuse("reason_required"));
+        return render_tip(
+            &state,
+            &s,
+            row,
+            error,
+            kept,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
     };
     let note = format!(
         "{} → {}: {reason}",

@@ -507,6 +507,48 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
     let page = c.source().await.unwrap();
     assert!(page.contains("Công an phường đang xác minh."));
     phone.screenshot("tipster-reads-reply-360").await.unwrap();
+
+    // The officer transfers the tip with the picker, no script: province, "Chọn", then
+    // the commune by name; a refusal first keeps the reason typed.
+    let tip_id = app.raw_tip_ids().await[0].clone();
+    c.goto(&app.url(&format!("/console/tips/{tip_id}")))
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Id("f-tr"))
+        .await
+        .unwrap()
+        .send_keys("Địa chỉ thuộc phường Cửa Nam")
+        .await
+        .unwrap();
+    submit(c, "#transfer-submit").await;
+    let kept = c
+        .wait()
+        .for_element(Locator::Id("f-tr"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(kept.as_deref(), Some("Địa chỉ thuộc phường Cửa Nam"));
+    c.find(Locator::Css("#f-tp option[value='1']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    submit(c, "#transfer-pick").await;
+    c.wait()
+        .for_element(Locator::Css("#f-tc option[value='73']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    phone.screenshot("console-transfer-360").await.unwrap();
+    submit(c, "#transfer-submit").await;
+    let moved = app.state.store.tip(&tip_id).await.unwrap().unwrap();
+    assert_eq!(moved.commune_code, Some(73), "moved to Cửa Nam");
     phone.close().await.unwrap();
     app.stop().await;
 }

@@ -770,10 +770,46 @@ async fn province_officers_route_unplaced_tips_and_see_commune_counts(engine: En
         .send()
         .await
         .unwrap();
-    assert!(res.headers()["location"]
-        .to_str()
-        .unwrap()
-        .contains("error=unknown_commune"));
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("id=\"f-tr\" name=\"reason\" maxlength=\"500\" value=\"x\""));
+    // The picker without script: a province's communes by name, the reason kept.
+    let res = p
+        .client
+        .post(app.url(&format!("/console/tips/{}/transfer", ids[0])))
+        .form(&[
+            ("csrf", p.csrf.as_str()),
+            ("action", "pick"),
+            ("province", "1"),
+            ("reason", "giữ lý do này"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("<option value=\"70\">Phường Hoàn Kiếm</option>"),
+        "{html}"
+    );
+    assert!(html.contains("value=\"giữ lý do này\""));
+    // No commune chosen: refused, the reason kept.
+    let res = p
+        .client
+        .post(app.url(&format!("/console/tips/{}/transfer", ids[0])))
+        .form(&[
+            ("csrf", p.csrf.as_str()),
+            ("action", "transfer"),
+            ("province", "1"),
+            ("commune", ""),
+            ("reason", "giữ lý do này"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("value=\"giữ lý do này\""));
     app.stop().await;
 }
 

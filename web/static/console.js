@@ -96,3 +96,50 @@
     b.addEventListener("click", function () { window.print(); });
   });
 })();
+
+// Transfer picker: the commune list follows the province, and a search box finds
+// "Hoàn Kiếm" from "hoan kiem". Without this file the "Chọn" button lists them.
+(function () {
+  "use strict";
+  var province = document.getElementById("f-tp");
+  var commune = document.getElementById("f-tc");
+  if (!province || !commune || !window.fetch) return;
+  var pick = document.getElementById("transfer-pick");
+  if (pick) pick.hidden = true;
+  var fold = function (s) {
+    return s.normalize("NFD").replace(/[\u0300-\u036f]/g, "").replace(/đ/g, "d").replace(/Đ/g, "D").toLowerCase();
+  };
+  var all = [];
+  var remember = function () {
+    all = Array.prototype.slice.call(commune.options, 1).map(function (o) {
+      return { v: o.value, t: o.text, k: fold(o.text) };
+    });
+  };
+  var show = function (list) {
+    var keep = commune.value;
+    while (commune.options.length > 1) commune.remove(1);
+    list.forEach(function (c) { commune.add(new Option(c.t, c.v, false, c.v === keep)); });
+    if (list.length === 1) commune.value = list[0].v;
+  };
+  var search = document.createElement("input");
+  search.type = "search";
+  search.id = "f-tc-search";
+  search.placeholder = commune.getAttribute("data-search") || "";
+  search.setAttribute("aria-label", search.placeholder);
+  commune.parentNode.insertBefore(search, commune);
+  remember();
+  search.addEventListener("input", function () {
+    var q = fold(search.value.trim());
+    show(all.filter(function (c) { return c.k.indexOf(q) >= 0; }));
+  });
+  province.addEventListener("change", function () {
+    fetch("/api/v1/communes?province=" + encodeURIComponent(province.value))
+      .then(function (r) { return r.json(); })
+      .then(function (list) {
+        all = list.map(function (c) { return { v: String(c.code), t: c.name, k: fold(c.name) }; });
+        search.value = "";
+        show(all);
+      })
+      .catch(function () { if (pick) pick.hidden = false; });
+  });
+})();
