@@ -60,8 +60,9 @@ fn status_word(t: &Texts, status: &str) -> String {
 struct VillageCounts {
     id: i64,
     name: String,
-    counts: Vec<i64>,
     total: i64,
+    /// Active subscribers per channel, with the channels' names, for the village's card.
+    by_channel: Vec<(String, i64)>,
 }
 
 struct ListItem {
@@ -166,7 +167,11 @@ async fn list_page(state: &AppState, s: &ConsoleSession, q: ListQuery) -> Page {
             VillageCounts {
                 id: v.id,
                 name: v.name,
-                counts,
+                by_channel: SUBSCRIBE_TRANSPORTS
+                    .iter()
+                    .zip(&counts)
+                    .map(|(tr, n)| (channel_name(&t, tr.as_str()), *n))
+                    .collect(),
                 total,
             }
         })
@@ -452,10 +457,19 @@ pub async fn compose(
     Extension(s): Extension<ConsoleSession>,
     Query(q): Query<ComposeQuery>,
 ) -> Page {
+    // Ticked at first: the channels somebody in the account's villages subscribed on.
+    let scope: Vec<i64> = scope_villages(&state, &s.account)
+        .await?
+        .iter()
+        .map(|v| v.id)
+        .collect();
+    let counts = state.store.subscriber_counts(&scope).await?;
     let mut f = ComposeForm {
         channels: SUBSCRIBE_TRANSPORTS
             .iter()
-            .map(|c| c.as_str().to_owned())
+            .map(|c| c.as_str())
+            .filter(|c| counts.iter().any(|(_, tr, n)| tr == c && *n > 0))
+            .map(str::to_owned)
             .collect(),
         villages: s.account.village_id.into_iter().collect(),
         ..ComposeForm::default()

@@ -651,9 +651,38 @@ async fn a_village_head_writes_a_broadcast_on_a_phone() {
         .await
         .unwrap();
     assert!(counts.contains('2'), "two subscribers: {counts}");
+    assert!(
+        counts.contains("Tin nhắn SMS"),
+        "channel names people know: {counts}"
+    );
+    assert!(!counts.contains("Twilio"));
     assert!(fits(c).await, "the list fits a 360 px screen");
+    // The poster comes first on the village's card, whole on the screen.
+    let poster = c
+        .find(Locator::Css(&format!("#village-{village} .poster-link")))
+        .await
+        .unwrap();
+    let (x, _, w, h) = poster.rectangle().await.unwrap();
+    assert!(
+        x >= 0.0 && x + w <= 360.0,
+        "the poster link fits: {x} + {w}"
+    );
+    assert!(h >= 44.0, "the poster link is {h} px tall");
     b.screenshot("console-broadcasts-360").await.unwrap();
     submit(c, "#new-broadcast").await;
+    // Only the channels somebody subscribed on come ticked.
+    for (channel, ticked) in [("android", true), ("zalo", false), ("telegram", false)] {
+        let selected = c
+            .find(Locator::Css(&format!(
+                "input[name=channel][value={channel}]"
+            )))
+            .await
+            .unwrap()
+            .prop("checked")
+            .await
+            .unwrap();
+        assert_eq!(selected.as_deref() == Some("true"), ticked, "{channel}");
+    }
     type_id(c, "f-title", "Ngày 26/6").await;
     let text = "Mời bà con họp thôn lúc 19h tại nhà văn hóa để nghe phổ biến về ma túy.";
     type_id(c, "f-text-vi", text).await;
