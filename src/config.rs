@@ -91,6 +91,8 @@ pub struct BroadcastConfig {
     pub sms_number: String,
     /// The Telegram bot's user name (without `@`), for the poster's link.
     pub telegram_bot: String,
+    /// The Zalo Official Account's name as residents find it in Zalo, for the poster.
+    pub zalo_oa_name: String,
 }
 
 impl Default for BroadcastConfig {
@@ -102,6 +104,7 @@ impl Default for BroadcastConfig {
             fanout_chunk: 20_000,
             sms_number: String::new(),
             telegram_bot: String::new(),
+            zalo_oa_name: String::new(),
         }
     }
 }
@@ -766,6 +769,7 @@ mod tests {
             "broadcast.fanout_chunk" => "10000",
             "broadcast.sms_number" => "+84912345678",
             "broadcast.telegram_bot" => "tinbao_xa_bot",
+            "broadcast.zalo_oa_name" => "Công an phường Hoàn Kiếm",
             _ => return None,
         })
     }

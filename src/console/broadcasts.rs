@@ -985,6 +985,8 @@ struct PosterPage {
     sms_line: Option<String>,
     chat_line: String,
     telegram: Option<String>,
+    /// `public_url` is still the default: the head is warned on screen.
+    default_url: bool,
 }
 
 /// A QR code as an SVG drawing (one square per dark module, four modules of quiet zone).
@@ -1010,6 +1012,20 @@ pub fn qr_svg(text: &str) -> Option<String> {
 
 /// A village's printable poster: a QR code to its subscription page and the SMS and chat
 /// keywords, for the village head to put up at the cultural house.
+/// Whether the public address is still the loopback default, which no resident's phone
+/// can reach.
+fn is_default_url(url: &str) -> bool {
+    let host = url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    host.is_empty()
+        || host.starts_with("127.")
+        || host.starts_with("localhost")
+        || host.starts_with("[::1]")
+        || host.starts_with("0.0.0.0")
+}
+
 pub async fn poster(
     State(state): State<AppState>,
     Extension(s): Extension<ConsoleSession>,
@@ -1046,7 +1062,25 @@ pub async fn poster(
                     &[("keyword", &keyword), ("number", &cfg.sms_number)],
                 )
             }),
-            chat_line: t.fill("broadcast.poster_chat", &[("keyword", &keyword)]),
+            chat_line: match (
+                cfg.zalo_oa_name.trim(),
+                cfg.telegram_bot.trim().trim_start_matches('@'),
+            ) {
+                ("", "") => t.fill("broadcast.poster_chat", &[("keyword", &keyword)]),
+                (oa, "") => t.fill(
+                    "broadcast.poster_zalo",
+                    &[("keyword", &keyword), ("oa", oa)],
+                ),
+                ("", bot) => t.fill(
+                    "broadcast.poster_bot",
+                    &[("keyword", &keyword), ("bot", bot)],
+                ),
+                (oa, bot) => t.fill(
+                    "broadcast.poster_zalo_bot",
+                    &[("keyword", &keyword), ("oa", oa), ("bot", bot)],
+                ),
+            },
+            default_url: is_default_url(&state.config.public_url),
             t,
             commune: state
                 .intake
@@ -1061,4 +1095,28 @@ pub async fn poster(
                 .then(|| format!("https://t.me/{}?start=dk{}", cfg.telegram_bot, v.id)),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_default_url;
+
+    #[test]
+    fn only_a_loopback_or_empty_public_url_is_the_default() {
+        for url in [
+            "",
+            "http://127.0.0.1:8080",
+            "http://localhost:8080/",
+            "http://[::1]:80",
+        ] {
+            assert!(is_default_url(url), "{url}");
+        }
+        for url in [
+            "https://tinbao.xa.example.vn",
+            "http://10.0.0.5:8080",
+            "https://127x.vn",
+        ] {
+            assert!(!is_default_url(url), "{url}");
+        }
+    }
 }

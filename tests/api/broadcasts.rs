@@ -665,6 +665,8 @@ async fn the_console_writes_previews_approves_and_follows_a_broadcast(engine: En
         c.sms.android = gw.config("android-webhook-secret");
         c.broadcast.quiet_start = "00:00".into();
         c.broadcast.quiet_end = "00:00".into();
+        c.broadcast.zalo_oa_name = "Công an phường Hoàn Kiếm".into();
+        c.broadcast.telegram_bot = "tinbao_hk_bot".into();
     })
     .await;
     let head = login_as(&app, Role::VillageHead, "truongthon", None, Some(COMMUNE)).await;
@@ -879,6 +881,12 @@ async fn the_console_writes_previews_approves_and_follows_a_broadcast(engine: En
     assert!(html.contains("<svg") && html.contains("id=\"qr-modules\""));
     assert!(html.contains(&format!("/subscribe/{village}")));
     assert!(html.contains(&format!("DK {village}")));
+    // It names the accounts, and warns that the address is still the loopback default
+    // (these tests leave `public_url` as it is by default).
+    assert!(html.contains("tìm “Công an phường Hoàn Kiếm”"), "{html}");
+    assert!(html.contains("@tinbao_hk_bot"));
+    assert!(app.config.public_url.starts_with("http://127.0.0.1"));
+    assert!(html.contains("id=\"poster-default-url\""));
     let foreign = get(&head, &format!("/console/villages/{other}/poster"))
         .await
         .unwrap();
