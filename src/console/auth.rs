@@ -409,7 +409,15 @@ async fn totp_form(
             return Err(ConsoleError::forbidden());
         };
         qr = totp.get_qr_base64().ok();
-        secret = totp.get_secret_base32();
+        // Grouped in fours, as people copy it into an authenticator app (which ignores
+        // the spaces).
+        secret = totp
+            .get_secret_base32()
+            .as_bytes()
+            .chunks(4)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
     }
     Ok(render(
         status,

@@ -25,6 +25,20 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         let (x, _, w, _) = el.rectangle().await.unwrap();
         assert!(x >= 0.0 && x + w <= 360.0, "{id} fits 360 px: {x} + {w}");
     }
+    // Every tap target on the form is at least 44 px tall, measured in the page.
+    let small = c
+        .execute(
+            "return Array.from(document.querySelectorAll('a, button, label.choice, select, \
+             input:not([type=hidden]):not([type=radio]):not([type=checkbox]), summary'))\
+             .filter(e => e.offsetParent !== null && !e.closest('.hp'))\
+             .filter(e => e.getBoundingClientRect().height < 44)\
+             .map(e => e.tagName + '#' + e.id + ' ' + (e.textContent || '').trim().slice(0, 30) \
+                  + ' ' + e.getBoundingClientRect().height);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(small, serde_json::json!([]), "tap targets under 44 px");
     let call = c.find(Locator::Css("#call-113 a.call")).await.unwrap();
     let (_, y, _, h) = call.rectangle().await.unwrap();
     assert!(h >= 44.0, "the call button is {h} px tall");
@@ -375,7 +389,9 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
         .await
         .unwrap();
     b.screenshot("console-totp-1280").await.unwrap();
-    let secret = totp_rs::Secret::Encoded(secret_text).to_bytes().unwrap();
+    let secret = totp_rs::Secret::Encoded(secret_text.replace(' ', ""))
+        .to_bytes()
+        .unwrap();
     let code = crate::console_support::totp_code(&secret);
     c.wait()
         .for_element(Locator::Css("#totp-form input[name=code]"))

@@ -172,7 +172,10 @@ pub async fn login_as(
             .unwrap();
         assert!(html.contains("data:image/png;base64,"), "a QR code");
         let text = element_text(&html, "totp-secret").unwrap();
-        secret = totp_rs::Secret::Encoded(text).to_bytes().unwrap();
+        assert!(text.contains(' '), "the secret is grouped: {text}");
+        secret = totp_rs::Secret::Encoded(text.replace(' ', ""))
+            .to_bytes()
+            .unwrap();
         res = c
             .post(app.url("/console/totp"))
             .form(&[
