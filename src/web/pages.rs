@@ -154,6 +154,8 @@ struct StatusFormPage {
     error: Option<String>,
     /// A reply that was typed but not sent, shown back so it is not lost.
     kept: String,
+    /// The receipt as typed, when it was wrong: shown back to be corrected.
+    typed: String,
 }
 
 /// A message as the status page shows it.
@@ -206,7 +208,8 @@ pub(crate) enum Refusal {
     /// The tip form again, filled with what was typed, with its errors and notice.
     TipForm(Box<FormPage>, StatusCode),
     /// "Check my tip" again, with a message (a wrong receipt, a failure).
-    StatusForm(Lang, StatusCode, String),
+    /// The receipt form again with a message, and the receipt as typed.
+    StatusForm(Lang, StatusCode, String, String),
     /// Too many receipt checks from this client: "check my tip" again with the wait, a
     /// `Retry-After`, and any reply that was typed (not sent).
     CheckLimited(Lang, Limited, String),
@@ -218,13 +221,14 @@ impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
             Refusal::TipForm(page, status) => render(status, *page),
-            Refusal::StatusForm(lang, status, message) => render(
+            Refusal::StatusForm(lang, status, message, typed) => render(
                 status,
                 StatusFormPage {
                     t: lang.texts(),
                     langs: lang_links(lang),
                     error: Some(message),
                     kept: String::new(),
+                    typed,
                 },
             ),
             Refusal::CheckLimited(lang, limited, kept) => {
@@ -236,6 +240,7 @@ impl IntoResponse for Refusal {
                         langs: lang_links(lang),
                         error: Some(limited_message(t, "error.rate_limited_check", limited)),
                         kept,
+                        typed: String::new(),
                     },
                 );
                 res.headers_mut().insert(
@@ -469,7 +474,8 @@ pub(super) fn too_big(lang: Lang, path: &str) -> Response {
     let t = lang.texts();
     let message = t.get("error.body_too_large").to_owned();
     if path == "/status" {
-        return Refusal::StatusForm(lang, StatusCode::PAYLOAD_TOO_LARGE, message).into_response();
+        return Refusal::StatusForm(lang, StatusCode::PAYLOAD_TOO_LARGE, message, String::new())
+            .into_response();
     }
     render(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -735,14 +741,20 @@ async fn show_status(
             page.notice = Some(t.get("status.reply_sent").to_owned());
             render(StatusCode::OK, page)
         }
-        Ok(None) => Refusal::StatusForm(lang, StatusCode::OK, t.get("status.not_found").into())
-            .into_response(),
+        Ok(None) => Refusal::StatusForm(
+            lang,
+            StatusCode::OK,
+            t.get("status.not_found").into(),
+            String::new(),
+        )
+        .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "status check failed");
             Refusal::StatusForm(
                 lang,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 t.get("error.check_failed").into(),
+                String::new(),
             )
             .into_response()
         }
@@ -758,6 +770,7 @@ async fn status_form(State(_): State<AppState>, lang: Lang) -> Response {
             langs: lang_links(lang),
             error: None,
             kept: String::new(),
+            typed: String::new(),
         },
     )
 }
@@ -802,7 +815,7 @@ fn status_page(t: Texts, lang: Lang, receipt: &Receipt, view: TipStatusView) -> 
 }
 
 fn status_form_error(lang: Lang, status: StatusCode, message: String) -> Refusal {
-    Refusal::StatusForm(lang, status, message)
+    Refusal::StatusForm(lang, status, message, String::new())
 }
 
 async fn check_status(
@@ -820,18 +833,22 @@ async fn check_status(
     if let Err(l) = state.limits.check(Action::Check, ip) {
         return Err(Refusal::CheckLimited(lang, l, String::new()));
     }
+    // A wrong receipt comes back in the field, to be corrected rather than typed again.
+    let typed: String = receipt.chars().take(40).collect();
     let response = match Receipt::parse(receipt) {
-        Err(_) => Err(status_form_error(
+        Err(_) => Err(Refusal::StatusForm(
             lang,
             StatusCode::OK,
             t.get("status.bad_receipt").to_owned(),
+            typed,
         )),
         Ok(receipt) => match state.intake.status(&receipt).await {
             Ok(Some(view)) => Ok(render(StatusCode::OK, status_page(t, lang, &receipt, view))),
-            Ok(None) => Err(status_form_error(
+            Ok(None) => Err(Refusal::StatusForm(
                 lang,
                 StatusCode::OK,
                 t.get("status.not_found").to_owned(),
+                typed,
             )),
             Err(e) => {
                 tracing::error!(error = %e, "status check failed");

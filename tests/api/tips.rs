@@ -651,6 +651,29 @@ async fn photos_are_kept_across_a_form_error_and_filed_with_the_corrected_form(e
     app.stop().await;
 }
 
+engine_test!(a_wrong_receipt_comes_back_in_its_field_to_be_corrected);
+async fn a_wrong_receipt_comes_back_in_its_field_to_be_corrected(engine: Engine) {
+    let app = spawn_app(engine).await;
+    for typed in ["1234-5678-9012-345", "0000-0000-0000-0000"] {
+        let html = app
+            .client
+            .post(app.url("/status"))
+            .form(&[("receipt", typed)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains("id=\"status-error\""), "{html}");
+        assert!(
+            html.contains(&format!("value=\"{typed}\"")),
+            "[{engine:?}] {typed} kept"
+        );
+    }
+    app.stop().await;
+}
+
 engine_test!(wrong_receipts_get_the_same_generic_answer);
 async fn wrong_receipts_get_the_same_generic_answer(engine: Engine) {
     let app = spawn_app(engine).await;
