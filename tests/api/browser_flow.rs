@@ -26,19 +26,7 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         assert!(x >= 0.0 && x + w <= 360.0, "{id} fits 360 px: {x} + {w}");
     }
     // Every tap target on the form is at least 44 px tall, measured in the page.
-    let small = c
-        .execute(
-            "return Array.from(document.querySelectorAll('a, button, label.choice, select, \
-             input:not([type=hidden]):not([type=radio]):not([type=checkbox]), summary'))\
-             .filter(e => e.offsetParent !== null && !e.closest('.hp'))\
-             .filter(e => e.getBoundingClientRect().height < 44)\
-             .map(e => e.tagName + '#' + e.id + ' ' + (e.textContent || '').trim().slice(0, 30) \
-                  + ' ' + e.getBoundingClientRect().height);",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(small, serde_json::json!([]), "tap targets under 44 px");
+    assert_eq!(small_targets(c).await, serde_json::json!([]), "on the form");
     let call = c.find(Locator::Css("#call-113 a.call")).await.unwrap();
     let (_, y, _, h) = call.rectangle().await.unwrap();
     assert!(h >= 44.0, "the call button is {h} px tall");
@@ -118,6 +106,11 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         .unwrap();
     assert_eq!(receipt.trim().len(), 19, "receipt {receipt}");
     b.screenshot("receipt-360").await.unwrap();
+    assert_eq!(
+        small_targets(c).await,
+        serde_json::json!([]),
+        "on the receipt"
+    );
     // A reload: one tip, and the receipt is not shown again.
     c.refresh().await.unwrap();
     c.wait()
@@ -143,6 +136,11 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
     let status = found.text().await.unwrap();
     assert_eq!(status, "Đã tiếp nhận");
     b.screenshot("status-360").await.unwrap();
+    assert_eq!(
+        small_targets(c).await,
+        serde_json::json!([]),
+        "on the status page"
+    );
 
     // The police answer; the resident reads it and replies, still without script.
     let ids = app.raw_tip_ids().await;
@@ -481,6 +479,11 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
     submit(c, "#totp-form button").await;
     c.wait().for_element(Locator::Id("queue")).await.unwrap();
     phone.screenshot("console-queue-360").await.unwrap();
+    assert_eq!(
+        small_targets(c).await,
+        serde_json::json!([]),
+        "on the queue"
+    );
     // On a phone the filters are folded away: the first tip shows on the first screen.
     let first = c.find(Locator::Css("#queue li")).await.unwrap();
     let (_, y, _, _) = first.rectangle().await.unwrap();
@@ -567,6 +570,22 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
     assert_eq!(moved.commune_code, Some(73), "moved to Cửa Nam");
     phone.close().await.unwrap();
     app.stop().await;
+}
+
+/// The page's visible tap targets (links, buttons, choices, fields, foldouts) under 44 px
+/// tall, named with their height; the honeypot is not one.
+async fn small_targets(c: &fantoccini::Client) -> serde_json::Value {
+    c.execute(
+        "return Array.from(document.querySelectorAll('a, button, label.choice, select, \
+         input:not([type=hidden]):not([type=radio]):not([type=checkbox]), summary'))\
+         .filter(e => e.offsetParent !== null && !e.closest('.hp'))\
+         .filter(e => e.getBoundingClientRect().height < 44)\
+         .map(e => e.tagName + '#' + e.id + ' ' + (e.textContent || '').trim().slice(0, 30) \
+              + ' ' + e.getBoundingClientRect().height);",
+        vec![],
+    )
+    .await
+    .unwrap()
 }
 
 /// Clicks the button that sends a form, then waits until the browser has replaced the
@@ -685,6 +704,11 @@ async fn a_village_head_writes_a_broadcast_on_a_phone() {
     );
     assert!(h >= 44.0, "the poster link is {h} px tall");
     b.screenshot("console-broadcasts-360").await.unwrap();
+    assert_eq!(
+        small_targets(c).await,
+        serde_json::json!([]),
+        "on the broadcasts"
+    );
     submit(c, "#new-broadcast").await;
     // Only the channels somebody subscribed on come ticked.
     for (channel, ticked) in [("android", true), ("zalo", false), ("telegram", false)] {
