@@ -165,6 +165,11 @@ fn sanitize_inner(bytes: &[u8], limits: &PhotoLimits) -> Result<CleanPhoto, Phot
     if let Some((w, h)) = png_ihdr_dimensions(bytes) {
         check_pixels(w, h, limits)?;
     }
+    // A palette that is not whole RGB triples panics the png crate (0.18.1) while it
+    // expands it: refused before decoding (the `catch_unwind` above stays as the net).
+    if png_palette_malformed(bytes) {
+        return Err(PhotoError::Corrupt);
+    }
 
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(decoder_limits(limits));
@@ -224,6 +229,29 @@ fn png_ihdr_dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
     let w = u32::from_be_bytes(bytes.get(16..20)?.try_into().ok()?);
     let h = u32::from_be_bytes(bytes.get(20..24)?.try_into().ok()?);
     Some((w, h))
+}
+
+/// Whether a PNG's palette (`PLTE`, before the first `IDAT`) is empty, longer than 256
+/// entries or not a whole number of RGB triples. Not a PNG, or no palette: `false`.
+fn png_palette_malformed(bytes: &[u8]) -> bool {
+    if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return false;
+    }
+    let mut at = 8usize;
+    while let (Some(len), Some(kind)) = (bytes.get(at..at + 4), bytes.get(at + 4..at + 8)) {
+        let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        match kind {
+            b"PLTE" => return len == 0 || len % 3 != 0 || len > 3 * 256,
+            b"IDAT" | b"IEND" => return false,
+            _ => {}
+        }
+        // Length, type, data, CRC; a length past the end ends the walk.
+        match at.checked_add(12).and_then(|a| a.checked_add(len)) {
+            Some(next) if next <= bytes.len() => at = next,
+            _ => return false,
+        }
+    }
+    false
 }
 
 fn check_pixels(w: u32, h: u32, limits: &PhotoLimits) -> Result<(), PhotoError> {
@@ -356,6 +384,27 @@ pub mod fixtures {
 mod tests {
     use super::fixtures::*;
     use super::*;
+
+    /// PNGs found by the fuzzer (2026-12-03): a 13-byte palette (not a multiple of 3)
+    /// makes the png crate 0.18.1 panic while expanding it ("range end index 3 out of
+    /// range for slice of length 1", `decoder/transform/palette.rs:74`), in production
+    /// builds too once the chunks' CRCs are right (`png-palette-panic-valid-crc`). The
+    /// panic must stay inside `sanitize`: the photo is refused as unreadable.
+    #[test]
+    fn a_png_that_panics_the_decoder_is_refused_not_a_crash() {
+        for bytes in [
+            &include_bytes!("../../fuzz/corpus/photo_decode/crash-png-palette-range")[..],
+            &include_bytes!("../../fuzz/corpus/photo_decode/png-palette-panic-valid-crc")[..],
+        ] {
+            assert_eq!(
+                sanitize(bytes, &PhotoLimits::default()).err(),
+                Some(PhotoError::Corrupt)
+            );
+            // Refused before the decoder sees it, not only caught.
+            assert!(png_palette_malformed(bytes));
+        }
+        assert!(!png_palette_malformed(b"GIF89a"));
+    }
     use image::codecs::png::PngEncoder;
     use image::codecs::webp::WebPEncoder;
     use image::{ImageEncoder, Rgb, Rgba, RgbaImage};
