@@ -419,9 +419,7 @@ async fn compose_page(
             t,
             me: me(s),
             csrf: s.csrf.clone(),
-            submission: crate::state::once::valid_token(&f.submission)
-                .map(str::to_owned)
-                .unwrap_or_else(crate::state::once::new_token),
+            submission: crate::state::once::token_or_new(&f.submission),
             title: f.title,
             languages,
             channels,
@@ -867,10 +865,7 @@ async fn create_once(
     submission: &str,
 ) -> Result<String, BroadcastError> {
     use crate::state::once;
-    let token = once::valid_token(submission)
-        .map(str::to_owned)
-        .unwrap_or_else(once::new_token);
-    let slot = state.submissions.slot(&token);
+    let token = once::token_or_new(submission);
     let create = async {
         let b = state.broadcasts.create(a, draft).await?;
         // Created: a failed entry is logged, not allowed to make the form send it again.
@@ -890,12 +885,7 @@ async fn create_once(
         }
         Ok::<_, BroadcastError>(b.id)
     };
-    let created = slot.once(create).await;
-    if created.is_err() {
-        drop(slot);
-        state.submissions.forget_failed(&token);
-    }
-    created
+    state.submissions.file_once(&token, create).await
 }
 
 /// Audits a done action and goes back to the broadcast's page; or says why not.

@@ -70,9 +70,7 @@ async fn page_for(
     status: StatusCode,
 ) -> Response {
     let mut form = form;
-    if once::valid_token(&form.submission).is_none() {
-        form.submission = once::new_token();
-    }
+    form.submission = once::token_or_new(&form.submission);
     let t = texts();
     let commune = s
         .account
@@ -151,10 +149,7 @@ pub async fn submit(
     };
     // One call, one tip: the form sent again (a double click, a reload) files nothing
     // more and leads to the same receipt page, shown once.
-    let token = once::valid_token(&f.submission)
-        .map(str::to_owned)
-        .unwrap_or_else(once::new_token);
-    let slot = state.submissions.slot(&token);
+    let token = once::token_or_new(&f.submission);
     let file = async {
         let receipt = state.intake.submit(Channel::Hotline, input).await?;
         // The officer counts this call on the next queue page.
@@ -184,12 +179,7 @@ pub async fn submit(
             once::now_s(),
         ))
     };
-    let filed = slot.once(file).await;
-    if filed.is_err() {
-        drop(slot);
-        state.submissions.forget_failed(&token);
-    }
-    match filed {
+    match state.submissions.file_once(&token, file).await {
         Ok(view) => Ok(once::view_redirect(
             &state,
             HOTLINE_DONE,

@@ -39,6 +39,12 @@ pub fn new_token() -> String {
     hex::encode(crate::crypto::random_bytes::<16>())
 }
 
+/// The token a form sent if it is one of ours in shape, or a fresh one (a form from an
+/// older page files as it is).
+pub fn token_or_new(sent: &str) -> String {
+    valid_token(sent).map_or_else(new_token, str::to_owned)
+}
+
 /// The token a form sent, if it is one of ours in shape.
 pub fn valid_token(sent: &str) -> Option<&str> {
     let t = sent.trim();
@@ -168,6 +174,22 @@ impl Submissions {
             Some(h) if h.at.elapsed() < KEEP => h.photos,
             _ => Vec::new(),
         }
+    }
+
+    /// Files once per `token` ([`Slot::once`]): the same token again waits for the first
+    /// filing and gets its value; a failed filing is forgotten, so the corrected form files.
+    pub async fn file_once<E>(
+        &self,
+        token: &str,
+        file: impl std::future::Future<Output = Result<String, E>>,
+    ) -> Result<String, E> {
+        let slot = self.slot(token);
+        let filed = slot.once(file).await;
+        if filed.is_err() {
+            drop(slot);
+            self.forget_failed(token);
+        }
+        filed
     }
 
     /// Forgets a token whose filing failed and that nobody else is waiting on, so a

@@ -262,9 +262,7 @@ fn form_page_for(
 ) -> FormPage {
     let t = lang.texts();
     // A form sent back keeps its token, so that it still files once; a new one gets one.
-    if once::valid_token(&form.submission).is_none() {
-        form.submission = once::new_token();
-    }
+    form.submission = once::token_or_new(&form.submission);
     let geo = state.intake.geo();
     let province: Option<i64> = form.province.trim().parse().ok();
     let commune: Option<i64> = form.commune.trim().parse().ok();
@@ -626,10 +624,7 @@ async fn submit_tip(
     let input = form.to_input(photos.clone());
     // One submission, one tip: the same token again waits for the first and gets its
     // receipt page (once); a form without a token (an old page) files as it is.
-    let token = once::valid_token(&form.submission)
-        .map(str::to_owned)
-        .unwrap_or_else(once::new_token);
-    let slot = state.submissions.slot(&token);
+    let token = once::token_or_new(&form.submission);
     let file = async {
         let receipt = state.intake.submit(Channel::Web, input).await?;
         let keys = state.intake.keys();
@@ -641,12 +636,7 @@ async fn submit_tip(
             once::now_s(),
         ))
     };
-    let filed = slot.once(file).await;
-    if filed.is_err() {
-        drop(slot);
-        state.submissions.forget_failed(&token);
-    }
-    match filed {
+    match state.submissions.file_once(&token, file).await {
         Ok(view) => Ok(once::view_redirect(
             &state,
             "/tips/receipt",
@@ -969,10 +959,7 @@ async fn reply_once(
     receipt: &Receipt,
     photos: Vec<Vec<u8>>,
 ) -> Result<Option<String>, IntakeError> {
-    let token = once::valid_token(&form.submission)
-        .map(str::to_owned)
-        .unwrap_or_else(once::new_token);
-    let slot = state.submissions.slot(&token);
+    let token = once::token_or_new(&form.submission);
     let file = async {
         match state.intake.reply(receipt, &form.description, photos).await {
             Ok(true) => {}
@@ -988,12 +975,7 @@ async fn reply_once(
             once::now_s(),
         ))
     };
-    let filed = slot.once(file).await;
-    if filed.is_err() {
-        drop(slot);
-        state.submissions.forget_failed(&token);
-    }
-    match filed {
+    match state.submissions.file_once(&token, file).await {
         Ok(view) => Ok(Some(view)),
         Err(None) => Ok(None),
         Err(Some(e)) => Err(e),
