@@ -367,6 +367,10 @@ pub struct RateLimitConfig {
     /// confirmations) per hour, and at once.
     pub send_per_hour: u32,
     pub send_burst: u32,
+    /// Look-ups of the form's helpers (a commune's village names) a client may make per
+    /// hour, and at once.
+    pub lookup_per_hour: u32,
+    pub lookup_burst: u32,
 }
 
 /// How the outgoing mail server is reached. Alerts name no tip content, but the server
@@ -490,6 +494,8 @@ impl Default for RateLimitConfig {
             login_burst: 20,
             send_per_hour: 10,
             send_burst: 5,
+            lookup_per_hour: 600,
+            lookup_burst: 60,
         }
     }
 }
@@ -710,6 +716,8 @@ mod tests {
             "rate_limit.login_burst" => "5",
             "rate_limit.send_per_hour" => "6",
             "rate_limit.send_burst" => "3",
+            "rate_limit.lookup_per_hour" => "300",
+            "rate_limit.lookup_burst" => "30",
             "rate_limit.enabled" => "false",
             "rate_limit.submit_per_hour" => "20",
             "rate_limit.submit_burst" => "5",

@@ -245,6 +245,8 @@ struct ComposeForm {
     action: String,
     /// The form's submission token (`state::once`): sent twice, it makes one broadcast.
     submission: String,
+    /// A fresh form: the channels somebody subscribed on come ticked (never sent).
+    tick_subscribed: bool,
 }
 
 impl ComposeForm {
@@ -387,15 +389,22 @@ async fn compose_page(
     };
     let channels = SUBSCRIBE_TRANSPORTS
         .iter()
-        .map(|c| ChannelChoice {
-            value: c.as_str(),
-            label: channel_name(&t, c.as_str()),
-            checked: f.channels.iter().any(|x| x == c.as_str()),
-            subscribers: counts
+        .map(|c| {
+            let subscribers = counts
                 .iter()
                 .filter(|(v, tr, _)| tr == c.as_str() && chosen.contains(v))
                 .map(|(_, _, n)| n)
-                .sum(),
+                .sum();
+            ChannelChoice {
+                value: c.as_str(),
+                label: channel_name(&t, c.as_str()),
+                checked: if f.tick_subscribed {
+                    subscribers > 0
+                } else {
+                    f.channels.iter().any(|x| x == c.as_str())
+                },
+                subscribers,
+            }
         })
         .collect();
     let languages = LANGUAGES
@@ -447,6 +456,34 @@ async fn compose_page(
 pub struct ComposeQuery {
     #[serde(default)]
     template: String,
+    /// A previewed (or saved as a template) form held for this page (its submission
+    /// token), so that Back and reload never post the form again.
+    #[serde(default)]
+    draft: String,
+    /// `template` after a template was saved from the form.
+    #[serde(default)]
+    saved: String,
+}
+
+/// Where a compose form is held between its POST and the GET that shows it: bound to the
+/// account, so that nobody else's session opens it.
+fn draft_key(a: &Account, token: &str) -> String {
+    format!("broadcast:{}:{token}", a.id)
+}
+
+/// Holds the form as sent and answers with a redirect to the compose page that shows it
+/// (with its preview), post/redirect/get.
+fn hold_and_show(state: &AppState, a: &Account, body: &[u8], f: &ComposeForm, saved: bool) -> Page {
+    let token = crate::state::once::token_or_new(&f.submission);
+    let mut held = body.to_vec();
+    if f.submission.trim() != token {
+        held.extend_from_slice(format!("&submission={token}").as_bytes());
+    }
+    let _ = state
+        .submissions
+        .hold(&draft_key(a, &token), held, Vec::new());
+    let saved = if saved { "&saved=template" } else { "" };
+    Ok(Redirect::to(&format!("/console/broadcasts/new?draft={token}{saved}")).into_response())
 }
 
 /// The compose form: empty, or filled from a saved template.
@@ -455,20 +492,23 @@ pub async fn compose(
     Extension(s): Extension<ConsoleSession>,
     Query(q): Query<ComposeQuery>,
 ) -> Page {
-    // Ticked at first: the channels somebody in the account's villages subscribed on.
-    let scope: Vec<i64> = scope_villages(&state, &s.account)
-        .await?
-        .iter()
-        .map(|v| v.id)
-        .collect();
-    let counts = state.store.subscriber_counts(&scope).await?;
+    if !q.draft.is_empty() {
+        let held = crate::state::once::valid_token(&q.draft)
+            .and_then(|token| state.submissions.draft(&draft_key(&s.account, token)));
+        if let Some((body, _)) = held {
+            let mut f = ComposeForm::parse(&body);
+            f.action.clear();
+            if q.saved == "template" {
+                let notice = Some(texts().get("broadcast.template_saved").to_owned());
+                return compose_page(&state, &s, f, Vec::new(), notice, None, StatusCode::OK).await;
+            }
+            return preview_page(&state, &s, f, Vec::new(), None).await;
+        }
+    }
+    // Ticked at first: the channels somebody in the account's villages subscribed on
+    // (counted once, with the page's own counts).
     let mut f = ComposeForm {
-        channels: SUBSCRIBE_TRANSPORTS
-            .iter()
-            .map(|c| c.as_str())
-            .filter(|c| counts.iter().any(|(_, tr, n)| tr == c && *n > 0))
-            .map(str::to_owned)
-            .collect(),
+        tick_subscribed: true,
         villages: s.account.village_id.into_iter().collect(),
         ..ComposeForm::default()
     };
@@ -479,6 +519,7 @@ pub async fn compose(
             Some(tpl) => {
                 f.title = tpl.title;
                 f.texts = serde_json::from_str(&tpl.texts).unwrap_or_default();
+                f.tick_subscribed = false;
                 f.channels = tpl
                     .transports
                     .split(',')
@@ -579,8 +620,7 @@ pub async fn submit(
                     created_at: now_ms(),
                 })
                 .await?;
-            let notice = Some(t.get("broadcast.template_saved").to_owned());
-            compose_page(state, s, f, errors, notice, None, StatusCode::OK).await
+            hold_and_show(state, a, &body, &f, true)
         }
         "send" if errors.is_empty() => match create_once(state, a, &draft, &f.submission).await {
             Ok(id) => Ok(Redirect::to(&format!("/console/broadcasts/{id}")).into_response()),
@@ -599,32 +639,49 @@ pub async fn submit(
             }
             Err(e) => Err(refusal(e)),
         },
+        // A preview that passes is shown by a GET (post/redirect/get); one with errors
+        // (also "send" when the time could not be read) comes back at once.
         _ => {
-            // Preview (also what "send" shows when the time could not be read).
-            errors.extend(
-                state
-                    .broadcasts
-                    .validate(a, &draft)
-                    .await?
-                    .iter()
-                    .map(|e| t.get(e.key()).to_owned()),
-            );
-            let preview = if draft.villages.is_empty()
-                || !state.broadcasts.may_reach(a, &draft.villages).await?
-            {
-                None
-            } else {
-                let p = state.broadcasts.preview(&draft).await?;
-                Some(preview_view(state, &t, &draft, &p))
-            };
-            let status = if errors.is_empty() {
-                StatusCode::OK
-            } else {
-                StatusCode::UNPROCESSABLE_ENTITY
-            };
-            compose_page(state, s, f, errors, None, preview, status).await
+            if errors.is_empty() && state.broadcasts.validate(a, &draft).await?.is_empty() {
+                return hold_and_show(state, a, &body, &f, false);
+            }
+            preview_page(state, s, f, errors, None).await
         }
     }
+}
+
+/// The compose form with its preview and whatever does not pass.
+async fn preview_page(
+    state: &AppState,
+    s: &ConsoleSession,
+    f: ComposeForm,
+    mut errors: Vec<String>,
+    notice: Option<String>,
+) -> Page {
+    let t = texts();
+    let a = &s.account;
+    let draft = f.draft(f.send_at_ms().unwrap_or(None));
+    errors.extend(
+        state
+            .broadcasts
+            .validate(a, &draft)
+            .await?
+            .iter()
+            .map(|e| t.get(e.key()).to_owned()),
+    );
+    let preview =
+        if draft.villages.is_empty() || !state.broadcasts.may_reach(a, &draft.villages).await? {
+            None
+        } else {
+            let p = state.broadcasts.preview(&draft).await?;
+            Some(preview_view(state, &t, &draft, &p))
+        };
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    compose_page(state, s, f, errors, notice, preview, status).await
 }
 
 fn preview_view(state: &AppState, t: &Texts, d: &Draft, p: &Preview) -> PreviewView {

@@ -39,6 +39,8 @@ pub enum Action {
     /// Asking the server to write to an address someone typed (a subscription's
     /// confirmation email).
     Send,
+    /// Looking up the form's helpers (a commune's village names).
+    Lookup,
 }
 
 /// The in-memory limiters.
@@ -49,6 +51,7 @@ pub struct Limits {
     check: Keyed,
     login: Keyed,
     send: Keyed,
+    lookup: Keyed,
 }
 
 fn quota(per_hour: u32, burst: u32) -> Quota {
@@ -71,6 +74,7 @@ impl Limits {
             check: RateLimiter::keyed(quota(cfg.check_per_hour, cfg.check_burst)),
             login: RateLimiter::keyed(quota(cfg.login_per_hour, cfg.login_burst)),
             send: RateLimiter::keyed(quota(cfg.send_per_hour, cfg.send_burst)),
+            lookup: RateLimiter::keyed(quota(cfg.lookup_per_hour, cfg.lookup_burst)),
         }
     }
 
@@ -97,6 +101,7 @@ impl Limits {
             Action::Check => &self.check,
             Action::Login => &self.login,
             Action::Send => &self.send,
+            Action::Lookup => &self.lookup,
         }
     }
 
@@ -135,7 +140,13 @@ impl Limits {
 
     /// Forgets clients whose limits have fully recovered (keeps memory bounded).
     pub fn shrink(&self) {
-        for limiter in [&self.submit, &self.check, &self.login, &self.send] {
+        for limiter in [
+            &self.submit,
+            &self.check,
+            &self.login,
+            &self.send,
+            &self.lookup,
+        ] {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -207,6 +218,15 @@ mod tests {
         assert!(limits.check(Action::Login, a).is_err());
         assert!(limits.check(Action::Send, a).is_ok());
         assert!(limits.check(Action::Send, a).is_err());
+        assert!(limits.check(Action::Submit, a).is_ok());
+        let limits = Limits::new(&RateLimitConfig {
+            enabled: true,
+            lookup_per_hour: 10,
+            lookup_burst: 1,
+            ..RateLimitConfig::default()
+        });
+        assert!(limits.check(Action::Lookup, a).is_ok());
+        assert!(limits.check(Action::Lookup, a).is_err());
         assert!(limits.check(Action::Submit, a).is_ok());
     }
 }

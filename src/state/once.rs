@@ -84,10 +84,18 @@ impl Slot {
 /// it the oldest drafts' photos are let go (their form then asks to choose them again).
 const MAX_HELD_BYTES: usize = 128 * 1024 * 1024;
 
-/// Photos held for one form sent back with an error.
+/// What is held for one form: the photos of a form sent back with an error, and the
+/// fields of a draft the page asked to see again (the no-script place pickers).
 struct Held {
     at: Instant,
     photos: Vec<Vec<u8>>,
+    draft: Vec<u8>,
+}
+
+impl Held {
+    fn size(&self) -> usize {
+        self.photos.iter().map(Vec::len).sum::<usize>() + self.draft.len()
+    }
 }
 
 /// The tokens of this process, and the photos held for forms sent back with an error.
@@ -137,14 +145,31 @@ impl Submissions {
     /// large). They stay in this process's memory only, as they arrived (intake cleans
     /// them when the tip is filed).
     pub fn hold_photos(&self, token: &str, photos: Vec<Vec<u8>>) -> bool {
-        let size: usize = photos.iter().map(Vec::len).sum();
+        self.hold(token, Vec::new(), photos).is_ok()
+    }
+
+    /// Holds a draft form (its fields as the page encodes them, and its photos) for
+    /// [`KEEP`], in this process's memory only, so that a page can be sent with a
+    /// redirect and shown again by a GET; the photos back when it is too large to hold.
+    pub fn hold(
+        &self,
+        token: &str,
+        draft: Vec<u8>,
+        photos: Vec<Vec<u8>>,
+    ) -> Result<(), Vec<Vec<u8>>> {
+        let entry = Held {
+            at: Instant::now(),
+            photos,
+            draft,
+        };
+        let size = entry.size();
         if size > MAX_HELD_BYTES / 4 {
-            return false;
+            return Err(entry.photos);
         }
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.retain(|_, h| h.at.elapsed() < KEEP);
         held.remove(token);
-        let mut total: usize = held.values().flat_map(|h| &h.photos).map(Vec::len).sum();
+        let mut total: usize = held.values().map(Held::size).sum();
         while total + size > MAX_HELD_BYTES {
             let Some(oldest) = held
                 .iter()
@@ -154,20 +179,23 @@ impl Submissions {
                 break;
             };
             if let Some(h) = held.remove(&oldest) {
-                total -= h.photos.iter().map(Vec::len).sum::<usize>();
+                total -= h.size();
             }
         }
-        held.insert(
-            token.to_owned(),
-            Held {
-                at: Instant::now(),
-                photos,
-            },
-        );
-        true
+        held.insert(token.to_owned(), entry);
+        Ok(())
     }
 
-    /// Takes the photos held for a form (none if nothing is held).
+    /// The draft held for a form and how many photos wait with it, left in place (a
+    /// reload shows it again).
+    pub fn draft(&self, token: &str) -> Option<(Vec<u8>, usize)> {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.get(token)
+            .filter(|h| h.at.elapsed() < KEEP && !h.draft.is_empty())
+            .map(|h| (h.draft.clone(), h.photos.len()))
+    }
+
+    /// Takes the photos held for a form (none if nothing is held), and lets its draft go.
     pub fn take_photos(&self, token: &str) -> Vec<Vec<u8>> {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         match held.remove(token) {
@@ -349,6 +377,12 @@ mod tests {
         assert_eq!(subs.take_photos(&token), vec![vec![1, 2], vec![3]]);
         assert!(subs.take_photos(&token).is_empty());
         assert!(!subs.hold_photos(&token, vec![vec![0; MAX_HELD_BYTES]]));
+        // A draft is shown as often as asked for, until its photos are taken.
+        assert!(subs.hold(&token, b"{}".to_vec(), vec![vec![9]]).is_ok());
+        assert_eq!(subs.draft(&token), Some((b"{}".to_vec(), 1)));
+        assert_eq!(subs.draft(&token), Some((b"{}".to_vec(), 1)));
+        assert_eq!(subs.take_photos(&token), vec![vec![9]]);
+        assert!(subs.draft(&token).is_none());
     }
 
     #[test]

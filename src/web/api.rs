@@ -144,9 +144,12 @@ pub struct CommuneItem {
 pub enum Failure {
     /// Not JSON, not the schema, or too large.
     Malformed { too_large: bool },
-    /// Too many requests from this client; try again after this many seconds. `check`
-    /// says whether the limit was on receipt checks (else on tips).
-    RateLimited { retry_after: u64, check: bool },
+    /// Too many requests from this client; try again after this many seconds. `message`
+    /// is the text's key: which limit it was (tips, receipt checks, look-ups).
+    RateLimited {
+        retry_after: u64,
+        message: &'static str,
+    },
     /// Fields that do not pass: (field, message key).
     Invalid(Vec<(&'static str, &'static str)>),
     /// No tip with that receipt (or not a receipt at all: the same answer).
@@ -190,16 +193,15 @@ impl IntoResponse for ApiFailure {
                 "error.bad_request",
                 Vec::new(),
             ),
-            Failure::RateLimited { retry_after, check } => {
+            Failure::RateLimited {
+                retry_after,
+                message,
+            } => {
                 args.push(("minutes", retry_after.div_ceil(60).max(1).to_string()));
                 (
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
-                    if check {
-                        "error.rate_limited_check"
-                    } else {
-                        "error.rate_limited_api"
-                    },
+                    message,
                     Vec::new(),
                 )
             }
@@ -314,7 +316,7 @@ async fn create_tip(
     state.limits.check(Action::Submit, ip).map_err(|l| {
         Failure::RateLimited {
             retry_after: l.retry_after.as_secs(),
-            check: false,
+            message: "error.rate_limited_api",
         }
         .in_lang(lang)
     })?;
@@ -376,7 +378,7 @@ async fn tip_status(
     state.limits.check(Action::Check, ip).map_err(|l| {
         Failure::RateLimited {
             retry_after: l.retry_after.as_secs(),
-            check: true,
+            message: "error.rate_limited_check",
         }
         .in_lang(lang)
     })?;
@@ -440,13 +442,23 @@ struct VillageQuery {
     responses(
         (status = 200, description = "The commune's village names (empty for an unknown commune)",
             body = [String]),
-        (status = 400, description = "No commune, or not an integer", body = ApiError)))]
+        (status = 400, description = "No commune, or not an integer", body = ApiError),
+        (status = 429, description = "Too many look-ups from this client", body = ApiError,
+            headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 async fn villages(
     State(state): State<AppState>,
     lang: Lang,
+    ClientIp(ip): ClientIp,
     q: Result<Query<VillageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiFailure> {
     let Query(q) = q.map_err(|_| Failure::Malformed { too_large: false }.in_lang(lang))?;
+    state.limits.check(Action::Lookup, ip).map_err(|l| {
+        Failure::RateLimited {
+            retry_after: l.retry_after.as_secs(),
+            message: "error.rate_limited_lookup",
+        }
+        .in_lang(lang)
+    })?;
     let names = super::village_names(&state, q.commune).await;
     Ok((
         [(header::CACHE_CONTROL, "public, max-age=60")],

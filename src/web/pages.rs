@@ -17,7 +17,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -72,8 +72,10 @@ fn error_items(t: Texts, errors: &[FieldError]) -> Vec<ErrorItem> {
         .collect()
 }
 
-/// What the resident typed into the form, kept across re-renders.
-#[derive(Debug, Default, Clone)]
+/// What the resident typed into the form, kept across re-renders (and held as a draft
+/// while the no-script place pickers show it again).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TipForm {
     pub category: String,
     pub province: String,
@@ -319,6 +321,8 @@ async fn with_villages(state: &AppState, mut page: FormPage) -> FormPage {
 struct FormQuery {
     province: Option<String>,
     lang: Option<String>,
+    /// A draft held by a place picker without script (its submission token).
+    draft: Option<String>,
 }
 
 fn lang_cookie(state: &AppState, lang: Lang) -> HeaderValue {
@@ -335,6 +339,9 @@ async fn form_page(
     lang: Lang,
     Query(q): Query<FormQuery>,
 ) -> Response {
+    if let Some(token) = q.draft.as_deref() {
+        return draft_page(&state, lang, token).await;
+    }
     let form = TipForm {
         province: q.province.unwrap_or_default(),
         lang: lang.0.to_owned(),
@@ -346,6 +353,47 @@ async fn form_page(
         res.headers_mut()
             .insert(header::SET_COOKIE, lang_cookie(&state, lang));
     }
+    res
+}
+
+/// `GET /?draft=TOKEN`: the form again as a place picker left it (no script), with the
+/// chosen province's communes or the commune's villages, and the photos held for it. A
+/// reload shows it again; Back goes to the page before, never to a POST. Not cached: the
+/// draft stays in this process's memory only, for `once::KEEP`, and goes with the tip.
+async fn draft_page(state: &AppState, header_lang: Lang, token: &str) -> Response {
+    let held = once::valid_token(token).and_then(|t| state.submissions.draft(t));
+    let Some((form, photos)) = held.and_then(|(draft, photos)| {
+        serde_json::from_slice::<TipForm>(&draft)
+            .ok()
+            .map(|f| (f, photos))
+    }) else {
+        // Gone (expired, another process, filed): a new form, saying so.
+        let t = header_lang.texts();
+        let form = TipForm {
+            lang: header_lang.0.to_owned(),
+            ..TipForm::default()
+        };
+        let mut page = form_page_for(state, header_lang, form, &[]);
+        page.notice = Some(t.get("form.draft_gone").to_owned());
+        return no_store(render(StatusCode::OK, page));
+    };
+    let lang = form_lang(&form.lang, header_lang);
+    let errors = if form.province.trim().is_empty() {
+        vec![FieldError {
+            field: "province",
+            code: "error.unknown_province",
+        }]
+    } else {
+        Vec::new()
+    };
+    let mut page = with_villages(state, form_page_for(state, lang, form, &errors)).await;
+    page.held_photos = photos;
+    no_store(render(StatusCode::OK, page))
+}
+
+fn no_store(mut res: Response) -> Response {
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
 
@@ -547,6 +595,25 @@ async fn submit_tip(
         return Err(rerender_form(&state, lang, status, form, &[], notice, &photos).await);
     }
     if form.action == "pick_province" || form.action == "pick_commune" {
+        // Not a refusal: the form again with the province's communes or the commune's
+        // villages (no script), by a redirect to a GET of the draft held for it, so that
+        // Back and reload never send the form again.
+        let mut draft = form.clone();
+        draft.submission = once::token_or_new(&form.submission);
+        draft.action.clear();
+        let anchor = if form.action == "pick_province" {
+            "f-commune"
+        } else {
+            "f-village"
+        };
+        let fields = serde_json::to_vec(&draft).unwrap_or_default();
+        photos = match state.submissions.hold(&draft.submission, fields, photos) {
+            Ok(()) => {
+                let to = format!("/?draft={}#{anchor}", draft.submission);
+                return Ok(see_other(&to));
+            }
+            Err(photos) => photos,
+        };
         let errors = if form.province.trim().is_empty() {
             vec![FieldError {
                 field: "province",
@@ -555,7 +622,6 @@ async fn submit_tip(
         } else {
             Vec::new()
         };
-        // Not a refusal: the form again with the province's communes (no script).
         return Ok(
             rerender_form(&state, lang, StatusCode::OK, form, &errors, None, &photos)
                 .await
@@ -671,6 +737,18 @@ async fn submit_tip(
     }
 }
 
+fn see_other(to: &str) -> Response {
+    let location = HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/"));
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response()
+}
+
 /// `GET /exit`, the form's "quick exit": straight to an everyday site (the script also
 /// replaces the page in the history, so Back does not return to the form).
 async fn quick_exit() -> Response {
@@ -690,6 +768,8 @@ const RECEIPT_VIEW: &str = "receipt-view";
 /// The status page's, after a reply.
 const STATUS_COOKIE: &str = "tinbao_status";
 const STATUS_VIEW: &str = "status-view";
+/// The status page's, after a receipt check.
+const CHECK_VIEW: &str = "status-check-view";
 
 /// `GET /tips/receipt`: the receipt of the tip just sent, once; afterwards (a reload,
 /// Back, the URL opened later) the page says the receipt was shown and how to check.
@@ -721,14 +801,23 @@ async fn show_status(
     headers: axum::http::HeaderMap,
 ) -> Response {
     let t = lang.texts();
-    let Some(receipt) = once::take_view(&state, &headers, STATUS_COOKIE, STATUS_VIEW) else {
-        let res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/status")]).into_response();
-        return once::shown_once(&state, res, STATUS_COOKIE, "/status/view");
+    // After a reply (with its notice), or after a receipt check.
+    let (receipt, replied) = match once::take_view(&state, &headers, STATUS_COOKIE, STATUS_VIEW) {
+        Some(r) => (r, true),
+        None => match once::take_view(&state, &headers, STATUS_COOKIE, CHECK_VIEW) {
+            Some(r) => (r, false),
+            None => {
+                let res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/status")]).into_response();
+                return once::shown_once(&state, res, STATUS_COOKIE, "/status/view");
+            }
+        },
     };
     let page = match state.intake.status(&receipt).await {
         Ok(Some(view)) => {
             let mut page = status_page(t, lang, &receipt, view);
-            page.notice = Some(t.get("status.reply_sent").to_owned());
+            if replied {
+                page.notice = Some(t.get("status.reply_sent").to_owned());
+            }
             render(StatusCode::OK, page)
         }
         Ok(None) => Refusal::StatusForm(
@@ -833,7 +922,26 @@ async fn check_status(
             typed,
         )),
         Ok(receipt) => match state.intake.status(&receipt).await {
-            Ok(Some(view)) => Ok(render(StatusCode::OK, status_page(t, lang, &receipt, view))),
+            // Post/redirect/get: the status page is a GET, shown once, so Back from it (or
+            // from a reply sent on it) never asks to send the receipt again.
+            Ok(Some(_)) => {
+                let token = once::new_token();
+                state.submissions.slot(&token);
+                let view = once::seal_view(
+                    state.intake.keys(),
+                    CHECK_VIEW,
+                    &token,
+                    &receipt,
+                    once::now_s(),
+                );
+                Ok(once::view_redirect(
+                    &state,
+                    "/status/view",
+                    STATUS_COOKIE,
+                    &view,
+                    &token,
+                ))
+            }
             Ok(None) => Err(Refusal::StatusForm(
                 lang,
                 StatusCode::OK,

@@ -16,7 +16,7 @@ use crate::state::{Action, AppState, ClientIp, Lang};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Form, Router};
 use serde::Deserialize;
@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/subscribe/confirm", get(confirm_page).post(confirm))
         .route("/subscribe/stop", get(stop_page).post(stop))
+        .route("/subscribe/done", get(done_page))
         .route("/subscribe/{village}", get(page).post(subscribe_email))
 }
 
@@ -136,11 +137,41 @@ async fn village_page(state: &AppState, lang: Lang, id: &str) -> Result<Subscrib
     Ok(p)
 }
 
-async fn page(State(state): State<AppState>, lang: Lang, Path(id): Path<String>) -> Response {
+#[derive(Deserialize)]
+struct PageQuery {
+    /// Set by the redirect after the email form was taken (post/redirect/get).
+    #[serde(default)]
+    sent: Option<String>,
+}
+
+async fn page(
+    State(state): State<AppState>,
+    lang: Lang,
+    Path(id): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
     match village_page(&state, lang, &id).await {
-        Ok(p) => with_form_token(&state, StatusCode::OK, p),
+        Ok(mut p) => {
+            if q.sent.is_some() && p.email_enabled {
+                p.notice = Some(lang.texts().get("subscribe.check_email").to_owned());
+            }
+            with_form_token(&state, StatusCode::OK, p)
+        }
         Err(r) => r,
     }
+}
+
+/// A `303` to a GET page, so that a reload or Back never posts a form again.
+fn see_other(to: &str) -> Response {
+    let location = HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/"));
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -222,10 +253,10 @@ async fn subscribe_email(
     {
         // The same answer whether the address was new, pending or already subscribed:
         // the page never tells whether someone subscribed.
+        // Answered by a redirect to the village's page with the notice: a reload or Back
+        // sends nothing again.
         Ok(Subscribed::Pending { .. }) | Ok(Subscribed::Active { .. }) => {
-            p.notice = Some(t.get("subscribe.check_email").to_owned());
-            p.email.clear();
-            with_form_token(&state, StatusCode::OK, p)
+            see_other(&format!("/subscribe/{village}?sent=1&lang={}", lang.0))
         }
         Ok(Subscribed::Busy) => {
             p.error = Some(t.get("subscribe.busy").to_owned());
@@ -276,38 +307,66 @@ async fn stop_page(lang: Lang, Query(q): Query<LinkQuery>) -> Response {
     link_page(lang, "/subscribe/stop", &q, "subscribe.stop_button")
 }
 
+/// What a confirm or stop link did, as the page after it says.
+const OUTCOMES: [&str; 4] = [
+    "subscribe.confirmed",
+    "subscribe.stopped",
+    "subscribe.bad_link",
+    "error.try_later",
+];
+
+/// Follows a confirm or stop link, then answers with a redirect to the page that says
+/// what happened (`/subscribe/done`), so that a reload does not post it again.
 async fn link_action(state: &AppState, lang: Lang, q: &LinkQuery, stop: bool) -> Response {
+    let outcome = match q.s.parse::<i64>() {
+        Err(_) => "subscribe.bad_link",
+        Ok(id) => {
+            let done = if stop {
+                state.broadcasts.unsubscribe(id, &q.t).await
+            } else {
+                state.broadcasts.confirm(id, &q.t).await
+            };
+            match done {
+                Ok(true) if stop => "subscribe.stopped",
+                Ok(true) => "subscribe.confirmed",
+                Ok(false) => "subscribe.bad_link",
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot change a subscription");
+                    "error.try_later"
+                }
+            }
+        }
+    };
+    see_other(&format!("/subscribe/done?r={outcome}&lang={}", lang.0))
+}
+
+#[derive(Deserialize)]
+struct DoneQuery {
+    #[serde(default)]
+    r: String,
+}
+
+/// `GET /subscribe/done?r=…`: what a confirm or stop link did.
+async fn done_page(lang: Lang, Query(q): Query<DoneQuery>) -> Response {
     let t = lang.texts();
     let mut p = SubscribePage::new(lang);
-    let Ok(id) = q.s.parse::<i64>() else {
-        p.error = Some(t.get("subscribe.bad_link").to_owned());
-        return render(StatusCode::BAD_REQUEST, p);
-    };
-    let done = if stop {
-        state.broadcasts.unsubscribe(id, &q.t).await
-    } else {
-        state.broadcasts.confirm(id, &q.t).await
-    };
-    match done {
-        Ok(true) => {
-            p.notice = Some(
-                t.get(if stop {
-                    "subscribe.stopped"
-                } else {
-                    "subscribe.confirmed"
-                })
-                .to_owned(),
-            );
+    match OUTCOMES.iter().find(|k| **k == q.r) {
+        Some(k) if k.starts_with("subscribe.con") || k.starts_with("subscribe.sto") => {
+            p.notice = Some(t.get(k).to_owned());
             render(StatusCode::OK, p)
         }
-        Ok(false) => {
-            p.error = Some(t.get("subscribe.bad_link").to_owned());
-            render(StatusCode::BAD_REQUEST, p)
+        Some(k) => {
+            p.error = Some(t.get(k).to_owned());
+            let status = if k.starts_with("error.") {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            render(status, p)
         }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot change a subscription");
-            p.error = Some(t.get("error.try_later").to_owned());
-            render(StatusCode::INTERNAL_SERVER_ERROR, p)
+        None => {
+            p.error = Some(t.get("subscribe.bad_link").to_owned());
+            render(StatusCode::NOT_FOUND, p)
         }
     }
 }

@@ -89,6 +89,7 @@ async fn canaries_receipts_and_addresses_never_reach_the_database_or_the_log(eng
         .send()
         .await
         .unwrap();
+    let res = follow_filed(&client, &server.base, res).await;
     assert!(res
         .text()
         .await

@@ -190,10 +190,14 @@ async fn every_channel_from_subscription_to_delivery_with_opt_outs_during_sendin
         .send()
         .await
         .unwrap();
+    // Post/redirect/get: the village's page says what comes next; a reload sends nothing.
+    let ok = crate::helpers::follow_filed(&app.client, &app.base, ok).await;
     assert_eq!(ok.status(), 200);
+    assert!(ok.text().await.unwrap().contains("Almost done"));
     let mails = smtp.wait_for(1).await;
     let confirm = link_in(&app, &mails[0].body, "/subscribe/confirm");
     let confirmed = app.client.post(&confirm).send().await.unwrap();
+    let confirmed = crate::helpers::follow_filed(&app.client, &app.base, confirmed).await;
     assert_eq!(confirmed.status(), 200);
     let forged = app
         .client
@@ -201,6 +205,7 @@ async fn every_channel_from_subscription_to_delivery_with_opt_outs_during_sendin
         .send()
         .await
         .unwrap();
+    let forged = crate::helpers::follow_filed(&app.client, &app.base, forged).await;
     assert_eq!(forged.status(), 400);
 
     let store = app.state.intake.store().clone();
@@ -364,6 +369,8 @@ async fn every_channel_from_subscription_to_delivery_with_opt_outs_during_sendin
         .send()
         .await
         .unwrap();
+    assert_eq!(res.status(), 303);
+    let res = crate::helpers::follow_filed(&app.client, &app.base, res).await;
     assert_eq!(res.status(), 200);
     let s: i64 = stop
         .split("s=")
@@ -726,9 +733,29 @@ async fn the_console_writes_previews_approves_and_follows_a_broadcast(engine: En
             .form(&f)
             .send()
     };
+    // Post/redirect/get: the preview is a GET of the form held for it (Back and reload
+    // never post it again); only this account's session opens it.
     let preview = post(form("preview", &[village])).await.unwrap();
+    assert_eq!(preview.status(), 303);
+    let shown = preview.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        shown.starts_with("/console/broadcasts/new?draft="),
+        "{shown}"
+    );
+    let preview = get(&head, &shown).await.unwrap();
     assert_eq!(preview.status(), 200);
     let html = preview.text().await.unwrap();
+    let again = get(&head, &shown).await.unwrap().text().await.unwrap();
+    assert_eq!(
+        element_text(&again, "preview-total").as_deref(),
+        Some("3"),
+        "a reload shows the same preview"
+    );
+    let theirs = get(&officer, &shown).await.unwrap().text().await.unwrap();
+    assert!(
+        !theirs.contains("họp thôn 19h ngày 26/6"),
+        "another account's session does not open the head's draft"
+    );
     assert_eq!(element_text(&html, "preview-total").as_deref(), Some("3"));
     // The Vietnamese text is UCS-2: 86 characters take 2 segments, for 3 people.
     assert_eq!(element_text(&html, "preview-sms").as_deref(), Some("6"));
@@ -766,8 +793,13 @@ async fn the_console_writes_previews_approves_and_follows_a_broadcast(engine: En
     let mut tpl = form("template", &[village]);
     tpl.push(("template_name".into(), "Ngày 26/6".into()));
     let saved = post(tpl).await.unwrap();
+    assert_eq!(saved.status(), 303);
+    let shown = saved.headers()["location"].to_str().unwrap().to_owned();
+    let saved = get(&head, &shown).await.unwrap();
     assert_eq!(saved.status(), 200);
-    assert!(saved.text().await.unwrap().contains("Đã lưu mẫu tin"));
+    let html = saved.text().await.unwrap();
+    assert!(html.contains("Đã lưu mẫu tin"));
+    assert!(html.contains("họp thôn 19h ngày 26/6"), "the text is kept");
     // Sent twice (a double click): one broadcast, the same page.
     let mut once_form = form("send", &[village]);
     once_form.push((

@@ -67,6 +67,15 @@ async fn a_resident_reports_and_checks_a_tip_at_360px_without_javascript() {
         .for_element(Locator::Id("photos-held"))
         .await
         .expect("the photo is held, not to be chosen again");
+    // The picker's answer is a GET page (post/redirect/get): a reload shows the same
+    // draft and sends nothing again.
+    let url = c.current_url().await.unwrap();
+    assert!(url.query().unwrap_or("").starts_with("draft="), "{url}");
+    c.refresh().await.unwrap();
+    c.wait()
+        .for_element(Locator::Id("photos-held"))
+        .await
+        .expect("still held after a reload");
     let kept = c
         .wait()
         .for_element(Locator::Css("textarea[name=description]"))
@@ -574,7 +583,7 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
 
 /// The page's visible tap targets (links, buttons, choices, fields, foldouts) under 44 px
 /// tall, named with their height; the honeypot is not one.
-async fn small_targets(c: &fantoccini::Client) -> serde_json::Value {
+pub(crate) async fn small_targets(c: &fantoccini::Client) -> serde_json::Value {
     c.execute(
         "return Array.from(document.querySelectorAll('a, button, label.choice, select, \
          input:not([type=hidden]):not([type=radio]):not([type=checkbox]), summary'))\
@@ -590,7 +599,7 @@ async fn small_targets(c: &fantoccini::Client) -> serde_json::Value {
 
 /// Clicks the button that sends a form, then waits until the browser has replaced the
 /// page with the answer (a click returns before the next page has loaded).
-async fn submit(c: &fantoccini::Client, button: &str) {
+pub(crate) async fn submit(c: &fantoccini::Client, button: &str) {
     let old = c.find(Locator::Css("html")).await.unwrap();
     c.wait()
         .for_element(Locator::Css(button))
@@ -609,7 +618,7 @@ async fn submit(c: &fantoccini::Client, button: &str) {
 }
 
 /// Waits for the element with this id and types into it.
-async fn type_id(c: &fantoccini::Client, id: &str, text: &str) {
+pub(crate) async fn type_id(c: &fantoccini::Client, id: &str, text: &str) {
     c.wait()
         .for_element(Locator::Id(id))
         .await
@@ -620,7 +629,7 @@ async fn type_id(c: &fantoccini::Client, id: &str, text: &str) {
 }
 
 /// The text of the element with this id, once it is there.
-async fn text_of(c: &fantoccini::Client, id: &str) -> String {
+pub(crate) async fn text_of(c: &fantoccini::Client, id: &str) -> String {
     c.wait()
         .for_element(Locator::Id(id))
         .await

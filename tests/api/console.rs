@@ -473,7 +473,9 @@ async fn triage_reply_hotline_and_the_tipster_sees_the_answer(engine: Engine) {
         .form(&[("receipt", receipt.as_str())])
         .send()
         .await
-        .unwrap()
+        .unwrap();
+    let html = crate::helpers::follow_filed(&app.client, &app.base, html)
+        .await
         .text()
         .await
         .unwrap();

@@ -210,6 +210,24 @@ pub async fn login_as(
 
 /// Another full session for an account, as if it logged in on a second device.
 pub async fn extra_session(app: &TestApp, account_id: &str) -> (reqwest::Client, String) {
+    let (token, csrf) = session_token(app, account_id).await;
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    jar.add_cookie_str(
+        &format!("tinbao_console={token}; Path=/console"),
+        &app.base.parse().unwrap(),
+    );
+    let client = reqwest::Client::builder()
+        .cookie_provider(jar)
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    (client, csrf)
+}
+
+/// A full session for an account (as after password and TOTP): its cookie value
+/// (`tinbao_console`, path `/console`) and CSRF token.
+pub async fn session_token(app: &TestApp, account_id: &str) -> (String, String) {
     let token = uuid::Uuid::new_v4().simple().to_string();
     let csrf = uuid::Uuid::new_v4().simple().to_string();
     let now = tinbao::clock::now_ms();
@@ -228,16 +246,5 @@ pub async fn extra_session(app: &TestApp, account_id: &str) -> (reqwest::Client,
         })
         .await
         .unwrap();
-    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
-    jar.add_cookie_str(
-        &format!("tinbao_console={token}; Path=/console"),
-        &app.base.parse().unwrap(),
-    );
-    let client = reqwest::Client::builder()
-        .cookie_provider(jar)
-        .redirect(reqwest::redirect::Policy::none())
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
-    (client, csrf)
+    (token, csrf)
 }

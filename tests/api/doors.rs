@@ -634,6 +634,7 @@ async fn subscribing_by_email_is_guarded_and_mails_once(engine: Engine) {
     for _ in 0..50 {
         let t = subscribe_token(&app, village).await;
         let res = post_subscribe(&app, village, Some(&t), &[("email", "Lan@Example.test")]).await;
+        let res = crate::helpers::follow_filed(&app.client, &app.base, res).await;
         assert_eq!(res.status(), 200);
         let html = res.text().await.unwrap();
         let notice = html
@@ -654,9 +655,11 @@ async fn subscribing_by_email_is_guarded_and_mails_once(engine: Engine) {
     let rest = &body[start..];
     let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
     let confirm = app.client.post(app.url(&rest[..end])).send().await.unwrap();
+    let confirm = crate::helpers::follow_filed(&app.client, &app.base, confirm).await;
     assert_eq!(confirm.status(), 200);
     let t = subscribe_token(&app, village).await;
     let res = post_subscribe(&app, village, Some(&t), &[("email", "lan@example.test")]).await;
+    let res = crate::helpers::follow_filed(&app.client, &app.base, res).await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     assert!(
@@ -715,10 +718,61 @@ async fn pending_subscriptions_are_bounded_and_purged(engine: Engine) {
     .await;
     let t = subscribe_token(&app, village).await;
     let res = post_subscribe(&app, village, Some(&t), &[("email", "new@example.test")]).await;
-    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.status(),
+        303,
+        "taken, and answered by the village's page"
+    );
     assert_eq!(emails_queued(&app).await, 1);
     let counts = store.pending_subscriber_counts(village).await.unwrap();
     assert_eq!(counts, (1, 1), "the lapsed ones are gone");
+    app.stop().await;
+}
+
+engine_test!(village_lookups_are_limited_per_client);
+/// The form's village look-up (`/api/v1/villages`) is a door too: past the per-client
+/// burst it answers 429 with `Retry-After` and the localised wait; another client is not
+/// held back by the first.
+async fn village_lookups_are_limited_per_client(engine: Engine) {
+    let app = spawn_app_with(engine, |c| {
+        c.rate_limit.enabled = true;
+        c.rate_limit.lookup_burst = 3;
+        c.rate_limit.lookup_per_hour = 3;
+        c.trust_forwarded_for = true;
+    })
+    .await;
+    let store = app.state.intake.store().clone();
+    store.add_village(70, "Thôn Đông").await.unwrap();
+    let lookup = |from: &'static str| {
+        app.client
+            .get(app.url("/api/v1/villages?commune=70"))
+            .header("x-forwarded-for", from)
+            .header("accept-language", "vi")
+            .send()
+    };
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..5 {
+        let res = lookup("203.0.113.7").await.unwrap();
+        statuses.push(res.status().as_u16());
+        last = Some(res);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let last = last.unwrap();
+    assert!(last.headers().contains_key("retry-after"));
+    let body: serde_json::Value = last.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("tra cứu danh sách"),
+        "{body}"
+    );
+    let other = lookup("203.0.113.8").await.unwrap();
+    assert_eq!(other.status(), 200);
+    let names: Vec<String> = other.json().await.unwrap();
+    assert_eq!(names, ["Thôn Đông"]);
     app.stop().await;
 }
 
@@ -752,7 +806,7 @@ async fn subscribing_is_limited_per_client(engine: Engine) {
         statuses.push(res.status().as_u16());
         last = Some(res);
     }
-    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    assert_eq!(statuses, [303, 303, 303, 429, 429]);
     let last = last.unwrap();
     assert!(last.headers().contains_key("retry-after"));
     let html = last.text().await.unwrap();

@@ -7,6 +7,7 @@ mod audit;
 mod broadcasts;
 mod browser;
 mod browser_flow;
+mod browser_pages;
 mod channels;
 mod config;
 mod console;

@@ -27,6 +27,7 @@ async fn metrics_are_served_only_on_their_own_listener_with_the_token(engine: En
         .send()
         .await
         .unwrap();
+    let res = crate::helpers::follow_filed(&app.client, &app.base, res).await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         app.client

@@ -72,6 +72,8 @@ async fn form_tip_receipt_status_police_message_reply_and_photo(engine: Engine) 
         .send()
         .await
         .unwrap();
+    // Post/redirect/get: the status page is a GET shown once (Back never resends).
+    let res = crate::helpers::follow_filed(&app.client, &app.base, res).await;
     assert_eq!(res.headers()["cache-control"], "no-store");
     let html = res.text().await.unwrap();
     assert!(html.contains("Đã tiếp nhận"), "{html}");
@@ -92,7 +94,9 @@ async fn form_tip_receipt_status_police_message_reply_and_photo(engine: Engine) 
         .form(&[("receipt", receipt.as_str())])
         .send()
         .await
-        .unwrap()
+        .unwrap();
+    let html = crate::helpers::follow_filed(&app.client, &app.base, html)
+        .await
         .text()
         .await
         .unwrap();
@@ -198,7 +202,15 @@ async fn a_listed_village_is_kept_as_queue_metadata(engine: Engine) {
         )
         .send()
         .await
+        .unwrap();
+    // The picker answers with a redirect to a GET of the draft (Back and reload never
+    // send the form again).
+    assert!(html.headers()["location"]
+        .to_str()
         .unwrap()
+        .starts_with("/?draft="));
+    let html = crate::helpers::follow_filed(&app.client, &app.base, html)
+        .await
         .text()
         .await
         .unwrap();
@@ -219,12 +231,30 @@ async fn a_listed_village_is_kept_as_queue_metadata(engine: Engine) {
         )
         .send()
         .await
-        .unwrap()
+        .unwrap();
+    let to = html.headers()["location"].to_str().unwrap().to_owned();
+    let html = crate::helpers::follow_filed(&app.client, &app.base, html)
+        .await
         .text()
         .await
         .unwrap();
     assert!(html.contains("<option value=\"Tổ dân phố số 3\">"));
     assert!(html.contains("giữ nguyên"));
+    // A reload shows the same draft; a made-up or expired one a fresh form that says so.
+    let again = app.client.get(app.url(&to)).send().await.unwrap();
+    assert_eq!(again.headers()["cache-control"], "no-store");
+    assert!(again.text().await.unwrap().contains("giữ nguyên"));
+    let gone = app
+        .client
+        .get(app.url(&format!("/?draft={}", "ab".repeat(16))))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(gone.contains("Bản nháp đó không còn được giữ"));
+    assert!(!gone.contains("giữ nguyên"));
     // With script, the API gives them as soon as the commune is chosen.
     let names: Vec<String> = app
         .client
@@ -432,7 +462,9 @@ async fn a_form_sent_twice_files_one_tip_and_its_receipt_shows_once(engine: Engi
         .form(&[("receipt", receipt.as_str())])
         .send()
         .await
-        .unwrap()
+        .unwrap();
+    let status = crate::helpers::follow_filed(&app.client, &app.base, status)
+        .await
         .text()
         .await
         .unwrap();

@@ -234,7 +234,9 @@ async fn pages_send_strict_headers_and_weigh_under_30_kb() {
         )
         .send()
         .await
-        .unwrap()
+        .unwrap();
+    let big = crate::helpers::follow_filed(&app.client, &app.base, big)
+        .await
         .text()
         .await
         .unwrap();
