@@ -230,6 +230,15 @@ pub struct TipQuery {
     /// The transfer picker's province (without script, its "Chọn" button).
     #[serde(default)]
     tp: String,
+    /// Set by the picker's redirect: the reason typed is held for this page.
+    #[serde(default)]
+    kept: String,
+}
+
+/// Where the transfer form's reason waits while the no-script picker shows a province's
+/// communes (post/redirect/get): bound to the account and the tip, in memory only.
+fn transfer_draft_key(account: &str, tip: &str) -> String {
+    format!("transfer:{account}:{tip}")
 }
 
 /// What the transfer form holds: the picker's province and commune, and the reason.
@@ -261,8 +270,18 @@ pub async fn tip_page(
     let error = Some(q.error)
         .filter(|e| !e.is_empty())
         .map(|e| t.get(&format!("console.error_{e}")).to_owned());
+    let reason = if q.kept.is_empty() {
+        String::new()
+    } else {
+        state
+            .submissions
+            .draft(&transfer_draft_key(&s.account.id, &row.id))
+            .and_then(|(r, _)| String::from_utf8(r).ok())
+            .unwrap_or_default()
+    };
     let kept = TransferKept {
         province: q.tp.trim().parse().ok(),
+        reason,
         ..TransferKept::default()
     };
     render_tip(&state, &s, row, error, kept, StatusCode::OK).await
@@ -814,7 +833,23 @@ pub async fn transfer(
         reason: f.reason.clone(),
     };
     if f.action == "pick" {
-        return render_tip(&state, &s, row, None, kept, StatusCode::OK).await;
+        // The province's communes by a redirect to the tip page (Back and reload never post
+        // the form again), the reason held for it.
+        let key = transfer_draft_key(&s.account.id, &id);
+        let held = if f.reason.is_empty() {
+            false
+        } else {
+            state
+                .submissions
+                .hold(&key, f.reason.clone().into_bytes(), Vec::new())
+                .is_ok()
+        };
+        let province = kept.province.unwrap_or(1);
+        let kept = if held { "&kept=1" } else { "" };
+        return Ok(Redirect::to(&format!(
+            "/console/tips/{id}?tp={province}{kept}#transfer-form"
+        ))
+        .into_response());
     }
     let refuse = |key: &str| texts().get(&format!("console.error_{key}")).to_owned();
     let commune = kept
@@ -856,6 +891,9 @@ pub async fn transfer(
     let change = state.intake.transfer(&row, &s.account.id, &commune, &note);
     let detail = format!("→ {}", commune.code);
     audited(&state, &s, &row, "tip.transfer", &detail, change).await?;
+    let _ = state
+        .submissions
+        .take_photos(&transfer_draft_key(&s.account.id, &id));
     // The tip may now be outside this account's scope.
     if s.account
         .sees_tip_in(Some(commune.province_code), Some(commune.code))

@@ -566,6 +566,10 @@ async fn an_officer_logs_in_with_totp_triages_and_replies_and_the_tipster_reads_
         .await
         .unwrap();
     submit(c, "#transfer-pick").await;
+    // A GET page (post/redirect/get): Back and reload never post the form again.
+    let url = c.current_url().await.unwrap();
+    assert!(url.query().unwrap_or("").contains("tp=1"), "{url}");
+    c.refresh().await.unwrap();
     c.wait()
         .for_element(Locator::Css("#f-tc option[value='73']"))
         .await

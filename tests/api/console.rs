@@ -788,6 +788,11 @@ async fn province_officers_route_unplaced_tips_and_see_commune_counts(engine: En
         .send()
         .await
         .unwrap();
+    // Answered by a redirect to the tip page (Back and reload never post it again).
+    assert_eq!(res.status(), 303);
+    let to = res.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.contains("tp=1&kept=1"), "{to}");
+    let res = p.client.get(app.url(&to)).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     assert!(
