@@ -22,16 +22,20 @@ pub enum Role {
     VillageHead,
     /// Configuration and accounts; reading a tip is still audited.
     Admin,
+    /// The commune chairman or province leadership: reports and the village tracker of
+    /// its commune or province; never a tip, a message or a photo.
+    Statistics,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Officer,
         Role::Chief,
         Role::Province,
         Role::VillageHead,
         Role::Admin,
+        Role::Statistics,
     ];
 
     /// The stored name.
@@ -42,6 +46,7 @@ impl Role {
             Role::Province => "province",
             Role::VillageHead => "village_head",
             Role::Admin => "admin",
+            Role::Statistics => "statistics",
         }
     }
 
@@ -52,7 +57,7 @@ impl Role {
 
     /// Whether the role can ever read a tip (and so must use a second factor).
     pub fn reads_tips(self) -> bool {
-        !matches!(self, Role::VillageHead)
+        !matches!(self, Role::VillageHead | Role::Statistics)
     }
 }
 
@@ -96,7 +101,23 @@ impl Account {
             Role::Officer | Role::Chief => commune.is_some() && commune == self.commune_code,
             Role::Province => province.is_some() && province == self.province_code,
             Role::Admin => true,
-            Role::VillageHead => false,
+            Role::VillageHead | Role::Statistics => false,
+        }
+    }
+
+    /// Whether this account may read the reports of `commune` (in `province`), and
+    /// whether a village's small counts must be hidden from it ("< 3").
+    pub fn reads_reports_of(&self, province: i64, commune: i64) -> Option<bool> {
+        let own_province = self.province_code == Some(province);
+        match self.role {
+            Role::Officer | Role::Chief => (self.commune_code == Some(commune)).then_some(false),
+            Role::Province => own_province.then_some(true),
+            Role::Statistics => match self.commune_code {
+                Some(c) => (c == commune).then_some(true),
+                None => own_province.then_some(true),
+            },
+            Role::Admin => Some(false),
+            Role::VillageHead => None,
         }
     }
 }
@@ -191,6 +212,29 @@ fn check_scope(store_geo: &crate::geo::Geo, a: &NewAccount) -> Result<(), Accoun
             store_geo
                 .province(p)
                 .ok_or(AccountError::Invalid("no province with that code"))?;
+        }
+        Role::Statistics => {
+            // A commune (the chairman) or a province (its leadership).
+            match (a.commune_code, a.province_code) {
+                (Some(c), _) => {
+                    let commune = store_geo
+                        .commune(c)
+                        .ok_or(AccountError::Invalid("no commune with that code"))?;
+                    if a.province_code.is_some_and(|p| p != commune.province_code) {
+                        return Err(AccountError::Invalid("the commune is not in that province"));
+                    }
+                }
+                (None, Some(p)) => {
+                    store_geo
+                        .province(p)
+                        .ok_or(AccountError::Invalid("no province with that code"))?;
+                }
+                (None, None) => {
+                    return Err(AccountError::Invalid(
+                        "this role needs --commune or --province",
+                    ))
+                }
+            }
         }
         Role::Admin => {}
     }

@@ -39,6 +39,38 @@ enum Command {
     /// Campaign broadcasts.
     #[command(subcommand)]
     Broadcast(BroadcastCommand),
+    /// Reports.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// A commune's monthly report (or a range of days with --from and --to), beside the
+    /// previous period and the same period a year before; counts only.
+    Monthly {
+        /// The commune's code.
+        #[arg(long)]
+        commune: i64,
+        /// The month, YYYY-MM (last month by default).
+        #[arg(long)]
+        month: Option<String>,
+        /// First day of a range, YYYY-MM-DD.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day of a range, YYYY-MM-DD.
+        #[arg(long)]
+        to: Option<String>,
+        /// csv (the default), html or xlsx (xlsx needs -o).
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// vi or en.
+        #[arg(long, default_value = "vi")]
+        lang: String,
+        /// Write to this file instead of the standard output.
+        #[arg(short = 'o', long)]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,6 +196,7 @@ pub async fn run() -> anyhow::Result<()> {
         Command::Villages(cmd) => villages(config, cmd).await,
         Command::User(cmd) => user(config, cmd).await,
         Command::Broadcast(BroadcastCommand::Status { id }) => broadcast_status(config, &id).await,
+        Command::Report(cmd) => report(config, cmd).await,
         Command::Audit(AuditCommand::Verify) => {
             if audit_verify(&config).await? {
                 Ok(())
@@ -172,6 +205,59 @@ pub async fn run() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn report(config: Config, cmd: ReportCommand) -> anyhow::Result<()> {
+    let ReportCommand::Monthly {
+        commune,
+        month,
+        from,
+        to,
+        format,
+        lang,
+        output,
+    } = cmd;
+    use crate::reports::{commune_report, export, Period};
+    let period = match (month, from, to) {
+        (_, Some(from), Some(to)) => Period::range(&from, &to),
+        (_, Some(_), None) | (_, None, Some(_)) => bail!("a range needs both --from and --to"),
+        (Some(m), None, None) => Period::month(&m),
+        (None, None, None) => {
+            let today = crate::reports::vn_day(crate::clock::now_ms());
+            Period::month(&today.format("%Y-%m").to_string()).map(|p| p.previous())
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Some(texts) = crate::i18n::locales()
+        .find(&lang)
+        .map(|l| crate::i18n::locales().texts(l.code))
+    else {
+        bail!("no language {lang} (vi or en)");
+    };
+    let store = open_store(&config).await?;
+    store.ensure_admin_units(&shipped_units()).await?;
+    let geo = crate::geo::Geo::load(&store).await?;
+    let r = commune_report(&store, &geo, commune, period)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let body = match format.as_str() {
+        "csv" => export::csv(&r, texts, false).into_bytes(),
+        "html" => export::html(&r, texts, false)?.into_bytes(),
+        "xlsx" if output.is_none() => bail!("an .xlsx workbook is written to a file: add -o FILE"),
+        "xlsx" => export::xlsx(&r, texts, false)?,
+        other => bail!("no format {other} (csv, html or xlsx)"),
+    };
+    match output {
+        Some(path) => {
+            std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("{}: {}", path.display(), r.period.label());
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(&body)?;
+        }
+    }
+    Ok(())
 }
 
 async fn broadcast_status(config: Config, id: &str) -> anyhow::Result<()> {

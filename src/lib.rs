@@ -37,6 +37,7 @@ pub mod dialog;
 pub mod geo;
 pub mod i18n;
 pub mod intake;
+pub mod reports;
 pub mod state;
 pub mod store;
 pub mod tips;

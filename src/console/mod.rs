@@ -10,6 +10,7 @@ mod error;
 mod hotline;
 mod pages;
 mod queue;
+pub mod reports;
 mod tip;
 
 use crate::accounts::{Account, Role};
@@ -50,6 +51,14 @@ pub const COMMUNE_POLICE: &[Role] = &[Role::Officer, Role::Chief];
 pub const BROADCASTERS: &[Role] = &[Role::VillageHead, Role::Chief];
 /// Who works with a commune's broadcasts: their writers and the officers who approve.
 pub const CAMPAIGN: &[Role] = &[Role::Officer, Role::Chief, Role::VillageHead];
+/// Who reads the commune reports (each within its own scope).
+pub const REPORT_READERS: &[Role] = &[
+    Role::Officer,
+    Role::Chief,
+    Role::Province,
+    Role::Statistics,
+    Role::Admin,
+];
 /// Every role that may read tips.
 pub const TIP_READERS: &[Role] = &[Role::Officer, Role::Chief, Role::Province, Role::Admin];
 
@@ -103,6 +112,18 @@ fn routes() -> Routes {
             queue::queue_page,
         )
         .add(M::GET, "/console/events", Roles(TIP_READERS), queue::events)
+        .add(
+            M::GET,
+            "/console/reports",
+            Roles(REPORT_READERS),
+            reports::report_page,
+        )
+        .add(
+            M::GET,
+            "/console/reports/export",
+            Roles(REPORT_READERS),
+            reports::report_export,
+        )
         .add(
             M::GET,
             "/console/broadcasts",

@@ -16,6 +16,7 @@ pub struct MeView {
     pub commune_police: bool,
     pub manages: bool,
     pub campaigns: bool,
+    pub reports: bool,
 }
 
 /// The console speaks Vietnamese (the police's language).
@@ -35,6 +36,7 @@ pub fn me(s: &ConsoleSession) -> Option<MeView> {
         commune_police: COMMUNE_POLICE.contains(&s.account.role),
         manages: matches!(s.account.role, Role::Chief | Role::Admin),
         campaigns: super::CAMPAIGN.contains(&s.account.role),
+        reports: super::REPORT_READERS.contains(&s.account.role),
     })
 }
 

@@ -26,6 +26,7 @@ use std::convert::Infallible;
 pub async fn home(Extension(s): Extension<ConsoleSession>) -> Response {
     match s.account.role {
         Role::VillageHead => Redirect::to("/console/broadcasts").into_response(),
+        Role::Statistics => Redirect::to("/console/reports").into_response(),
         _ => Redirect::to("/console/queue").into_response(),
     }
 }
@@ -155,7 +156,7 @@ pub fn scope_for(state: &AppState, s: &ConsoleSession, commune: Option<i64>) -> 
                 .map(QueueScope::Commune)
                 .unwrap_or(QueueScope::Unplaced),
         ),
-        Role::VillageHead => None,
+        Role::VillageHead | Role::Statistics => None,
     }
 }
 

@@ -186,7 +186,10 @@ impl Store {
     ) -> StoreResult<()> {
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
-            sqlx::query("UPDATE tips SET status = $1, outcome = $2, updated_at = $3 WHERE id = $4")
+            // Any status but "new" is the police acting on it (kept for the reports).
+            sqlx::query("UPDATE tips SET status = $1, outcome = $2, updated_at = $3, \
+                 first_action_at = CASE WHEN $1 = 'new' THEN first_action_at ELSE COALESCE(first_action_at, $3) END \
+                 WHERE id = $4")
                 .bind(status).bind(outcome).bind(now).bind(id).execute(&mut *tx).await?;
             // A closed tip's reply addresses (its own and its duplicates') are erased.
             if status == "closed" {
@@ -225,7 +228,8 @@ impl Store {
     /// Marks a tip as a duplicate of another and closes it with that outcome.
     pub async fn set_duplicate(&self, id: &str, of: &str, now: i64) -> StoreResult<()> {
         on_pool!(self, p => sqlx::query(
-            "UPDATE tips SET duplicate_of = $1, status = 'closed', outcome = 'duplicate', updated_at = $2 WHERE id = $3")
+            "UPDATE tips SET duplicate_of = $1, status = 'closed', outcome = 'duplicate', updated_at = $2, \
+             first_action_at = COALESCE(first_action_at, $2) WHERE id = $3")
             .bind(of).bind(now).bind(id).execute(p).await.map(|_| ()))
     }
 
@@ -246,7 +250,8 @@ impl Store {
                 .bind(&reason.id).bind(&reason.tip_id).bind(&reason.author_id)
                 .bind(reason.created_at).bind(&reason.body).execute(&mut *tx).await?;
             sqlx::query(
-                "UPDATE tips SET province_code = $1, commune_code = $2, village_id = NULL, assignee_id = NULL, updated_at = $3 WHERE id = $4")
+                "UPDATE tips SET province_code = $1, commune_code = $2, village_id = NULL, assignee_id = NULL, updated_at = $3, \
+                 first_action_at = COALESCE(first_action_at, $3) WHERE id = $4")
                 .bind(province).bind(commune).bind(now).bind(id).execute(&mut *tx).await?;
             Ok(tx.commit().await?)
         })

@@ -494,7 +494,10 @@ impl Store {
                     .bind(&a.id).bind(&m.tip_id).bind(&m.id).bind(m.created_at).bind(&a.content_type).bind(a.size).bind(&a.body)
                     .execute(&mut *tx).await?;
             }
-            sqlx::query("UPDATE tips SET updated_at = $1 WHERE id = $2").bind(m.created_at).bind(&m.tip_id)
+            // A message from the police is acting on the tip (kept for the reports).
+            sqlx::query("UPDATE tips SET updated_at = $1, \
+                 first_action_at = CASE WHEN $3 = 'police' THEN COALESCE(first_action_at, $1) ELSE first_action_at END \
+                 WHERE id = $2").bind(m.created_at).bind(&m.tip_id).bind(m.author)
                 .execute(&mut *tx).await?;
             outbox::insert_outbox_rows!(tx, &m.outbox);
             if m.photos_missing > 0 {
@@ -515,3 +518,6 @@ pub use console::{NoteRow, QueueFilter, QueueRow, QueueScope, TriageRow};
 
 mod keys;
 pub use keys::{KeyHolderRow, RewrappedKey};
+
+mod reports;
+pub use reports::ReportTipRow;

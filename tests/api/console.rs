@@ -17,6 +17,7 @@ fn allowed(method: &str, path: &str) -> Option<&'static [&'static str]> {
         "village_head",
         "admin",
         "other_officer",
+        "statistics",
     ];
     const READERS: &[&str] = &["officer", "chief", "province", "admin"];
     const POLICE: &[&str] = &["officer", "chief"];
@@ -58,6 +59,15 @@ fn allowed(method: &str, path: &str) -> Option<&'static [&'static str]> {
         ("POST", "/console/accounts/{account}/disable")
         | ("POST", "/console/accounts/{account}/reset") => MANAGERS,
         ("GET", "/console/audit") => &["chief", "admin", "other_chief"],
+        // Reports: each within its own scope (no commune asked: the account's own).
+        ("GET", "/console/reports") | ("GET", "/console/reports/export") => &[
+            "officer",
+            "chief",
+            "province",
+            "admin",
+            "other_officer",
+            "statistics",
+        ],
         _ => return None,
     })
 }
@@ -116,7 +126,7 @@ async fn every_console_route_allows_or_denies_every_role_as_the_table_says(engin
     let (target, _) = create_account(&app, Role::Officer, "target", None, Some(70)).await;
 
     // (name, role, province, commune) of every kind of user the table speaks of.
-    let kinds: [(&str, Role, Option<i64>, Option<i64>); 6] = [
+    let kinds: [(&str, Role, Option<i64>, Option<i64>); 7] = [
         ("officer", Role::Officer, None, Some(70)),
         ("chief", Role::Chief, None, Some(70)),
         ("province", Role::Province, Some(1), None),
@@ -124,6 +134,8 @@ async fn every_console_route_allows_or_denies_every_role_as_the_table_says(engin
         ("admin", Role::Admin, None, None),
         // An officer of another commune (Phường Cửa Nam, also in Hà Nội).
         ("other_officer", Role::Officer, None, Some(73)),
+        // The commune chairman: reports, never a tip.
+        ("statistics", Role::Statistics, None, Some(70)),
     ];
     let mut users = Vec::new();
     for (name, role, province, commune) in kinds {

@@ -20,6 +20,7 @@ mod keys;
 mod layers;
 mod openapi;
 mod providers;
+mod reports;
 mod server;
 mod sms;
 mod store;

@@ -1,0 +1,8 @@
+-- Reports (issue 13): when the police first acted on a tip (a status change from new, a
+-- message to the tipster, a transfer, a duplicate), for "share acted on within the
+-- deadline" and the time to first action. Tips acted on before this column existed take
+-- their last change as a stand-in.
+ALTER TABLE tips ADD COLUMN first_action_at INTEGER;
+UPDATE tips SET first_action_at = updated_at WHERE status <> 'new';
+-- A commune's tips by the time they came in: the monthly report's one range scan.
+CREATE INDEX tips_commune_created ON tips (commune_code, created_at);

@@ -1,0 +1,446 @@
+//! The commune's monthly report (báo cáo tháng, issue 13): what came in, how fast it was
+//! acted on and what came of it, for a month or a date range in Vietnam time, beside the
+//! previous period and the same period a year before. Counts only: a report never opens
+//! a sealed field. Exported as CSV and as an `.xlsx` workbook (one sheet per table, real
+//! numbers and dates).
+
+pub mod export;
+
+use crate::geo::Geo;
+use crate::store::{ReportTipRow, Store, StoreError};
+use crate::tips::{Category, Channel, Priority};
+use chrono::{Datelike, Duration, NaiveDate};
+
+use crate::clock::VN_OFFSET_MS;
+/// The longest range a report covers.
+pub const MAX_DAYS: i64 = 731;
+
+/// Why a report could not be made; each has a localised message (`key`).
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("a month is written YYYY-MM, e.g. 2026-11")]
+    BadMonth,
+    #[error("a date is written YYYY-MM-DD, and the range ends on or after its start")]
+    BadRange,
+    #[error("a report covers at most two years")]
+    TooLong,
+    #[error("no commune with that code")]
+    UnknownCommune,
+    #[error("database error: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ReportError {
+    /// The key of its message in the texts.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ReportError::BadMonth => "report.error_month",
+            ReportError::BadRange => "report.error_range",
+            ReportError::TooLong => "report.error_too_long",
+            ReportError::UnknownCommune => "report.error_commune",
+            ReportError::Store(_) => "error.try_later",
+        }
+    }
+}
+
+/// The days a report covers, first to last inclusive, in Vietnam time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub first: NaiveDate,
+    pub last: NaiveDate,
+}
+
+impl Period {
+    /// A calendar month, `YYYY-MM`.
+    pub fn month(s: &str) -> Result<Period, ReportError> {
+        let (y, m) = s.trim().split_once('-').ok_or(ReportError::BadMonth)?;
+        let (Ok(y), Ok(m)) = (y.parse::<i32>(), m.parse::<u32>()) else {
+            return Err(ReportError::BadMonth);
+        };
+        let first = NaiveDate::from_ymd_opt(y, m, 1).ok_or(ReportError::BadMonth)?;
+        Ok(Period {
+            first,
+            last: end_of_month(first),
+        })
+    }
+
+    /// A range of days, `YYYY-MM-DD` to `YYYY-MM-DD` inclusive (the June action month is
+    /// 2026-06-01 to 2026-06-30), at most [`MAX_DAYS`].
+    pub fn range(from: &str, to: &str) -> Result<Period, ReportError> {
+        let parse = |s: &str| NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok();
+        let (Some(first), Some(last)) = (parse(from), parse(to)) else {
+            return Err(ReportError::BadRange);
+        };
+        if last < first {
+            return Err(ReportError::BadRange);
+        }
+        let p = Period { first, last };
+        if p.days() > MAX_DAYS {
+            return Err(ReportError::TooLong);
+        }
+        Ok(p)
+    }
+
+    /// Days covered.
+    pub fn days(&self) -> i64 {
+        (self.last - self.first).num_days() + 1
+    }
+
+    /// Whether it is one whole calendar month.
+    pub fn is_month(&self) -> bool {
+        self.first.day() == 1 && self.last == end_of_month(self.first)
+    }
+
+    /// Its start in Unix milliseconds (00:00 Vietnam time of the first day).
+    pub fn from_ms(&self) -> i64 {
+        day_start_ms(self.first)
+    }
+
+    /// Its end, exclusive (00:00 Vietnam time of the day after the last).
+    pub fn to_ms(&self) -> i64 {
+        day_start_ms(self.last + Duration::days(1))
+    }
+
+    /// The period just before: the previous month for a month, else as many days before.
+    pub fn previous(&self) -> Period {
+        if self.is_month() {
+            let last = self.first - Duration::days(1);
+            Period {
+                first: last.with_day(1).unwrap_or(last),
+                last,
+            }
+        } else {
+            let days = Duration::days(self.days());
+            Period {
+                first: self.first - days,
+                last: self.last - days,
+            }
+        }
+    }
+
+    /// The same period a year before (29 February becomes the 28th).
+    pub fn year_before(&self) -> Period {
+        let back = |d: NaiveDate| {
+            NaiveDate::from_ymd_opt(d.year() - 1, d.month(), d.day())
+                .or_else(|| NaiveDate::from_ymd_opt(d.year() - 1, d.month(), d.day() - 1))
+                .unwrap_or(d)
+        };
+        if self.is_month() {
+            let first = back(self.first);
+            Period {
+                first,
+                last: end_of_month(first),
+            }
+        } else {
+            Period {
+                first: back(self.first),
+                last: back(self.last),
+            }
+        }
+    }
+
+    /// `2026-11` for a month, `2026-06-01 – 2026-06-30` otherwise.
+    pub fn label(&self) -> String {
+        if self.is_month() {
+            self.first.format("%Y-%m").to_string()
+        } else {
+            format!("{} – {}", self.first, self.last)
+        }
+    }
+
+    /// Each day of the period.
+    pub fn each_day(&self) -> impl Iterator<Item = NaiveDate> {
+        let first = self.first;
+        (0..self.days()).map(move |i| first + Duration::days(i))
+    }
+}
+
+fn end_of_month(first: NaiveDate) -> NaiveDate {
+    let next = if first.month() == 12 {
+        NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
+    };
+    next.map_or(first, |n| n - Duration::days(1))
+}
+
+fn day_start_ms(d: NaiveDate) -> i64 {
+    d.and_hms_opt(0, 0, 0)
+        .map_or(0, |t| t.and_utc().timestamp_millis())
+        - VN_OFFSET_MS
+}
+
+/// The Vietnam-time day of a moment.
+pub fn vn_day(ms: i64) -> NaiveDate {
+    chrono::DateTime::from_timestamp_millis(ms + VN_OFFSET_MS)
+        .map(|t| t.date_naive())
+        .unwrap_or_default()
+}
+
+/// One period's figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    pub total: i64,
+    /// Every category, in the form's order (zeros included).
+    pub by_category: Vec<(Category, i64)>,
+    pub by_channel: Vec<(Channel, i64)>,
+    /// By village id (`None`: no listed village), most first.
+    pub by_village: Vec<(Option<i64>, i64)>,
+    pub by_priority: Vec<(Priority, i64)>,
+    /// Tips per day of the period.
+    pub per_day: Vec<(NaiveDate, i64)>,
+    /// Tips acted on (a status change, a message to the tipster, a transfer, a duplicate).
+    pub acted: i64,
+    /// Of the period's tips, acted on by their deadline.
+    pub acted_in_time: i64,
+    /// Median and 90th percentile of the time to first action (ms), over acted tips.
+    pub median_ms: Option<i64>,
+    pub p90_ms: Option<i64>,
+    /// Tips of the period past their deadline and not acted on when the period ended.
+    pub overdue_at_end: i64,
+    pub confirmed: i64,
+    pub unfounded: i64,
+    pub duplicates: i64,
+    pub referred: i64,
+    pub transferred_out: i64,
+    pub still_open: i64,
+    pub rewards: i64,
+    pub hotline_calls: i64,
+    pub messages_police: i64,
+    pub messages_tipster: i64,
+}
+
+impl Figures {
+    /// Share of the period's tips acted on by their deadline, in percent.
+    pub fn share_in_time(&self) -> Option<f64> {
+        (self.total > 0).then(|| self.acted_in_time as f64 * 100.0 / self.total as f64)
+    }
+
+    /// Counts the rows of one period.
+    pub fn count(period: &Period, rows: &[ReportTipRow]) -> Figures {
+        let mut f = Figures {
+            total: rows.len() as i64,
+            by_category: Category::ALL.iter().map(|c| (*c, 0)).collect(),
+            by_channel: Channel::ALL.iter().map(|c| (*c, 0)).collect(),
+            by_priority: [
+                Priority::Urgent,
+                Priority::High,
+                Priority::Normal,
+                Priority::Low,
+            ]
+            .iter()
+            .map(|p| (*p, 0))
+            .collect(),
+            per_day: period.each_day().map(|d| (d, 0)).collect(),
+            ..Figures::default()
+        };
+        let end = period.to_ms();
+        let mut villages: std::collections::HashMap<Option<i64>, i64> = Default::default();
+        let mut waits = Vec::new();
+        for r in rows {
+            if let Some(c) = f
+                .by_category
+                .iter_mut()
+                .find(|c| c.0.as_str() == r.category)
+            {
+                c.1 += 1;
+            }
+            if let Some(c) = f.by_channel.iter_mut().find(|c| c.0.as_str() == r.channel) {
+                c.1 += 1;
+            }
+            if let Some(p) = f.by_priority.iter_mut().find(|p| p.0 as i64 == r.priority) {
+                p.1 += 1;
+            }
+            *villages.entry(r.village_id).or_default() += 1;
+            let day = (vn_day(r.created_at) - period.first).num_days();
+            if let Some(d) = usize::try_from(day).ok().and_then(|i| f.per_day.get_mut(i)) {
+                d.1 += 1;
+            }
+            match r.first_action_at {
+                Some(at) => {
+                    f.acted += 1;
+                    waits.push((at - r.created_at).max(0));
+                    if at <= r.due_at {
+                        f.acted_in_time += 1;
+                    }
+                    if at >= end && r.due_at < end {
+                        f.overdue_at_end += 1;
+                    }
+                }
+                None if r.due_at < end => f.overdue_at_end += 1,
+                None => {}
+            }
+            match r.outcome.as_deref() {
+                Some("actioned") => f.confirmed += 1,
+                Some("unfounded") => f.unfounded += 1,
+                Some("duplicate") => f.duplicates += 1,
+                Some("referred") => f.referred += 1,
+                _ => {}
+            }
+            if r.status != "closed" {
+                f.still_open += 1;
+            }
+            if r.reward_eligible {
+                f.rewards += 1;
+            }
+            if r.channel == Channel::Hotline.as_str() {
+                f.hotline_calls += 1;
+            }
+        }
+        waits.sort_unstable();
+        f.median_ms = percentile(&waits, 50);
+        f.p90_ms = percentile(&waits, 90);
+        let mut by_village: Vec<_> = villages.into_iter().collect();
+        by_village.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        f.by_village = by_village;
+        f
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[i64], p: usize) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p * sorted.len()).div_ceil(100).max(1);
+    sorted.get(rank - 1).copied()
+}
+
+/// A commune's report: the period's figures beside the previous period's and the same
+/// period a year before.
+#[derive(Debug, Clone)]
+pub struct CommuneReport {
+    pub commune: i64,
+    pub commune_name: String,
+    pub province_name: String,
+    pub period: Period,
+    pub now: Figures,
+    pub previous: Figures,
+    pub year_before: Figures,
+    /// Names of the villages counted (id → name).
+    pub villages: Vec<(i64, String)>,
+}
+
+impl CommuneReport {
+    /// A village's name, or "" for tips without a listed village.
+    pub fn village_name(&self, id: Option<i64>) -> &str {
+        id.and_then(|id| self.villages.iter().find(|v| v.0 == id))
+            .map_or("", |v| v.1.as_str())
+    }
+}
+
+async fn figures(store: &Store, commune: i64, period: &Period) -> Result<Figures, ReportError> {
+    let (from, to) = (period.from_ms(), period.to_ms());
+    let (rows, messages, transfers) = tokio::try_join!(
+        store.report_tips(commune, from, to),
+        store.report_messages(commune, from, to),
+        store.report_transfers_out(commune, from, to),
+    )?;
+    let mut f = Figures::count(period, &rows);
+    for (author, n) in messages {
+        match author.as_str() {
+            "police" => f.messages_police = n,
+            "tipster" => f.messages_tipster = n,
+            _ => {}
+        }
+    }
+    f.transferred_out = transfers;
+    Ok(f)
+}
+
+/// The report of `commune` for `period`.
+pub async fn commune_report(
+    store: &Store,
+    geo: &Geo,
+    commune: i64,
+    period: Period,
+) -> Result<CommuneReport, ReportError> {
+    let c = geo.commune(commune).ok_or(ReportError::UnknownCommune)?;
+    let (before, year_ago) = (period.previous(), period.year_before());
+    let (now, previous, year_before, villages) = tokio::try_join!(
+        figures(store, commune, &period),
+        figures(store, commune, &before),
+        figures(store, commune, &year_ago),
+        async {
+            Ok::<_, ReportError>(
+                store
+                    .villages(commune)
+                    .await?
+                    .into_iter()
+                    .map(|v| (v.id, v.name))
+                    .collect::<Vec<_>>(),
+            )
+        },
+    )?;
+    Ok(CommuneReport {
+        commune,
+        commune_name: c.name.clone(),
+        province_name: geo
+            .province(c.province_code)
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
+        period,
+        now,
+        previous,
+        year_before,
+        villages,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_and_ranges_are_read_in_vietnam_time_and_bounded() {
+        let nov = Period::month("2026-11").unwrap();
+        assert_eq!(nov.days(), 30);
+        assert!(nov.is_month());
+        // 00:00 on 1 November in Vietnam is 17:00 on 31 October UTC.
+        assert_eq!(nov.from_ms(), 1_793_466_000_000);
+        assert_eq!(vn_day(nov.from_ms()), nov.first);
+        assert_eq!(vn_day(nov.from_ms() - 1), nov.first - Duration::days(1));
+        assert_eq!(nov.previous(), Period::month("2026-10").unwrap());
+        assert_eq!(nov.year_before(), Period::month("2025-11").unwrap());
+        assert_eq!(
+            Period::month("2026-01").unwrap().previous(),
+            Period::month("2025-12").unwrap()
+        );
+        let june = Period::range("2026-06-01", "2026-06-30").unwrap();
+        assert!(june.is_month());
+        let action = Period::range("2026-06-20", "2026-06-26").unwrap();
+        assert_eq!(
+            action.previous().last,
+            NaiveDate::from_ymd_opt(2026, 6, 19).unwrap()
+        );
+        assert_eq!(action.label(), "2026-06-20 – 2026-06-26");
+        for bad in ["2026-13", "2026-00", "26-1x", "", "2026"] {
+            assert!(
+                matches!(Period::month(bad), Err(ReportError::BadMonth)),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            Period::range("2026-06-30", "2026-06-01"),
+            Err(ReportError::BadRange)
+        ));
+        assert!(matches!(
+            Period::range("2024-01-01", "2026-06-01"),
+            Err(ReportError::TooLong)
+        ));
+        let leap = Period::range("2028-02-29", "2028-03-01").unwrap();
+        assert_eq!(
+            leap.year_before().first,
+            NaiveDate::from_ymd_opt(2027, 2, 28).unwrap()
+        );
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        assert_eq!(percentile(&[], 50), None);
+        assert_eq!(percentile(&[5], 90), Some(5));
+        let v: Vec<i64> = (1..=10).collect();
+        assert_eq!(percentile(&v, 50), Some(5));
+        assert_eq!(percentile(&v, 90), Some(9));
+    }
+}

@@ -1,0 +1,55 @@
+//! What the monthly reports read: counts only, never a sealed field.
+
+use super::{Pool, Store, StoreResult};
+
+/// One tip as a report counts it: no content, only its kind, place and timings.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReportTipRow {
+    pub category: String,
+    pub channel: String,
+    pub village_id: Option<i64>,
+    pub priority: i64,
+    pub status: String,
+    pub outcome: Option<String>,
+    pub reward_eligible: bool,
+    pub created_at: i64,
+    pub due_at: i64,
+    pub first_action_at: Option<i64>,
+}
+
+impl Store {
+    /// The tips of a commune that came in within `[from, to)` (ms).
+    pub async fn report_tips(
+        &self,
+        commune: i64,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<ReportTipRow>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT category, channel, village_id, priority, status, outcome, reward_eligible, created_at, due_at, \
+             first_action_at FROM tips WHERE commune_code = $1 AND created_at >= $2 AND created_at < $3")
+            .bind(commune).bind(from).bind(to).fetch_all(p).await)
+    }
+
+    /// Follow-up messages of a commune's tips written within `[from, to)`, by author
+    /// (`police`, `tipster`).
+    pub async fn report_messages(
+        &self,
+        commune: i64,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<(String, i64)>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT m.author, COUNT(*) FROM tip_messages m JOIN tips t ON t.id = m.tip_id \
+             WHERE t.commune_code = $1 AND m.created_at >= $2 AND m.created_at < $3 GROUP BY m.author")
+            .bind(commune).bind(from).bind(to).fetch_all(p).await)
+    }
+
+    /// Tips moved out of a commune within `[from, to)` (each transfer is audited with the
+    /// commune the tip was in).
+    pub async fn report_transfers_out(&self, commune: i64, from: i64, to: i64) -> StoreResult<i64> {
+        on_pool!(self, p => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE commune_code = $1 AND action = 'tip.transfer' AND at >= $2 AND at < $3")
+            .bind(commune).bind(from).bind(to).fetch_one(p).await)
+    }
+}
