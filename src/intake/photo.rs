@@ -405,6 +405,29 @@ mod tests {
         }
         assert!(!png_palette_malformed(b"GIF89a"));
     }
+
+    /// A baseline JPEG found by the `photo_decode` campaign (2026-12-03) makes zune-jpeg
+    /// 0.5.15 (the newest the `image` crate takes) panic in its AVX2 4×4 inverse DCT
+    /// (`idct/avx2.rs`, an `unwrap` on a slice past the output's end; the decoder stops
+    /// there rather than writing past it). It cannot be told from a good JPEG by its
+    /// header, so the panic is caught inside `sanitize` and the photo refused as
+    /// unreadable; the server goes on. Kept outside the fuzz corpus (a caught panic still
+    /// stops libFuzzer), in `fuzz/regressions/`.
+    #[test]
+    fn a_jpeg_that_panics_the_decoder_is_refused_not_a_crash() {
+        let bytes = include_bytes!(
+            "../../fuzz/regressions/photo_decode/zune-jpeg-idct-avx2-4x4-unwrap.jpg"
+        );
+        assert_eq!(
+            sanitize(bytes, &PhotoLimits::default()).err(),
+            Some(PhotoError::Corrupt)
+        );
+        let small = PhotoLimits {
+            max_pixels: 1 << 16,
+            ..PhotoLimits::default()
+        };
+        assert!(sanitize(bytes, &small).is_err());
+    }
     use image::codecs::png::PngEncoder;
     use image::codecs::webp::WebPEncoder;
     use image::{ImageEncoder, Rgb, Rgba, RgbaImage};
