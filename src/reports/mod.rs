@@ -196,7 +196,8 @@ pub struct Figures {
     /// Median and 90th percentile of the time to first action (ms), over acted tips.
     pub median_ms: Option<i64>,
     pub p90_ms: Option<i64>,
-    /// Tips of the period past their deadline and not acted on when the period ended.
+    /// Tips of the period past their deadline and not acted on when the period ended (or
+    /// now, for a period not over yet).
     pub overdue_at_end: i64,
     pub confirmed: i64,
     pub unfounded: i64,
@@ -216,8 +217,9 @@ impl Figures {
         (self.total > 0).then(|| self.acted_in_time as f64 * 100.0 / self.total as f64)
     }
 
-    /// Counts the rows of one period.
-    pub fn count(period: &Period, rows: &[ReportTipRow]) -> Figures {
+    /// Counts the rows of one period, as of `now` (ms): a period not over yet counts as
+    /// overdue only what is overdue now.
+    pub fn count(period: &Period, rows: &[ReportTipRow], now: i64) -> Figures {
         let mut f = Figures {
             total: rows.len() as i64,
             by_category: Category::ALL.iter().map(|c| (*c, 0)).collect(),
@@ -234,7 +236,7 @@ impl Figures {
             per_day: period.each_day().map(|d| (d, 0)).collect(),
             ..Figures::default()
         };
-        let end = period.to_ms();
+        let end = period.to_ms().min(now);
         let mut villages: std::collections::HashMap<Option<i64>, i64> = Default::default();
         let mut waits = Vec::new();
         for r in rows {
@@ -336,7 +338,7 @@ async fn figures(store: &Store, commune: i64, period: &Period) -> Result<Figures
         store.report_messages(commune, from, to),
         store.report_transfers_out(commune, from, to),
     )?;
-    let mut f = Figures::count(period, &rows);
+    let mut f = Figures::count(period, &rows, crate::clock::now_ms());
     for (author, n) in messages {
         match author.as_str() {
             "police" => f.messages_police = n,

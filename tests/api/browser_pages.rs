@@ -285,3 +285,55 @@ async fn every_page_fits_and_every_form_files_once_at_360_and_1280_with_and_with
     assert_eq!(rows(&app, "broadcasts").await, 4);
     app.stop().await;
 }
+
+/// The monthly report on a phone (nothing wider than the screen but a table scrolling in
+/// its own box, tap targets at least 44 px) and printed on A4: headless Chromium's PDF of
+/// it is kept in tests/artifacts/, with screenshots.
+#[tokio::test]
+async fn the_monthly_report_reads_on_a_phone_and_prints_on_a4() {
+    if available().is_none() {
+        return;
+    }
+    let app = spawn_app(Engine::Sqlite).await;
+    for i in 0..5 {
+        app.api_tip(tip_json(&format!("tin {i}"))).await;
+    }
+    let chief = login_as(&app, Role::Chief, "truongca", None, Some(70)).await;
+    let month = chrono::DateTime::from_timestamp_millis(tinbao::clock::now_ms() + 7 * 3_600_000)
+        .unwrap()
+        .format("%Y-%m")
+        .to_string();
+    for (width, height, js) in [(360, 640, false), (1280, 800, true)] {
+        let b = Browser::start(width, height, js)
+            .await
+            .expect("chromium starts");
+        let c = &b.client;
+        c.goto(&app.url("/console/login")).await.unwrap();
+        let (token, _) = session_token(&app, &chief.id).await;
+        c.add_cookie(console_cookie(token)).await.unwrap();
+        c.goto(&app.url(&format!("/console/reports?month={month}")))
+            .await
+            .unwrap();
+        let tips = c
+            .wait()
+            .for_element(Locator::Css("#table-summary tr[data-code=tips] td.num"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(tips, "5");
+        check_page(&b, &format!("report-{width}")).await;
+        let pdf = c
+            .print(fantoccini::wd::PrintConfiguration::default())
+            .await
+            .unwrap();
+        assert!(pdf.starts_with(b"%PDF"), "a PDF");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/artifacts")
+            .join(format!("report-{width}.pdf"));
+        std::fs::write(&path, &pdf).unwrap();
+        b.close().await.unwrap();
+    }
+    app.stop().await;
+}
