@@ -6,3 +6,5 @@ ALTER TABLE tips ADD COLUMN first_action_at INTEGER;
 UPDATE tips SET first_action_at = updated_at WHERE status <> 'new';
 -- A commune's tips by the time they came in: the monthly report's one range scan.
 CREATE INDEX tips_commune_created ON tips (commune_code, created_at);
+-- The province view: every commune of a province, by the time tips came in.
+CREATE INDEX tips_province_created ON tips (province_code, created_at);

@@ -126,6 +126,18 @@ fn routes() -> Routes {
         )
         .add(
             M::GET,
+            "/console/reports/province",
+            Roles(&[Role::Province, Role::Statistics, Role::Admin]),
+            reports::province_page,
+        )
+        .add(
+            M::GET,
+            "/console/reports/province/export",
+            Roles(&[Role::Province, Role::Statistics, Role::Admin]),
+            reports::province_export,
+        )
+        .add(
+            M::GET,
             "/console/broadcasts",
             Roles(CAMPAIGN),
             broadcasts::list,

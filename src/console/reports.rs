@@ -5,6 +5,7 @@
 use super::error::{ConsoleError, Page};
 use super::pages::{me, render, MeView};
 use super::ConsoleSession;
+use crate::accounts::Role;
 use crate::i18n::Texts;
 use crate::reports::export::{self, Table};
 use crate::reports::{commune_report, CommuneReport, Period, ReportError};
@@ -62,6 +63,8 @@ pub struct ReportPage {
     masked: bool,
     /// The query string of the exports.
     query: String,
+    /// Whether the account sees a whole province (a link to its view).
+    province_view: bool,
 }
 
 /// Last month in Vietnam time.
@@ -190,6 +193,11 @@ pub async fn report_page(
         chart_width: 0,
         masked: false,
         query: String::new(),
+        province_view: match s.account.role {
+            Role::Province | Role::Admin => true,
+            Role::Statistics => s.account.commune_code.is_none(),
+            _ => false,
+        },
     };
     match build(&state, &s, &q).await {
         Ok((r, masked)) => {
@@ -265,12 +273,218 @@ pub async fn report_export(
             "xlsx",
         ),
     };
+    Ok(attachment(body, content_type, &format!("{name}.{ext}")))
+}
+
+/// The province view's query: a province (for administrators), a month or range, and
+/// the column to sort by.
+#[derive(Debug, Default, Deserialize)]
+pub struct ProvinceQuery {
+    #[serde(default)]
+    province: String,
+    #[serde(default)]
+    month: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    sort: String,
+    #[serde(default)]
+    format: String,
+}
+
+/// One commune's line of the province page.
+pub struct ProvinceLine {
+    code: i64,
+    name: String,
+    cells: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console_report_province.html")]
+pub struct ProvincePage {
+    t: Texts,
+    me: Option<MeView>,
+    csrf: String,
+    error: Option<String>,
+    province: String,
+    month: String,
+    from: String,
+    to: String,
+    heading: String,
+    columns: Vec<(&'static str, String)>,
+    lines: Vec<ProvinceLine>,
+    total: Vec<String>,
+    /// The period's part of a query string (for sorting, drilling down, exporting).
+    period_query: String,
+}
+
+/// The province an account may see, and the report for the query's period.
+async fn build_province(
+    state: &AppState,
+    s: &ConsoleSession,
+    q: &ProvinceQuery,
+) -> Result<crate::reports::ProvinceReport, (StatusCode, &'static str)> {
+    let period = period_of(&ReportQuery {
+        month: q.month.clone(),
+        from: q.from.clone(),
+        to: q.to.clone(),
+        ..ReportQuery::default()
+    })
+    .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.key()))?;
+    let a = &s.account;
+    let province = match (a.role, a.commune_code, a.province_code) {
+        (Role::Admin, _, _) => q
+            .province
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| (StatusCode::UNPROCESSABLE_ENTITY, "report.error_province"))?,
+        (Role::Province | Role::Statistics, None, Some(p)) => p,
+        _ => return Err((StatusCode::FORBIDDEN, "report.error_scope")),
+    };
+    match crate::reports::province_report(&state.store, state.intake.geo(), province, period).await
+    {
+        Ok(mut r) => {
+            r.sort_by(q.sort.trim());
+            Ok(r)
+        }
+        Err(ReportError::Store(e)) => {
+            tracing::error!(error = %e, "a province report could not be read");
+            Err((StatusCode::SERVICE_UNAVAILABLE, "error.try_later"))
+        }
+        Err(e) => Err((StatusCode::UNPROCESSABLE_ENTITY, e.key())),
+    }
+}
+
+fn period_query(q: &ProvinceQuery, lang: Lang) -> String {
+    let keep = |s: &str| -> String {
+        s.chars()
+            .filter(|c| c.is_ascii_digit() || *c == '-')
+            .take(10)
+            .collect()
+    };
+    let mut out = format!("lang={}", lang.0);
+    for (k, v) in [
+        ("province", &q.province),
+        ("month", &q.month),
+        ("from", &q.from),
+        ("to", &q.to),
+    ] {
+        let v = keep(v);
+        if !v.is_empty() {
+            out.push_str(&format!("&{k}={v}"));
+        }
+    }
+    out
+}
+
+/// `GET /console/reports/province`: a row per commune of the province, sortable, with
+/// totals, each leading to the commune's report.
+pub async fn province_page(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    lang: Lang,
+    q: Result<Query<ProvinceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Page {
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let t = lang.texts();
+    let mut page = ProvincePage {
+        t,
+        me: me(&s),
+        csrf: s.csrf.clone(),
+        error: None,
+        province: q.province.chars().take(10).collect(),
+        month: q.month.chars().take(10).collect(),
+        from: q.from.chars().take(10).collect(),
+        to: q.to.chars().take(10).collect(),
+        heading: String::new(),
+        columns: crate::reports::PROVINCE_COLUMNS
+            .iter()
+            .map(|c| (*c, t.get(&format!("report.{c}")).to_owned()))
+            .collect(),
+        lines: Vec::new(),
+        total: Vec::new(),
+        period_query: period_query(&q, lang),
+    };
+    match build_province(&state, &s, &q).await {
+        Ok(r) => {
+            page.heading = format!(
+                "{} — {} — {}",
+                t.get("report.province_title"),
+                r.province_name,
+                r.period.label()
+            );
+            if page.month.is_empty() && page.from.is_empty() && r.period.is_month() {
+                page.month = r.period.first.format("%Y-%m").to_string();
+                page.period_query
+                    .push_str(&format!("&month={}", page.month));
+            }
+            page.lines = r
+                .rows
+                .iter()
+                .map(|row| ProvinceLine {
+                    code: row.code,
+                    name: row.name.clone(),
+                    cells: export::province_cells(&row.figures)
+                        .iter()
+                        .map(export::Value::text)
+                        .collect(),
+                })
+                .collect();
+            page.total = export::province_cells(&r.total)
+                .iter()
+                .map(export::Value::text)
+                .collect();
+            Ok(render(StatusCode::OK, page))
+        }
+        Err((status, key)) => {
+            page.error = Some(t.get(key).to_owned());
+            Ok(render(status, page))
+        }
+    }
+}
+
+/// `GET /console/reports/province/export?format=xlsx|csv&…`: the province view as a file.
+pub async fn province_export(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    lang: Lang,
+    q: Result<Query<ProvinceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Page {
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let t = lang.texts();
+    let r = build_province(&state, &s, &q)
+        .await
+        .map_err(|(status, key)| ConsoleError::Refused(status, t.get(key).to_owned()))?;
+    let name = format!(
+        "bao-cao-tinh-{}-{}",
+        r.province,
+        r.period.label().replace(" – ", "_")
+    );
+    let (body, content_type, ext) = match q.format.as_str() {
+        "csv" => (
+            export::province_csv(&r, t).into_bytes(),
+            "text/csv; charset=utf-8",
+            "csv",
+        ),
+        _ => (
+            export::province_xlsx(&r, t).map_err(|e| ConsoleError::Internal(Box::new(e)))?,
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            "xlsx",
+        ),
+    };
+    Ok(attachment(body, content_type, &format!("{name}.{ext}")))
+}
+
+/// A file to download, never cached.
+fn attachment(body: Vec<u8>, content_type: &'static str, name: &str) -> axum::response::Response {
     let mut res = (StatusCode::OK, body).into_response();
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}.{ext}\"")) {
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(res)
+    res
 }

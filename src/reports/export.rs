@@ -372,3 +372,118 @@ pub fn html(r: &CommuneReport, t: Texts, mask_small: bool) -> Result<String, ask
     }
     .render()
 }
+
+/// The province view's cells for one row of figures, in [`super::PROVINCE_COLUMNS`] order.
+pub fn province_cells(f: &Figures) -> Vec<Value> {
+    vec![
+        Value::Count(f.total),
+        f.share_in_time().map_or(Value::None, Value::Percent),
+        minutes(f.median_ms),
+        Value::Count(f.overdue_at_end),
+        Value::Count(f.confirmed),
+        Value::Count(f.unfounded),
+        Value::Count(f.transferred_out),
+        Value::Count(f.still_open),
+        Value::Count(f.hotline_calls),
+    ]
+}
+
+/// The province view's column headings after the commune's code and name.
+pub fn province_headings(t: Texts) -> Vec<String> {
+    super::PROVINCE_COLUMNS
+        .iter()
+        .map(|c| t.get(&format!("report.{c}")).to_owned())
+        .collect()
+}
+
+/// The province view as CSV: a line per commune, then the totals.
+pub fn province_csv(r: &super::ProvinceReport, t: Texts) -> String {
+    let mut out = String::from("\u{feff}");
+    let mut head = vec![
+        csv_field(t.get("report.code")),
+        csv_field(t.get("report.commune")),
+    ];
+    head.extend(province_headings(t).iter().map(|h| csv_field(h)));
+    out.push_str(&head.join(","));
+    out.push_str("\r\n");
+    let line = |code: &str, name: &str, f: &Figures| {
+        let mut cells = vec![csv_field(code), csv_field(name)];
+        cells.extend(province_cells(f).iter().map(Value::text));
+        cells.join(",") + "\r\n"
+    };
+    for row in &r.rows {
+        out.push_str(&line(&row.code.to_string(), &row.name, &row.figures));
+    }
+    out.push_str(&line("", t.get("report.total"), &r.total));
+    out
+}
+
+/// The province view as an `.xlsx` workbook of one sheet.
+pub fn province_xlsx(r: &super::ProvinceReport, t: Texts) -> Result<Vec<u8>, XlsxError> {
+    let mut book = Workbook::new();
+    let bold = Format::new().set_bold();
+    let one_decimal = Format::new().set_num_format("0.0");
+    let sheet = book.add_worksheet();
+    sheet.set_name(
+        t.get("report.t_province")
+            .chars()
+            .take(31)
+            .collect::<String>(),
+    )?;
+    sheet.write_string_with_format(
+        0,
+        0,
+        format!("{} — {}", r.province_name, r.period.label()),
+        &bold,
+    )?;
+    let mut head = vec![
+        t.get("report.code").to_owned(),
+        t.get("report.commune").to_owned(),
+    ];
+    head.extend(province_headings(t));
+    for (c, h) in head.iter().enumerate() {
+        sheet.write_string_with_format(2, c as u16, h, &bold)?;
+    }
+    sheet.set_column_width(1, 32)?;
+    let total = ("".to_owned(), t.get("report.total").to_owned(), &r.total);
+    let rows = r
+        .rows
+        .iter()
+        .map(|row| (row.code.to_string(), row.name.clone(), &row.figures))
+        .chain(std::iter::once(total));
+    for (i, (code, name, f)) in rows.enumerate() {
+        let y = 3 + i as u32;
+        match code.parse::<f64>() {
+            Ok(n) => {
+                sheet.write_number(y, 0, n)?;
+            }
+            Err(_) => {
+                sheet.write_string_with_format(y, 1, &name, &bold)?;
+            }
+        }
+        if !code.is_empty() {
+            sheet.write_string(y, 1, &name)?;
+        }
+        for (j, v) in province_cells(f).iter().enumerate() {
+            let x = 2 + j as u16;
+            match v {
+                Value::Count(n) => {
+                    sheet.write_number(y, x, *n as f64)?;
+                }
+                Value::Percent(p) | Value::Minutes(p) => {
+                    sheet.write_number_with_format(
+                        y,
+                        x,
+                        (p * 10.0).round() / 10.0,
+                        &one_decimal,
+                    )?;
+                }
+                Value::Few => {
+                    sheet.write_string(y, x, "< 3")?;
+                }
+                Value::None => {}
+            }
+        }
+    }
+    book.save_to_buffer()
+}

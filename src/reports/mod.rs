@@ -26,6 +26,8 @@ pub enum ReportError {
     TooLong,
     #[error("no commune with that code")]
     UnknownCommune,
+    #[error("no province with that code")]
+    UnknownProvince,
     #[error("database error: {0}")]
     Store(#[from] StoreError),
 }
@@ -38,6 +40,7 @@ impl ReportError {
             ReportError::BadRange => "report.error_range",
             ReportError::TooLong => "report.error_too_long",
             ReportError::UnknownCommune => "report.error_commune",
+            ReportError::UnknownProvince => "report.error_province",
             ReportError::Store(_) => "error.try_later",
         }
     }
@@ -219,9 +222,12 @@ impl Figures {
 
     /// Counts the rows of one period, as of `now` (ms): a period not over yet counts as
     /// overdue only what is overdue now.
-    pub fn count(period: &Period, rows: &[ReportTipRow], now: i64) -> Figures {
+    pub fn count<'a>(
+        period: &Period,
+        rows: impl IntoIterator<Item = &'a ReportTipRow>,
+        now: i64,
+    ) -> Figures {
         let mut f = Figures {
-            total: rows.len() as i64,
             by_category: Category::ALL.iter().map(|c| (*c, 0)).collect(),
             by_channel: Channel::ALL.iter().map(|c| (*c, 0)).collect(),
             by_priority: [
@@ -240,6 +246,7 @@ impl Figures {
         let mut villages: std::collections::HashMap<Option<i64>, i64> = Default::default();
         let mut waits = Vec::new();
         for r in rows {
+            f.total += 1;
             if let Some(c) = f
                 .by_category
                 .iter_mut()
@@ -387,6 +394,111 @@ pub async fn commune_report(
         year_before,
         villages,
     })
+}
+
+/// One commune's row of the province view.
+#[derive(Debug, Clone)]
+pub struct CommuneRow {
+    pub code: i64,
+    pub name: String,
+    pub figures: Figures,
+}
+
+/// The province's view of a period: a row per commune (every commune, tips or not) and
+/// the totals.
+#[derive(Debug, Clone)]
+pub struct ProvinceReport {
+    pub province: i64,
+    pub province_name: String,
+    pub period: Period,
+    pub rows: Vec<CommuneRow>,
+    pub total: Figures,
+}
+
+/// The columns the province view sorts by.
+pub const PROVINCE_COLUMNS: [&str; 9] = [
+    "tips",
+    "share_in_time",
+    "median_minutes",
+    "overdue_at_end",
+    "confirmed",
+    "unfounded",
+    "transferred",
+    "still_open",
+    "hotline_calls",
+];
+
+impl ProvinceReport {
+    /// Sorts the rows by one of [`PROVINCE_COLUMNS`], largest first (by name otherwise).
+    pub fn sort_by(&mut self, column: &str) {
+        let key = |f: &Figures| -> f64 {
+            match column {
+                "tips" => f.total as f64,
+                "share_in_time" => f.share_in_time().unwrap_or(-1.0),
+                "median_minutes" => f.median_ms.map_or(-1.0, |m| m as f64),
+                "overdue_at_end" => f.overdue_at_end as f64,
+                "confirmed" => f.confirmed as f64,
+                "unfounded" => f.unfounded as f64,
+                "transferred" => f.transferred_out as f64,
+                "still_open" => f.still_open as f64,
+                "hotline_calls" => f.hotline_calls as f64,
+                _ => 0.0,
+            }
+        };
+        if PROVINCE_COLUMNS.contains(&column) {
+            self.rows.sort_by(|a, b| {
+                key(&b.figures)
+                    .total_cmp(&key(&a.figures))
+                    .then_with(|| a.name.cmp(&b.name))
+            });
+        } else {
+            self.rows.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+    }
+}
+
+/// The province's view of `period`: the figures of each of its communes, and the totals.
+pub async fn province_report(
+    store: &Store,
+    geo: &Geo,
+    province: i64,
+    period: Period,
+) -> Result<ProvinceReport, ReportError> {
+    let p = geo.province(province).ok_or(ReportError::UnknownProvince)?;
+    let (from, to) = (period.from_ms(), period.to_ms());
+    let (rows, transfers) = tokio::try_join!(
+        store.report_tips_province(province, from, to),
+        store.report_transfers_province(province, from, to),
+    )?;
+    let now = crate::clock::now_ms();
+    let mut total = Figures::count(&period, rows.iter().map(|r| &r.1), now);
+    let mut by_commune: std::collections::HashMap<i64, Vec<ReportTipRow>> = Default::default();
+    for (commune, row) in rows {
+        by_commune.entry(commune).or_default().push(row);
+    }
+    total.transferred_out = transfers.iter().map(|t| t.1).sum();
+    let rows = geo
+        .communes_of(province)
+        .map(|c| {
+            let mut figures =
+                Figures::count(&period, by_commune.get(&c.code).into_iter().flatten(), now);
+            figures.transferred_out = transfers.iter().find(|t| t.0 == c.code).map_or(0, |t| t.1);
+            CommuneRow {
+                code: c.code,
+                name: c.name.clone(),
+                figures,
+            }
+        })
+        .collect();
+    let mut report = ProvinceReport {
+        province,
+        province_name: p.name.clone(),
+        period,
+        rows,
+        total,
+    };
+    report.sort_by("");
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -17,6 +17,13 @@ pub struct ReportTipRow {
     pub first_action_at: Option<i64>,
 }
 
+#[derive(sqlx::FromRow)]
+struct ProvinceTipRow {
+    commune_code: i64,
+    #[sqlx(flatten)]
+    tip: ReportTipRow,
+}
+
 impl Store {
     /// The tips of a commune that came in within `[from, to)` (ms).
     pub async fn report_tips(
@@ -29,6 +36,35 @@ impl Store {
             "SELECT category, channel, village_id, priority, status, outcome, reward_eligible, created_at, due_at, \
              first_action_at FROM tips WHERE commune_code = $1 AND created_at >= $2 AND created_at < $3")
             .bind(commune).bind(from).bind(to).fetch_all(p).await)
+    }
+
+    /// The tips of a province's communes that came in within `[from, to)` (ms), with
+    /// their commune.
+    pub async fn report_tips_province(
+        &self,
+        province: i64,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<(i64, ReportTipRow)>> {
+        let rows: Vec<ProvinceTipRow> = on_pool!(self, p => sqlx::query_as(
+            "SELECT commune_code, category, channel, village_id, priority, status, outcome, reward_eligible, created_at, \
+             due_at, first_action_at FROM tips WHERE province_code = $1 AND commune_code IS NOT NULL \
+             AND created_at >= $2 AND created_at < $3")
+            .bind(province).bind(from).bind(to).fetch_all(p).await)?;
+        Ok(rows.into_iter().map(|r| (r.commune_code, r.tip)).collect())
+    }
+
+    /// Tips moved out of each commune of a province within `[from, to)`.
+    pub async fn report_transfers_province(
+        &self,
+        province: i64,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<(i64, i64)>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT commune_code, COUNT(*) FROM audit_log WHERE province_code = $1 AND commune_code IS NOT NULL \
+             AND action = 'tip.transfer' AND at >= $2 AND at < $3 GROUP BY commune_code")
+            .bind(province).bind(from).bind(to).fetch_all(p).await)
     }
 
     /// Follow-up messages of a commune's tips written within `[from, to)`, by author

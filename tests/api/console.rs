@@ -68,6 +68,9 @@ fn allowed(method: &str, path: &str) -> Option<&'static [&'static str]> {
             "other_officer",
             "statistics",
         ],
+        ("GET", "/console/reports/province") | ("GET", "/console/reports/province/export") => {
+            &["province", "admin"]
+        }
         _ => return None,
     })
 }

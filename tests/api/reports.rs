@@ -553,3 +553,131 @@ async fn bad_report_requests_get_a_clear_localised_message(engine: Engine) {
     assert!(html.contains("(2026-05)"), "the previous month beside it");
     app.stop().await;
 }
+
+engine_test!(the_province_sees_a_row_per_commune_sorted_with_totals_and_exports);
+async fn the_province_sees_a_row_per_commune_sorted_with_totals_and_exports(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let created = vn(2026, 11, 10, 9, 0);
+    let mut seeds: Vec<Seed> = Vec::new();
+    for _ in 0..3 {
+        seeds.push((
+            created,
+            "dealing",
+            "web",
+            None,
+            2,
+            HOUR,
+            Some(MIN),
+            "triaged",
+            None,
+            false,
+        ));
+    }
+    seeds.push((
+        created, "hotspot", "hotline", None, 2, HOUR, None, "new", None, false,
+    ));
+    let seeded = seed(&app, &seeds).await;
+    // The last tip belongs to Phường Cửa Nam (73), the others to Hoàn Kiếm (70).
+    app.exec(&format!(
+        "UPDATE tips SET commune_code = 73 WHERE id = '{}'",
+        seeded[3].0
+    ))
+    .await;
+    let leader = login_as(&app, Role::Statistics, "lanhdao", Some(1), None).await;
+    let res = get(
+        &leader,
+        &app,
+        "/console/reports/province?month=2026-11&sort=tips",
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    let row70 = page_row_of(&html, "province-table", "70");
+    let row73 = page_row_of(&html, "province-table", "73");
+    assert_eq!(row70[1], "3", "[{engine:?}] {row70:?}");
+    assert_eq!(row70[2], "100.0", "all acted on in time");
+    assert_eq!(row73[1], "1");
+    assert_eq!(row73[4], "1", "overdue");
+    assert!(
+        html.find("data-code=\"70\"").unwrap() < html.find("data-code=\"73\"").unwrap(),
+        "sorted by tips, most first"
+    );
+    let communes = html.matches("<tr data-code=").count() - 1;
+    assert_eq!(
+        communes,
+        tinbao::geo::shipped_units()
+            .iter()
+            .filter(|u| u.province_code == 1)
+            .count(),
+        "every commune of the province has a row"
+    );
+    let total = html[html.find("data-code=\"total\"").unwrap()..].to_owned();
+    assert!(total.contains("<th class=\"num\">4</th>"), "{total}");
+    assert!(
+        html.contains("href=\"/console/reports?commune=70&amp;"),
+        "drill-down"
+    );
+    // The drill-down: the commune's report, with a village's small counts hidden.
+    let res = get(&leader, &app, "/console/reports?commune=70&month=2026-11").await;
+    assert_eq!(res.status(), 200);
+    let csv = get(
+        &leader,
+        &app,
+        "/console/reports/province/export?format=csv&month=2026-11",
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("70,Phường Hoàn Kiếm,3,100.0,")),
+        "{csv}"
+    );
+    assert!(csv.lines().any(|l| l.starts_with(",Tổng cộng,4,")));
+    let bytes = get(
+        &leader,
+        &app,
+        "/console/reports/province/export?format=xlsx&month=2026-11",
+    )
+    .await
+    .bytes()
+    .await
+    .unwrap()
+    .to_vec();
+    let mut book: calamine::Xlsx<_> =
+        calamine::open_workbook_from_rs(std::io::Cursor::new(bytes)).unwrap();
+    let sheet = book.worksheet_range("Các xã, phường").unwrap();
+    let row = sheet
+        .rows()
+        .find(|r| r[0] == calamine::Data::Float(70.0))
+        .expect("Hoàn Kiếm's row");
+    assert_eq!(row[2], calamine::Data::Float(3.0));
+    // A commune's chairman does not see the province; an unknown month is refused.
+    let chairman = login_as(&app, Role::Statistics, "chutich", None, Some(70)).await;
+    let res = get(&chairman, &app, "/console/reports/province?month=2026-11").await;
+    assert_eq!(res.status(), 403);
+    let res = get(&leader, &app, "/console/reports/province?month=2026-13").await;
+    assert_eq!(res.status(), 422);
+    app.stop().await;
+}
+
+/// A row of a table on the page, by its `data-code`.
+fn page_row_of(html: &str, table: &str, code: &str) -> Vec<String> {
+    let start = html.find(&format!("id=\"{table}\"")).unwrap();
+    let rest = &html[start..];
+    let row = &rest[rest.find(&format!("data-code=\"{code}\"")).unwrap()..];
+    let row = &row[..row.find("</tr>").unwrap()];
+    row.split("<td")
+        .skip(1)
+        .map(|c| {
+            let c = &c[c.find('>').unwrap() + 1..];
+            let c = &c[..c.find("</td>").unwrap()];
+            // A cell's link: its text.
+            match (c.find('>'), c.rfind("</a>")) {
+                (Some(i), Some(j)) if c.starts_with("<a") => c[i + 1..j].to_owned(),
+                _ => c.to_owned(),
+            }
+        })
+        .collect()
+}
