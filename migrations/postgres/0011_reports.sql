@@ -8,3 +8,15 @@ UPDATE tips SET first_action_at = updated_at WHERE status <> 'new';
 CREATE INDEX tips_commune_created ON tips (commune_code, created_at);
 -- The province view: every commune of a province, by the time tips came in.
 CREATE INDEX tips_province_created ON tips (province_code, created_at);
+-- Subscriptions ended, counted per village, channel and day (Vietnam time) for the
+-- reports' "subscribers lost": an opted-out subscription's row is deleted with its
+-- pseudonym and address, so only this count remains of it.
+CREATE TABLE subscriber_losses (
+    village_id BIGINT NOT NULL,
+    commune_code BIGINT NOT NULL,
+    transport TEXT NOT NULL,
+    day BIGINT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (village_id, transport, day)
+);
+CREATE INDEX subscriber_losses_by_commune ON subscriber_losses (commune_code, day);

@@ -59,6 +59,8 @@ pub struct Table {
 
 /// How a summary row reads its figure from one period's figures.
 type Figure = fn(&Figures) -> Value;
+/// How a campaign row reads its count from a village's and channel's counts.
+type CampaignFigure = fn(&super::CampaignRow) -> i64;
 
 fn minutes(ms: Option<i64>) -> Value {
     ms.map_or(Value::None, |ms| Value::Minutes(ms as f64 / 60_000.0))
@@ -95,6 +97,12 @@ pub fn tables(r: &CommuneReport, t: Texts, mask_small: bool) -> Vec<Table> {
         ("hotline_calls", |f| Value::Count(f.hotline_calls)),
         ("messages_police", |f| Value::Count(f.messages_police)),
         ("messages_tipster", |f| Value::Count(f.messages_tipster)),
+        ("broadcasts", |f| Value::Count(f.broadcasts)),
+        ("reached", |f| Value::Count(f.reached)),
+        ("delivered", |f| Value::Count(f.delivered)),
+        ("failed", |f| Value::Count(f.failed)),
+        ("subscribers_gained", |f| Value::Count(f.subscribers_gained)),
+        ("subscribers_lost", |f| Value::Count(f.subscribers_lost)),
     ];
     let summary = Table {
         code: "summary",
@@ -210,7 +218,56 @@ pub fn tables(r: &CommuneReport, t: Texts, mask_small: bool) -> Vec<Table> {
             })
             .collect(),
     };
-    vec![summary, category, channel, priority, village, day]
+    // Campaign messages per village and channel: every pair seen in any period.
+    let mut pairs: Vec<(i64, String)> = Vec::new();
+    for f in all {
+        for c in &f.campaign {
+            if !pairs.iter().any(|p| p.0 == c.village && p.1 == c.transport) {
+                pairs.push((c.village, c.transport.clone()));
+            }
+        }
+    }
+    pairs.sort();
+    let metrics: [(&str, CampaignFigure); 4] = [
+        ("reached", |c| c.reached),
+        ("delivered", |c| c.delivered),
+        ("subscribers_gained", |c| c.gained),
+        ("subscribers_lost", |c| c.lost),
+    ];
+    let mut campaign_rows = Vec::new();
+    for (village, transport) in &pairs {
+        for (metric, get) in metrics {
+            let value = |f: &Figures| {
+                let n = f
+                    .campaign
+                    .iter()
+                    .find(|c| c.village == *village && &c.transport == transport)
+                    .map_or(0, get);
+                if mask_small && n > 0 && n < 3 {
+                    Value::Few
+                } else {
+                    Value::Count(n)
+                }
+            };
+            campaign_rows.push(Row {
+                code: format!("{village}:{transport}:{metric}"),
+                label: format!(
+                    "{} · {} · {}",
+                    r.village_name(Some(*village)),
+                    t.get(&format!("broadcast.channel.{transport}")),
+                    t.get(&format!("report.{metric}"))
+                ),
+                day: None,
+                values: [value(all[0]), value(all[1]), value(all[2])],
+            });
+        }
+    }
+    let campaign = Table {
+        code: "campaign",
+        title: t.get("report.t_campaign").to_owned(),
+        rows: campaign_rows,
+    };
+    vec![summary, category, channel, priority, village, campaign, day]
 }
 
 /// The column headings: the row's code and label, then the three periods.

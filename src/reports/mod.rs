@@ -212,6 +212,89 @@ pub struct Figures {
     pub hotline_calls: i64,
     pub messages_police: i64,
     pub messages_tipster: i64,
+    /// Campaign messages: broadcasts started in the period, messages that reached a
+    /// resident (sent or delivered) and were confirmed delivered or failed (broadcasts
+    /// finished), subscriptions gained and ended.
+    pub broadcasts: i64,
+    pub reached: i64,
+    pub delivered: i64,
+    pub failed: i64,
+    pub subscribers_gained: i64,
+    pub subscribers_lost: i64,
+    /// The same per village and channel.
+    pub campaign: Vec<CampaignRow>,
+}
+
+/// One village's and channel's campaign counts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CampaignRow {
+    pub village: i64,
+    pub transport: String,
+    pub reached: i64,
+    pub delivered: i64,
+    pub gained: i64,
+    pub lost: i64,
+}
+
+impl Figures {
+    /// Adds a period's campaign counts.
+    fn add_campaign(&mut self, c: crate::store::CampaignCounts) {
+        self.broadcasts = c.broadcasts;
+        let mut rows: Vec<CampaignRow> = Vec::new();
+        let mut row = |village: i64, transport: &str| -> usize {
+            match rows
+                .iter()
+                .position(|r| r.village == village && r.transport == transport)
+            {
+                Some(i) => i,
+                None => {
+                    rows.push(CampaignRow {
+                        village,
+                        transport: transport.to_owned(),
+                        ..CampaignRow::default()
+                    });
+                    rows.len() - 1
+                }
+            }
+        };
+        let mut cells = Vec::new();
+        for (village, transport, status, n) in &c.results {
+            let i = row(*village, transport);
+            cells.push((i, status.as_str(), *n));
+        }
+        let gained: Vec<(usize, i64)> = c.gained.iter().map(|(v, t, n)| (row(*v, t), *n)).collect();
+        let lost: Vec<(usize, i64)> = c.lost.iter().map(|(v, t, n)| (row(*v, t), *n)).collect();
+        for (i, status, n) in cells {
+            match status {
+                "delivered" => {
+                    rows[i].delivered += n;
+                    rows[i].reached += n;
+                    self.delivered += n;
+                    self.reached += n;
+                }
+                "sent" => {
+                    rows[i].reached += n;
+                    self.reached += n;
+                }
+                "failed" => self.failed += n,
+                _ => {}
+            }
+        }
+        for (i, n) in gained {
+            rows[i].gained += n;
+            self.subscribers_gained += n;
+        }
+        for (i, n) in lost {
+            rows[i].lost += n;
+            self.subscribers_lost += n;
+        }
+        rows.sort_by(|a, b| {
+            a.village
+                .cmp(&b.village)
+                .then(a.transport.cmp(&b.transport))
+        });
+        self.campaign = rows;
+    }
 }
 
 impl Figures {
@@ -340,10 +423,11 @@ impl CommuneReport {
 
 async fn figures(store: &Store, commune: i64, period: &Period) -> Result<Figures, ReportError> {
     let (from, to) = (period.from_ms(), period.to_ms());
-    let (rows, messages, transfers) = tokio::try_join!(
+    let (rows, messages, transfers, campaign) = tokio::try_join!(
         store.report_tips(commune, from, to),
         store.report_messages(commune, from, to),
         store.report_transfers_out(commune, from, to),
+        store.report_campaign(commune, from, to),
     )?;
     let mut f = Figures::count(period, &rows, crate::clock::now_ms());
     for (author, n) in messages {
@@ -354,6 +438,7 @@ async fn figures(store: &Store, commune: i64, period: &Period) -> Result<Figures
         }
     }
     f.transferred_out = transfers;
+    f.add_campaign(campaign);
     Ok(f)
 }
 

@@ -222,6 +222,19 @@ const KEEP_RESULTS: &str =
      CASE WHEN o.delivered_at IS NOT NULL THEN 'delivered' ELSE o.status END \
      ON CONFLICT DO NOTHING";
 
+/// Counts the active subscriptions about to be deleted into `subscriber_losses` (the
+/// day is `$1`; the caller adds its `WHERE` and [`GROUP_LOSSES`]).
+const COUNT_LOSSES: &str =
+    "INSERT INTO subscriber_losses (village_id, commune_code, transport, day, count) \
+     SELECT village_id, commune_code, transport, $1, COUNT(*) FROM subscribers";
+const GROUP_LOSSES: &str = "GROUP BY village_id, commune_code, transport \
+     ON CONFLICT (village_id, transport, day) DO UPDATE SET count = subscriber_losses.count + excluded.count";
+
+/// The Vietnam-time day number (days since 1970-01-01) of a moment.
+pub fn vn_day_number(ms: i64) -> i64 {
+    (ms + crate::clock::VN_OFFSET_MS).div_euclid(86_400_000)
+}
+
 /// A delivered message: its broadcast, village, subscriber and transport.
 type DeliveredRow = (Option<String>, Option<i64>, Option<i64>, String);
 
@@ -358,15 +371,31 @@ impl Store {
     /// Opts one subscription out: its row is deleted (pseudonym, address, village and
     /// all; its queued messages then settle as opted out). `false` when there was none.
     pub async fn opt_out_subscriber(&self, id: i64) -> StoreResult<bool> {
-        on_pool!(self, p => sqlx::query("DELETE FROM subscribers WHERE id = $1")
-            .bind(id).execute(p).await.map(|r| r.rows_affected() == 1))
+        let day = vn_day_number(crate::clock::now_ms());
+        on_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            sqlx::query(&format!("{COUNT_LOSSES} WHERE id = $2 AND status = 'active' {GROUP_LOSSES}"))
+                .bind(day).bind(id).execute(&mut *tx).await?;
+            let gone = sqlx::query("DELETE FROM subscribers WHERE id = $1")
+                .bind(id).execute(&mut *tx).await?.rows_affected() == 1;
+            tx.commit().await?;
+            Ok(gone)
+        })
     }
 
     /// Opts every subscription of a person out (STOP, a block, an unfollow), by their
     /// subscriber pseudonym: the rows are deleted. Returns how many there were.
     pub async fn opt_out_sender(&self, subscriber: &[u8]) -> StoreResult<u64> {
-        on_pool!(self, p => sqlx::query("DELETE FROM subscribers WHERE sender = $1")
-            .bind(subscriber).execute(p).await.map(|r| r.rows_affected()))
+        let day = vn_day_number(crate::clock::now_ms());
+        on_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            sqlx::query(&format!("{COUNT_LOSSES} WHERE sender = $2 AND status = 'active' {GROUP_LOSSES}"))
+                .bind(day).bind(subscriber).execute(&mut *tx).await?;
+            let gone = sqlx::query("DELETE FROM subscribers WHERE sender = $1")
+                .bind(subscriber).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok(gone)
+        })
     }
 
     /// Runs a once-only change of every subscriber's pseudonym and sealed address (the

@@ -520,4 +520,4 @@ mod keys;
 pub use keys::{KeyHolderRow, RewrappedKey};
 
 mod reports;
-pub use reports::ReportTipRow;
+pub use reports::{CampaignCounts, ReportTipRow};

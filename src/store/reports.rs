@@ -17,6 +17,17 @@ pub struct ReportTipRow {
     pub first_action_at: Option<i64>,
 }
 
+/// A commune's campaign messages of a period, counted: broadcasts started, their kept
+/// results per village, channel and outcome, subscriptions gained and lost per village
+/// and channel.
+#[derive(Debug, Clone, Default)]
+pub struct CampaignCounts {
+    pub broadcasts: i64,
+    pub results: Vec<(i64, String, String, i64)>,
+    pub gained: Vec<(i64, String, i64)>,
+    pub lost: Vec<(i64, String, i64)>,
+}
+
 #[derive(sqlx::FromRow)]
 struct ProvinceTipRow {
     commune_code: i64,
@@ -79,6 +90,39 @@ impl Store {
             "SELECT m.author, COUNT(*) FROM tip_messages m JOIN tips t ON t.id = m.tip_id \
              WHERE t.commune_code = $1 AND m.created_at >= $2 AND m.created_at < $3 GROUP BY m.author")
             .bind(commune).bind(from).bind(to).fetch_all(p).await)
+    }
+
+    /// The campaign counts of a commune within `[from, to)` (ms); lost subscriptions by
+    /// their Vietnam-time day.
+    pub async fn report_campaign(
+        &self,
+        commune: i64,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<CampaignCounts> {
+        let (from_day, to_day) = (
+            super::broadcast::vn_day_number(from),
+            super::broadcast::vn_day_number(to),
+        );
+        on_pool!(self, p => {
+            let broadcasts: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM broadcasts WHERE commune_code = $1 AND started_at >= $2 AND started_at < $3")
+                .bind(commune).bind(from).bind(to).fetch_one(p).await?;
+            let results = sqlx::query_as(
+                "SELECT r.village_id, r.transport, r.status, CAST(SUM(r.count) AS BIGINT) FROM broadcast_results r \
+                 JOIN broadcasts b ON b.id = r.broadcast_id WHERE b.commune_code = $1 AND b.started_at >= $2 \
+                 AND b.started_at < $3 GROUP BY r.village_id, r.transport, r.status")
+                .bind(commune).bind(from).bind(to).fetch_all(p).await?;
+            let gained = sqlx::query_as(
+                "SELECT village_id, transport, COUNT(*) FROM subscribers WHERE commune_code = $1 AND status = 'active' \
+                 AND created_at >= $2 AND created_at < $3 GROUP BY village_id, transport")
+                .bind(commune).bind(from).bind(to).fetch_all(p).await?;
+            let lost = sqlx::query_as(
+                "SELECT village_id, transport, CAST(SUM(count) AS BIGINT) FROM subscriber_losses WHERE commune_code = $1 \
+                 AND day >= $2 AND day < $3 GROUP BY village_id, transport")
+                .bind(commune).bind(from_day).bind(to_day).fetch_all(p).await?;
+            Ok(CampaignCounts { broadcasts, results, gained, lost })
+        })
     }
 
     /// Tips moved out of a commune within `[from, to)` (each transfer is audited with the

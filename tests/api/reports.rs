@@ -218,6 +218,53 @@ async fn a_seeded_month_gives_exactly_its_figures_on_the_page_in_csv_and_in_xlsx
     ))
     .await;
 
+    // A broadcast started in November with its kept results, and subscriptions gained
+    // and ended in November.
+    app.exec(&format!(
+        "INSERT INTO broadcasts (id, commune_code, author_id, title, texts, transports, villages, status, \
+         send_at, created_at, started_at) VALUES ('b1', 70, 'x', 'Tháng hành động', '{{}}', 'zalo,android', \
+         '{v1},{v2}', 'done', {t}, {t}, {t})",
+        t = vn(2026, 11, 3, 8, 0)
+    ))
+    .await;
+    for (village, transport, status, n) in [
+        (v1, "zalo", "delivered", 4),
+        (v1, "zalo", "sent", 2),
+        (v2, "android", "failed", 1),
+        (v2, "android", "sent", 1),
+    ] {
+        app.exec(&format!(
+            "INSERT INTO broadcast_results (broadcast_id, village_id, transport, status, count) \
+             VALUES ('b1', {village}, '{transport}', '{status}', {n})"
+        ))
+        .await;
+    }
+    for phone in ["+84903000001", "+84903000002", "+84903000003"] {
+        app.state
+            .broadcasts
+            .subscribe(tinbao::channels::Transport::ANDROID, phone, v1, "vi")
+            .await
+            .unwrap();
+    }
+    app.exec(&format!(
+        "UPDATE subscribers SET created_at = {}",
+        vn(2026, 11, 12, 9, 0)
+    ))
+    .await;
+    let mut one = 0;
+    for id in 1..100 {
+        if store.subscriber(id).await.unwrap().is_some() {
+            one = id;
+            break;
+        }
+    }
+    assert!(store.opt_out_subscriber(one).await.unwrap());
+    app.exec(&format!(
+        "UPDATE subscriber_losses SET day = {}",
+        (vn(2026, 11, 20, 12, 0) + 7 * HOUR) / (24 * HOUR)
+    ))
+    .await;
+
     let chief = login_as(&app, Role::Chief, "truongcax", None, Some(70)).await;
     let res = get(&chief, &app, "/console/reports?month=2026-11").await;
     assert_eq!(res.status(), 200);
@@ -238,6 +285,13 @@ async fn a_seeded_month_gives_exactly_its_figures_on_the_page_in_csv_and_in_xlsx
         ("summary", "hotline_calls", ["1", "0", "0"]),
         ("summary", "messages_police", ["1", "0", "0"]),
         ("summary", "messages_tipster", ["1", "0", "0"]),
+        ("summary", "broadcasts", ["1", "0", "0"]),
+        ("summary", "reached", ["7", "0", "0"]),
+        ("summary", "delivered", ["4", "0", "0"]),
+        ("summary", "failed", ["1", "0", "0"]),
+        // Three joined, one of them stopped: two subscriptions of November remain.
+        ("summary", "subscribers_gained", ["2", "0", "0"]),
+        ("summary", "subscribers_lost", ["1", "0", "0"]),
         ("category", "dealing", ["2", "0", "0"]),
         ("category", "hotspot", ["1", "0", "0"]),
         ("category", "psychosis", ["1", "0", "0"]),
@@ -254,6 +308,19 @@ async fn a_seeded_month_gives_exactly_its_figures_on_the_page_in_csv_and_in_xlsx
     }
     assert_eq!(page_row(&html, "village", &v1.to_string())[1], "2");
     assert_eq!(page_row(&html, "village", &v2.to_string())[1], "1");
+    for (code, n) in [
+        (format!("{v1}:zalo:reached"), "6"),
+        (format!("{v1}:zalo:delivered"), "4"),
+        (format!("{v2}:android:reached"), "1"),
+        (format!("{v1}:android:subscribers_gained"), "2"),
+        (format!("{v1}:android:subscribers_lost"), "1"),
+    ] {
+        assert_eq!(
+            page_row(&html, "campaign", &code)[1],
+            n,
+            "[{engine:?}] {code}"
+        );
+    }
     assert_eq!(page_row(&html, "day", "2026-11-01")[1], "1");
     assert_eq!(page_row(&html, "day", "2026-11-30")[1], "1");
     assert_eq!(page_row(&html, "day", "2026-11-02")[1], "0");
@@ -306,6 +373,7 @@ async fn a_seeded_month_gives_exactly_its_figures_on_the_page_in_csv_and_in_xlsx
             "Theo kênh",
             "Theo mức ưu tiên",
             "Theo thôn, tổ dân phố",
+            "Tuyên truyền theo thôn, kênh",
             "Theo ngày"
         ]
     );
