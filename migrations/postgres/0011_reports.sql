@@ -20,3 +20,26 @@ CREATE TABLE subscriber_losses (
     PRIMARY KEY (village_id, transport, day)
 );
 CREATE INDEX subscriber_losses_by_commune ON subscriber_losses (commune_code, day);
+-- The drug-free village tracker: each assessment of a village against plan 000's three
+-- criteria (met, not_met or unknown), its pledges, who assessed it and when, and a note
+-- sealed under the server's record key. The latest assessment is the village's state;
+-- the others are its history.
+CREATE TABLE village_assessments (
+    id TEXT PRIMARY KEY,
+    village_id BIGINT NOT NULL REFERENCES villages(id),
+    commune_code BIGINT NOT NULL,
+    assessed_on TEXT NOT NULL,
+    no_users TEXT NOT NULL,
+    no_offences TEXT NOT NULL,
+    no_venues TEXT NOT NULL,
+    village_pledge BIGINT NOT NULL,
+    households_pledged BIGINT NOT NULL,
+    cultivation_risk BIGINT NOT NULL,
+    cultivation_pledge BIGINT NOT NULL,
+    assessor_id TEXT NOT NULL,
+    note BYTEA,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX village_assessments_by_commune ON village_assessments (commune_code, village_id, created_at);
+-- The commune's target share of drug-free villages, in percent (plan 004: 50 % by 2030).
+ALTER TABLE commune_settings ADD COLUMN drugfree_target BIGINT NOT NULL DEFAULT 50;

@@ -12,6 +12,7 @@ mod pages;
 mod queue;
 pub mod reports;
 mod tip;
+mod tracker;
 
 use crate::accounts::{Account, Role};
 use crate::clock::now_ms;
@@ -58,6 +59,16 @@ pub const REPORT_READERS: &[Role] = &[
     Role::Province,
     Role::Statistics,
     Role::Admin,
+];
+/// Who reads the drug-free village tracker (each within its own scope; a village head
+/// its own village).
+pub const TRACKER_READERS: &[Role] = &[
+    Role::Officer,
+    Role::Chief,
+    Role::Province,
+    Role::Statistics,
+    Role::Admin,
+    Role::VillageHead,
 ];
 /// Every role that may read tips.
 pub const TIP_READERS: &[Role] = &[Role::Officer, Role::Chief, Role::Province, Role::Admin];
@@ -123,6 +134,30 @@ fn routes() -> Routes {
             "/console/reports/export",
             Roles(REPORT_READERS),
             reports::report_export,
+        )
+        .add(
+            M::GET,
+            "/console/tracker",
+            Roles(TRACKER_READERS),
+            tracker::tracker_page,
+        )
+        .add(
+            M::GET,
+            "/console/tracker/villages/{village}",
+            Roles(TRACKER_READERS),
+            tracker::village,
+        )
+        .add(
+            M::POST,
+            "/console/tracker/villages/{village}",
+            Roles(COMMUNE_POLICE),
+            tracker::assess,
+        )
+        .add(
+            M::POST,
+            "/console/tracker/target",
+            Roles(&[Role::Chief]),
+            tracker::set_target,
         )
         .add(
             M::GET,

@@ -17,6 +17,7 @@ pub struct MeView {
     pub manages: bool,
     pub campaigns: bool,
     pub reports: bool,
+    pub tracker: bool,
 }
 
 /// The console speaks Vietnamese (the police's language).
@@ -37,6 +38,7 @@ pub fn me(s: &ConsoleSession) -> Option<MeView> {
         manages: matches!(s.account.role, Role::Chief | Role::Admin),
         campaigns: super::CAMPAIGN.contains(&s.account.role),
         reports: super::REPORT_READERS.contains(&s.account.role),
+        tracker: super::TRACKER_READERS.contains(&s.account.role),
     })
 }
 

@@ -5,6 +5,7 @@
 //! numbers and dates).
 
 pub mod export;
+pub mod tracker;
 
 use crate::geo::Geo;
 use crate::store::{ReportTipRow, Store, StoreError};

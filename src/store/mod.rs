@@ -521,3 +521,6 @@ pub use keys::{KeyHolderRow, RewrappedKey};
 
 mod reports;
 pub use reports::{CampaignCounts, ReportTipRow};
+
+mod tracker;
+pub use tracker::AssessmentRow;

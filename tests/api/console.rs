@@ -68,6 +68,26 @@ fn allowed(method: &str, path: &str) -> Option<&'static [&'static str]> {
             "other_officer",
             "statistics",
         ],
+        ("GET", "/console/tracker") => &[
+            "officer",
+            "chief",
+            "province",
+            "admin",
+            "village_head",
+            "other_officer",
+            "statistics",
+        ],
+        ("GET", "/console/tracker/villages/{village}") => &[
+            "officer",
+            "chief",
+            "province",
+            "admin",
+            "village_head",
+            "other_officer",
+            "statistics",
+        ],
+        ("POST", "/console/tracker/villages/{village}") => POLICE,
+        ("POST", "/console/tracker/target") => &["chief"],
         ("GET", "/console/reports/province") | ("GET", "/console/reports/province/export") => {
             &["province", "admin"]
         }

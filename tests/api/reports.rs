@@ -749,3 +749,162 @@ fn page_row_of(html: &str, table: &str, code: &str) -> Vec<String> {
         })
         .collect()
 }
+
+engine_test!(villages_are_assessed_against_the_three_criteria_and_the_share_meets_a_target);
+async fn villages_are_assessed_against_the_three_criteria_and_the_share_meets_a_target(
+    engine: Engine,
+) {
+    let app = spawn_app(engine).await;
+    let store = app.state.intake.store().clone();
+    let head = login_as(&app, Role::VillageHead, "truongthon", None, Some(70)).await;
+    let v1 = store.add_village(70, "Thôn Một").await.unwrap();
+    let v2 = store.add_village(70, "Thôn Hai").await.unwrap();
+    let officer = login_as(&app, Role::Officer, "canbo", None, Some(70)).await;
+    let post = |who: &Officer, path: String, fields: Vec<(&'static str, String)>| {
+        let mut form = vec![("csrf", who.csrf.clone())];
+        form.extend(fields);
+        who.client.post(app.url(&path)).form(&form).send()
+    };
+    let met = |note: &str| {
+        vec![
+            ("assessed_on", "2026-11-28".to_owned()),
+            ("no_users", "met".to_owned()),
+            ("no_offences", "met".to_owned()),
+            ("no_venues", "met".to_owned()),
+            ("village_pledge", "1".to_owned()),
+            ("households_pledged", "120".to_owned()),
+            ("note", note.to_owned()),
+        ]
+    };
+    let res = post(
+        &officer,
+        format!("/console/tracker/villages/{v1}"),
+        met("Đã rà soát 3 hộ"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 303, "[{engine:?}]");
+    let to = res.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(to, format!("/console/tracker/villages/{v1}?saved=1"));
+    let html = get(&officer, &app, &to).await.text().await.unwrap();
+    assert!(html.contains("Đã lưu đánh giá"));
+    assert!(html.contains("Đã rà soát 3 hộ"), "the police read the note");
+    assert!(html.contains("120 hộ ký cam kết"));
+    // Bad input: refused with a clear message, what was typed kept, nothing stored.
+    let mut bad = met("ghi chú giữ lại");
+    bad[1].1 = "yes".into();
+    let res = post(&officer, format!("/console/tracker/villages/{v2}"), bad)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Mỗi tiêu chí phải chọn"));
+    assert!(html.contains("ghi chú giữ lại"));
+    let mut future = met("");
+    future[0].1 = "2099-01-01".into();
+    let res = post(&officer, format!("/console/tracker/villages/{v2}"), future)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let mut partly = met("");
+    partly[3].1 = "unknown".into();
+    let res = post(&officer, format!("/console/tracker/villages/{v2}"), partly)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    // One of three villages drug-free, against the default target.
+    let html = get(&officer, &app, "/console/tracker")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let summary = element_text(&html, "tracker-summary").unwrap();
+    assert!(
+        summary.contains("1/3") && summary.contains("(33%)") && summary.contains("mục tiêu 50%"),
+        "[{engine:?}] {summary}"
+    );
+    // The chief sets the target: 150 % is refused, 60 % kept.
+    let chief = login_as(&app, Role::Chief, "truongca", None, Some(70)).await;
+    let res = post(
+        &chief,
+        "/console/tracker/target".into(),
+        vec![("target", "150".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("từ 1 đến 100"));
+    assert!(html.contains("value=\"150\""), "what was typed is kept");
+    let res = post(
+        &chief,
+        "/console/tracker/target".into(),
+        vec![("target", "60".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 303);
+    let html = get(&chief, &app, "/console/tracker")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(element_text(&html, "tracker-summary")
+        .unwrap()
+        .contains("mục tiêu 60%"));
+    // Every assessment and the target are in the audit log.
+    let audit = get(&chief, &app, "/console/audit")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(audit.matches("village.assess").count(), 2, "[{engine:?}]");
+    assert!(audit.contains("commune.drugfree_target"));
+    // The commune chairman reads, without the note, and cannot assess.
+    let chairman = login_as(&app, Role::Statistics, "chutich", None, Some(70)).await;
+    let html = get(&chairman, &app, &format!("/console/tracker/villages/{v1}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Không ma túy"));
+    assert!(
+        !html.contains("Đã rà soát"),
+        "the sealed note is for the police"
+    );
+    let res = post(
+        &chairman,
+        format!("/console/tracker/villages/{v2}"),
+        met(""),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 403);
+    // A village head reads its own village only.
+    let html = get(&head, &app, "/console/tracker")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(html.matches("data-village=").count(), 1);
+    assert_eq!(
+        get(&head, &app, &format!("/console/tracker/villages/{v1}"))
+            .await
+            .status(),
+        403
+    );
+    // The province's roll-up: a row per commune.
+    let leader = login_as(&app, Role::Statistics, "lanhdao", Some(1), None).await;
+    let html = get(&leader, &app, "/console/tracker")
+        .await
+        .text()
+        .await
+        .unwrap();
+    let row = page_row_of(&html, "communes", "70");
+    assert_eq!(
+        &row[1..],
+        ["3", "2", "1", "33", "60"],
+        "[{engine:?}] {row:?}"
+    );
+    app.stop().await;
+}
