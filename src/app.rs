@@ -421,7 +421,15 @@ impl Application {
         // started last so that a failed build leaves no job behind.
         if config.smtp.enabled {
             let mailer = crate::channels::email::Mailer::new(&config.smtp)?;
-            crate::alerts::spawn(&intake, intake.store().clone(), mailer, &config);
+            crate::alerts::spawn(&intake, intake.store().clone(), mailer.clone(), &config);
+            if config.reports.monthly_email {
+                crate::reports::mail::spawn(
+                    intake.store().clone(),
+                    intake.shared_geo(),
+                    mailer,
+                    std::time::Duration::from_secs(config.sla_clock_seconds.max(1)),
+                );
+            }
         }
         // Chat and SMS: the inbox processor, the outbox dispatcher, Telegram polling.
         let outbox = Outbox::new(store.clone(), keys.clone());

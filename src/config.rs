@@ -73,6 +73,25 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// Campaign broadcasts: quiet hours, email to subscribers, fan-out.
     pub broadcast: BroadcastConfig,
+    /// Reports.
+    pub reports: ReportsConfig,
+}
+
+/// Reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReportsConfig {
+    /// Email each commune's chiefs and statistics accounts the past month's workbook from
+    /// 07:00 (Vietnam time) on the first of each month (needs `smtp`).
+    pub monthly_email: bool,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        ReportsConfig {
+            monthly_email: true,
+        }
+    }
 }
 
 /// Campaign broadcasts of village heads.
@@ -449,6 +468,7 @@ impl Default for Config {
             sms: SmsConfig::default(),
             outbox: OutboxConfig::default(),
             broadcast: BroadcastConfig::default(),
+            reports: ReportsConfig::default(),
         }
     }
 }
@@ -778,6 +798,7 @@ mod tests {
             "broadcast.sms_number" => "+84912345678",
             "broadcast.telegram_bot" => "tinbao_xa_bot",
             "broadcast.zalo_oa_name" => "Công an phường Hoàn Kiếm",
+            "reports.monthly_email" => "false",
             _ => return None,
         })
     }

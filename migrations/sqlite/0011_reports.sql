@@ -43,3 +43,12 @@ CREATE TABLE village_assessments (
 CREATE INDEX village_assessments_by_commune ON village_assessments (commune_code, village_id, created_at);
 -- The commune's target share of drug-free villages, in percent (plan 004: 50 % by 2030).
 ALTER TABLE commune_settings ADD COLUMN drugfree_target INTEGER NOT NULL DEFAULT 50;
+-- The monthly report emails sent: one row per commune and month, written before the
+-- email goes (so that of several processes exactly one sends it) and removed again if
+-- it could not be sent (the next pass tries again).
+CREATE TABLE report_mailings (
+    commune_code INTEGER NOT NULL,
+    month TEXT NOT NULL,
+    sent_at INTEGER NOT NULL,
+    PRIMARY KEY (commune_code, month)
+);

@@ -98,6 +98,67 @@ impl Mailer {
         self
     }
 
+    /// Sends one email with a file attached (the monthly report's workbook) to each of
+    /// `to`; how many the server took, or the failure when it took none.
+    pub async fn send_with_file(
+        &self,
+        to: &[String],
+        subject: &str,
+        text_body: &str,
+        file: (&str, &str, Vec<u8>),
+    ) -> Result<usize, MailError> {
+        use lettre::message::{Attachment, MultiPart, SinglePart};
+        let (name, content_type, bytes) = file;
+        let Ok(content_type) = ContentType::parse(content_type) else {
+            return Err(MailError::Smtp("content type"));
+        };
+        let mut delivered = 0;
+        let mut attempted = 0;
+        let mut last_failure = "none";
+        for address in to {
+            let Ok(mailbox) = address.parse::<Mailbox>() else {
+                tracing::warn!("skipping a report email address that does not parse");
+                continue;
+            };
+            let body = MultiPart::mixed()
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(text_body.to_owned()),
+                )
+                .singlepart(
+                    Attachment::new(name.to_owned()).body(bytes.clone(), content_type.clone()),
+                );
+            let message = match Message::builder()
+                .from(self.from.clone())
+                .to(mailbox)
+                .subject(subject)
+                .multipart(body)
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot build a report email");
+                    continue;
+                }
+            };
+            attempted += 1;
+            match self.transport.send(message).await {
+                Ok(_) => delivered += 1,
+                Err(e) => {
+                    last_failure = kind(&e);
+                    tracing::warn!(
+                        failure = last_failure,
+                        "SMTP server did not take a report email"
+                    );
+                }
+            }
+        }
+        if attempted > 0 && delivered == 0 {
+            return Err(MailError::Smtp(last_failure));
+        }
+        Ok(delivered)
+    }
+
     /// Sends an officers' alert: `text_body` (plain text, UTF-8) under `subject` to each
     /// address in `to`, one message per recipient, at once (not through the outbox).
     /// Returns how many recipients accepted it: `Ok(0)` when no address was valid

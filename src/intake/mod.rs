@@ -236,6 +236,11 @@ impl Intake {
         &self.geo
     }
 
+    /// The administrative units, shared with a job that outlives a request.
+    pub fn shared_geo(&self) -> Arc<Geo> {
+        self.geo.clone()
+    }
+
     /// New tips as they are stored (a listener that lags loses the oldest events).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<NewTipEvent> {
         self.events.subscribe()

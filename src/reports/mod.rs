@@ -5,6 +5,7 @@
 //! numbers and dates).
 
 pub mod export;
+pub mod mail;
 pub mod tracker;
 
 use crate::geo::Geo;

@@ -125,6 +125,36 @@ impl Store {
         })
     }
 
+    /// Who gets a commune's monthly report by email: the commune's chiefs and statistics
+    /// accounts with an address, active: `(commune, role, email)`.
+    pub async fn report_recipients(&self) -> StoreResult<Vec<(i64, String, String)>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT commune_code, role, email FROM accounts WHERE role IN ('chief', 'statistics') \
+             AND commune_code IS NOT NULL AND disabled = $1 AND email IS NOT NULL AND email <> '' \
+             ORDER BY commune_code, email")
+            .bind(false).fetch_all(p).await)
+    }
+
+    /// Takes the sending of a commune's report for a month: `true` for the one caller
+    /// that may send it (of any number of processes), `false` once it was taken.
+    pub async fn claim_report_mailing(
+        &self,
+        commune: i64,
+        month: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        on_pool!(self, p => sqlx::query(
+            "INSERT INTO report_mailings (commune_code, month, sent_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (commune_code, month) DO NOTHING")
+            .bind(commune).bind(month).bind(now).execute(p).await.map(|r| r.rows_affected() == 1))
+    }
+
+    /// Gives a mailing back after it could not be sent, for the next pass to try again.
+    pub async fn release_report_mailing(&self, commune: i64, month: &str) -> StoreResult<()> {
+        on_pool!(self, p => sqlx::query("DELETE FROM report_mailings WHERE commune_code = $1 AND month = $2")
+            .bind(commune).bind(month).execute(p).await.map(|_| ()))
+    }
+
     /// Tips moved out of a commune within `[from, to)` (each transfer is audited with the
     /// commune the tip was in).
     pub async fn report_transfers_out(&self, commune: i64, from: i64, to: i64) -> StoreResult<i64> {

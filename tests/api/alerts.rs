@@ -33,11 +33,14 @@ pub(crate) struct Mail {
     /// The message as stored (headers and encoded body).
     pub(crate) raw: String,
     pub(crate) content_type: String,
+    /// Attached files: name and content, base64.
+    #[serde(default)]
+    pub(crate) files: Vec<(String, String)>,
 }
 
 /// Reads every message in a maildir as JSON, decoded by Python's `email` package.
 const READ_MAILDIR: &str = r#"
-import email, email.policy, json, mailbox, sys
+import base64, email, email.policy, json, mailbox, sys
 box = mailbox.Maildir(sys.argv[1], factory=None, create=False)
 out = []
 for key in sorted(box.keys()):
@@ -50,6 +53,8 @@ for key in sorted(box.keys()):
         "body": part.get_content() if part is not None else "",
         "raw": raw.decode("utf-8", "replace"),
         "content_type": msg.get_content_type() + "; charset=" + str(msg.get_content_charset()),
+        "files": [[a.get_filename(), base64.b64encode(a.get_content()).decode()]
+                  for a in msg.iter_attachments()],
     })
 print(json.dumps(out))
 "#;

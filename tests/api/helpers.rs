@@ -215,6 +215,9 @@ pub async fn test_config(engine: Engine, dir: &Path) -> (Config, Option<PgDb>) {
         ..Config::default()
     };
     config.rate_limit.enabled = false;
+    // The monthly report email only where a test asks for it (it would add a message to
+    // every test that counts emails).
+    config.reports.monthly_email = false;
     let pg = match engine {
         Engine::Sqlite => None,
         Engine::Postgres => {
