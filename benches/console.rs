@@ -30,6 +30,13 @@
 //!    what a page costs the server whatever else the machine runs) and prints a summary with
 //!    ok/MISS lines against the targets: a queue page p95 < 50 ms, opening a tip p95 < 10 ms.
 //!
+//! Built a second time as `cargo bench --bench reports` (the same seed): the phases are
+//! then the reports of the last full month (Vietnam time), about 16,700 of commune 70's
+//! 200,000 tips: the commune's monthly report page (three periods: the month, the month
+//! before, the same month a year before) against p95 < 300 ms, the same as `.xlsx`
+//! against p95 < 1 s, and the province's view of the month over its communes (about 80 %
+//! of all tips) against p95 < 1 s.
+//!
 //! PostgreSQL: `BENCH_DATABASE_URL` or `TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) names a server where the benchmark may
 //! `CREATE DATABASE tinbao_bench_<random>`; it drops it at the end. After seeding it runs
@@ -172,7 +179,7 @@ impl Settings {
 // ---------------------------------------------------------------------------------------
 // Entry point
 
-fn main() -> Result<()> {
+pub fn main() -> Result<()> {
     // `cargo bench` passes `--bench`, which is ignored; the settings come from the environment.
     let settings = Settings::from_env()?;
     // The seeding opens the key file in the data directory, as the child server does; a
@@ -195,7 +202,7 @@ fn main() -> Result<()> {
 async fn run(settings: Settings) -> Result<()> {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_tinbao"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("tinbao console benchmark");
+    println!("tinbao {} benchmark", if REPORTS { "reports" } else { "console" });
     println!(
         "  binary {}\n  {} CPU core(s), shared by the server AND this load generator \
          ({} client thread(s)); figures are for both on one machine",
@@ -384,7 +391,10 @@ async fn bench_engine(bin: &Path, settings: &Settings, engine: Engine<'_>) -> Re
     // 3. The phases.
     let c = &seeded.counts;
     let village = seeded.villages[0];
-    let phases = vec![
+    let phases = if REPORTS {
+        report_phases(&officer, &province)
+    } else {
+        vec![
         Phase::page(
             "queue, open tips (default)",
             officer.clone(),
@@ -441,7 +451,8 @@ async fn bench_engine(bin: &Path, settings: &Settings, engine: Engine<'_>) -> Re
             }),
             target_us: QUEUE_P95_TARGET_US,
         },
-    ];
+        ]
+    };
     let mut results = Vec::new();
     for phase in phases {
         let cpu0 = CpuSnapshot::take(pid);
@@ -1192,6 +1203,8 @@ enum Kind {
     Tip { ids: Arc<Vec<String>> },
     /// The province officer's queue: unplaced tips and the communes' counts.
     Province { full: bool },
+    /// A report: a 200 whose body holds `must`.
+    Report { path: String, must: &'static str },
 }
 
 struct Phase {
@@ -1213,6 +1226,47 @@ impl Phase {
             target_us: QUEUE_P95_TARGET_US,
         }
     }
+}
+
+/// Whether this is `cargo bench --bench reports` (the same source as the console bench).
+const REPORTS: bool = matches!(env!("CARGO_CRATE_NAME").as_bytes(), b"reports");
+
+/// The reports' phases: last month's report of commune 70 as a page and as a workbook, and
+/// the province's view of the month.
+fn report_phases(officer: &Arc<String>, province: &Arc<String>) -> Vec<Phase> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let month = tinbao::reports::mail::due_month(now).label();
+    vec![
+        Phase {
+            name: format!("commune report page, {month}"),
+            session: officer.clone(),
+            kind: Arc::new(Kind::Report {
+                path: format!("/console/reports?month={month}"),
+                must: "id=\"table-summary\"",
+            }),
+            target_us: 300_000,
+        },
+        Phase {
+            name: format!("commune report .xlsx, {month}"),
+            session: officer.clone(),
+            kind: Arc::new(Kind::Report {
+                path: format!("/console/reports/export?format=xlsx&month={month}"),
+                must: "xl/worksheets/sheet1.xml",
+            }),
+            target_us: 1_000_000,
+        },
+        Phase {
+            name: format!("province view, {month}"),
+            session: province.clone(),
+            kind: Arc::new(Kind::Report {
+                path: format!("/console/reports/province?month={month}&sort=tips"),
+                must: "id=\"province-table\"",
+            }),
+            target_us: 1_000_000,
+        },
+    ]
 }
 
 fn tip_links(html: &str) -> usize {
@@ -1291,6 +1345,19 @@ async fn run_phase(addr: SocketAddr, phase: &Phase, settings: &Settings) -> Resu
                 }
                 let measured = now >= measure_from;
                 match &*kind {
+                    Kind::Report { path, must } => {
+                        let (lat, res) = timed_get(&mut conn, path, &cookies).await;
+                        let outcome = res.map_err(|e| e.to_string()).and_then(|reply| {
+                            if reply.status != StatusCode::OK {
+                                Err(format!("HTTP {}", reply.status.as_u16()))
+                            } else if !reply.body.windows(must.len()).any(|w| w == must.as_bytes()) {
+                                Err(format!("no {must:?} in the answer"))
+                            } else {
+                                Ok(())
+                            }
+                        });
+                        r.record(measured, lat, outcome);
+                    }
                     Kind::Page { path, full } => {
                         let (lat, res) = timed_get(&mut conn, path, &cookies).await;
                         let outcome = res
