@@ -202,7 +202,10 @@ pub fn main() -> Result<()> {
 async fn run(settings: Settings) -> Result<()> {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_tinbao"));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("tinbao {} benchmark", if REPORTS { "reports" } else { "console" });
+    println!(
+        "tinbao {} benchmark",
+        if REPORTS { "reports" } else { "console" }
+    );
     println!(
         "  binary {}\n  {} CPU core(s), shared by the server AND this load generator \
          ({} client thread(s)); figures are for both on one machine",
@@ -395,62 +398,62 @@ async fn bench_engine(bin: &Path, settings: &Settings, engine: Engine<'_>) -> Re
         report_phases(&officer, &province)
     } else {
         vec![
-        Phase::page(
-            "queue, open tips (default)",
-            officer.clone(),
-            "/console/queue".into(),
-            c.open,
-        ),
-        Phase::page(
-            "queue ?status=new&category=dealing",
-            officer.clone(),
-            "/console/queue?status=new&category=dealing".into(),
-            c.new_dealing,
-        ),
-        Phase::page(
-            "queue ?overdue=1",
-            officer.clone(),
-            "/console/queue?overdue=1".into(),
-            c.overdue,
-        ),
-        Phase::page(
-            "queue ?village=<id>",
-            officer.clone(),
-            format!("/console/queue?village={village}"),
-            c.village,
-        ),
-        Phase::page(
-            "queue ?channel=hotline",
-            officer.clone(),
-            "/console/queue?channel=hotline".into(),
-            c.hotline,
-        ),
-        Phase {
-            name: format!("queue keyset pages 2-{}", PAGES_DEEP + 1),
-            session: officer.clone(),
-            kind: Arc::new(Kind::Pages {
-                first: "/console/queue".into(),
-                depth: PAGES_DEEP,
-                full: c.open >= (PAGES_DEEP as u64 + 1) * PAGE as u64,
-            }),
-            target_us: QUEUE_P95_TARGET_US,
-        },
-        Phase {
-            name: "open a tip (decrypt + audit)".into(),
-            session: officer.clone(),
-            kind: Arc::new(Kind::Tip {
-                ids: seeded.sample_ids.clone(),
-            }),
-            target_us: OPEN_P95_TARGET_US,
-        },
-        Phase {
-            name: "province queue (unplaced + commune counts)".into(),
-            session: province.clone(),
-            kind: Arc::new(Kind::Province {
-                full: c.unplaced >= PAGE as u64,
-            }),
-            target_us: QUEUE_P95_TARGET_US,
-        },
+            Phase::page(
+                "queue, open tips (default)",
+                officer.clone(),
+                "/console/queue".into(),
+                c.open,
+            ),
+            Phase::page(
+                "queue ?status=new&category=dealing",
+                officer.clone(),
+                "/console/queue?status=new&category=dealing".into(),
+                c.new_dealing,
+            ),
+            Phase::page(
+                "queue ?overdue=1",
+                officer.clone(),
+                "/console/queue?overdue=1".into(),
+                c.overdue,
+            ),
+            Phase::page(
+                "queue ?village=<id>",
+                officer.clone(),
+                format!("/console/queue?village={village}"),
+                c.village,
+            ),
+            Phase::page(
+                "queue ?channel=hotline",
+                officer.clone(),
+                "/console/queue?channel=hotline".into(),
+                c.hotline,
+            ),
+            Phase {
+                name: format!("queue keyset pages 2-{}", PAGES_DEEP + 1),
+                session: officer.clone(),
+                kind: Arc::new(Kind::Pages {
+                    first: "/console/queue".into(),
+                    depth: PAGES_DEEP,
+                    full: c.open >= (PAGES_DEEP as u64 + 1) * PAGE as u64,
+                }),
+                target_us: QUEUE_P95_TARGET_US,
+            },
+            Phase {
+                name: "open a tip (decrypt + audit)".into(),
+                session: officer.clone(),
+                kind: Arc::new(Kind::Tip {
+                    ids: seeded.sample_ids.clone(),
+                }),
+                target_us: OPEN_P95_TARGET_US,
+            },
+            Phase {
+                name: "province queue (unplaced + commune counts)".into(),
+                session: province.clone(),
+                kind: Arc::new(Kind::Province {
+                    full: c.unplaced >= PAGE as u64,
+                }),
+                target_us: QUEUE_P95_TARGET_US,
+            },
         ]
     };
     let mut results = Vec::new();
@@ -1350,7 +1353,8 @@ async fn run_phase(addr: SocketAddr, phase: &Phase, settings: &Settings) -> Resu
                         let outcome = res.map_err(|e| e.to_string()).and_then(|reply| {
                             if reply.status != StatusCode::OK {
                                 Err(format!("HTTP {}", reply.status.as_u16()))
-                            } else if !reply.body.windows(must.len()).any(|w| w == must.as_bytes()) {
+                            } else if !reply.body.windows(must.len()).any(|w| w == must.as_bytes())
+                            {
                                 Err(format!("no {must:?} in the answer"))
                             } else {
                                 Ok(())

@@ -112,14 +112,7 @@ impl Mailer {
         let Ok(content_type) = ContentType::parse(content_type) else {
             return Err(MailError::Smtp("content type"));
         };
-        let mut delivered = 0;
-        let mut attempted = 0;
-        let mut last_failure = "none";
-        for address in to {
-            let Ok(mailbox) = address.parse::<Mailbox>() else {
-                tracing::warn!("skipping a report email address that does not parse");
-                continue;
-            };
+        self.send_each(to, "report", |mailbox| {
             let body = MultiPart::mixed()
                 .singlepart(
                     SinglePart::builder()
@@ -129,15 +122,36 @@ impl Mailer {
                 .singlepart(
                     Attachment::new(name.to_owned()).body(bytes.clone(), content_type.clone()),
                 );
-            let message = match Message::builder()
+            Message::builder()
                 .from(self.from.clone())
                 .to(mailbox)
                 .subject(subject)
                 .multipart(body)
-            {
+        })
+        .await
+    }
+
+    /// Sends the message `build` makes for each address of `to` that parses, one at a
+    /// time; how many the server took, or the last failure when it took none.
+    async fn send_each(
+        &self,
+        to: &[String],
+        what: &'static str,
+        build: impl Fn(Mailbox) -> Result<Message, lettre::error::Error>,
+    ) -> Result<usize, MailError> {
+        let mut delivered = 0;
+        let mut attempted = 0;
+        let mut last_failure = "none";
+        for address in to {
+            let Ok(mailbox) = address.parse::<Mailbox>() else {
+                tracing::warn!(what, "skipping an email address that does not parse");
+                tracing::debug!(address = %address, "unparsable email address");
+                continue;
+            };
+            let message = match build(mailbox) {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot build a report email");
+                    tracing::warn!(what, error = %e, "cannot build an email");
                     continue;
                 }
             };
@@ -147,9 +161,11 @@ impl Mailer {
                 Err(e) => {
                     last_failure = kind(&e);
                     tracing::warn!(
+                        what,
                         failure = last_failure,
-                        "SMTP server did not take a report email"
+                        "SMTP server did not take an email"
                     );
+                    tracing::debug!(address = %address, error = %e, "SMTP failure detail");
                 }
             }
         }
@@ -170,42 +186,15 @@ impl Mailer {
         subject: &str,
         text_body: &str,
     ) -> Result<usize, MailError> {
-        let mut delivered = 0;
-        let mut attempted = 0;
-        let mut last_failure = "none";
-        for address in to {
-            let Ok(mailbox) = address.parse::<Mailbox>() else {
-                tracing::warn!("skipping an officer email address that does not parse");
-                tracing::debug!(address = %address, "unparsable officer email address");
-                continue;
-            };
-            let message = Message::builder()
+        self.send_each(to, "alert", |mailbox| {
+            Message::builder()
                 .from(self.from.clone())
                 .to(mailbox)
                 .subject(subject)
                 .header(ContentType::TEXT_PLAIN)
-                .body(text_body.to_owned());
-            let message = match message {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot build an alert message");
-                    continue;
-                }
-            };
-            attempted += 1;
-            match self.transport.send(message).await {
-                Ok(_) => delivered += 1,
-                Err(e) => {
-                    last_failure = kind(&e);
-                    tracing::warn!(failure = last_failure, "SMTP server did not take an alert");
-                    tracing::debug!(address = %address, error = %e, "SMTP failure detail");
-                }
-            }
-        }
-        if attempted > 0 && delivered == 0 {
-            return Err(MailError::Smtp(last_failure));
-        }
-        Ok(delivered)
+                .body(text_body.to_owned())
+        })
+        .await
     }
 
     /// Sends one plain-text message to one address, for the outbox: a campaign broadcast

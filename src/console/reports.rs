@@ -150,16 +150,16 @@ async fn build(
     }
 }
 
-fn query_string(q: &ReportQuery, commune: i64, lang: Lang) -> String {
-    let keep = |s: &str| -> String {
-        s.chars()
+/// A query string of these fields (only digits and dashes of each kept, at most 10
+/// characters: codes and dates), after `lang`.
+fn query_string(lang: Lang, fields: &[(&str, &str)]) -> String {
+    let mut out = format!("lang={}", lang.0);
+    for (k, v) in fields {
+        let v: String = v
+            .chars()
             .filter(|c| c.is_ascii_digit() || *c == '-')
             .take(10)
-            .collect()
-    };
-    let mut out = format!("commune={commune}&lang={}", lang.0);
-    for (k, v) in [("month", &q.month), ("from", &q.from), ("to", &q.to)] {
-        let v = keep(v);
+            .collect();
         if !v.is_empty() {
             out.push_str(&format!("&{k}={v}"));
         }
@@ -229,7 +229,15 @@ pub async fn report_page(
                 .collect();
             page.chart_width = r.now.per_day.len() as i64 * 10;
             page.masked = masked;
-            page.query = query_string(&q, r.commune, lang);
+            page.query = query_string(
+                lang,
+                &[
+                    ("commune", &r.commune.to_string()),
+                    ("month", &q.month),
+                    ("from", &q.from),
+                    ("to", &q.to),
+                ],
+            );
             if page.month.is_empty() && page.from.is_empty() && r.period.is_month() {
                 page.month = r.period.first.format("%Y-%m").to_string();
             }
@@ -358,25 +366,15 @@ async fn build_province(
 }
 
 fn period_query(q: &ProvinceQuery, lang: Lang) -> String {
-    let keep = |s: &str| -> String {
-        s.chars()
-            .filter(|c| c.is_ascii_digit() || *c == '-')
-            .take(10)
-            .collect()
-    };
-    let mut out = format!("lang={}", lang.0);
-    for (k, v) in [
-        ("province", &q.province),
-        ("month", &q.month),
-        ("from", &q.from),
-        ("to", &q.to),
-    ] {
-        let v = keep(v);
-        if !v.is_empty() {
-            out.push_str(&format!("&{k}={v}"));
-        }
-    }
-    out
+    query_string(
+        lang,
+        &[
+            ("province", &q.province),
+            ("month", &q.month),
+            ("from", &q.from),
+            ("to", &q.to),
+        ],
+    )
 }
 
 /// `GET /console/reports/province`: a row per commune of the province, sortable, with

@@ -334,6 +334,29 @@ pub fn csv(r: &CommuneReport, t: Texts, mask_small: bool) -> String {
     out
 }
 
+/// Writes one figure into a cell: counts and shares as numbers, "< 3" as text.
+fn write_value(
+    sheet: &mut rust_xlsxwriter::Worksheet,
+    y: u32,
+    x: u16,
+    v: &Value,
+    one_decimal: &Format,
+) -> Result<(), XlsxError> {
+    match v {
+        Value::Count(n) => {
+            sheet.write_number(y, x, *n as f64)?;
+        }
+        Value::Percent(p) | Value::Minutes(p) => {
+            sheet.write_number_with_format(y, x, (p * 10.0).round() / 10.0, one_decimal)?;
+        }
+        Value::Few => {
+            sheet.write_string(y, x, "< 3")?;
+        }
+        Value::None => {}
+    }
+    Ok(())
+}
+
 /// The report as an `.xlsx` workbook: one sheet per table, numbers as numbers and days as
 /// dates.
 pub fn xlsx(r: &CommuneReport, t: Texts, mask_small: bool) -> Result<Vec<u8>, XlsxError> {
@@ -375,24 +398,7 @@ pub fn xlsx(r: &CommuneReport, t: Texts, mask_small: bool) -> Result<Vec<u8>, Xl
             }
             sheet.write_string(y, 1, &row.label)?;
             for (j, v) in row.values.iter().take(columns - 2).enumerate() {
-                let x = 2 + j as u16;
-                match v {
-                    Value::Count(n) => {
-                        sheet.write_number(y, x, *n as f64)?;
-                    }
-                    Value::Percent(p) | Value::Minutes(p) => {
-                        sheet.write_number_with_format(
-                            y,
-                            x,
-                            (p * 10.0).round() / 10.0,
-                            &one_decimal,
-                        )?;
-                    }
-                    Value::Few => {
-                        sheet.write_string(y, x, "< 3")?;
-                    }
-                    Value::None => {}
-                }
+                write_value(sheet, y, 2 + j as u16, v, &one_decimal)?;
             }
         }
     }
@@ -522,24 +528,7 @@ pub fn province_xlsx(r: &super::ProvinceReport, t: Texts) -> Result<Vec<u8>, Xls
             sheet.write_string(y, 1, &name)?;
         }
         for (j, v) in province_cells(f).iter().enumerate() {
-            let x = 2 + j as u16;
-            match v {
-                Value::Count(n) => {
-                    sheet.write_number(y, x, *n as f64)?;
-                }
-                Value::Percent(p) | Value::Minutes(p) => {
-                    sheet.write_number_with_format(
-                        y,
-                        x,
-                        (p * 10.0).round() / 10.0,
-                        &one_decimal,
-                    )?;
-                }
-                Value::Few => {
-                    sheet.write_string(y, x, "< 3")?;
-                }
-                Value::None => {}
-            }
+            write_value(sheet, y, 2 + j as u16, v, &one_decimal)?;
         }
     }
     book.save_to_buffer()

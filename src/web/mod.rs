@@ -21,6 +21,20 @@ use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::time::Instant;
 
+/// A `303` to a GET page, never cached: the answer of a form (post/redirect/get), so that
+/// a reload or Back never sends it again.
+pub(crate) fn see_other(to: &str) -> Response {
+    let location = HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/"));
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response()
+}
+
 /// The residents' routes: pages, API, webhooks, subscriptions, health, static files, and
 /// `/metrics` (which answers 404 here unless it has no listener of its own and a token).
 pub fn router() -> Router<AppState> {

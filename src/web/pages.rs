@@ -610,7 +610,7 @@ async fn submit_tip(
         photos = match state.submissions.hold(&draft.submission, fields, photos) {
             Ok(()) => {
                 let to = format!("/?draft={}#{anchor}", draft.submission);
-                return Ok(see_other(&to));
+                return Ok(super::see_other(&to));
             }
             Err(photos) => photos,
         };
@@ -735,18 +735,6 @@ async fn submit_tip(
             .await)
         }
     }
-}
-
-fn see_other(to: &str) -> Response {
-    let location = HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/"));
-    (
-        StatusCode::SEE_OTHER,
-        [
-            (header::LOCATION, location),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-    )
-        .into_response()
 }
 
 /// `GET /exit`, the form's "quick exit": straight to an everyday site (the script also

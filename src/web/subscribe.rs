@@ -16,7 +16,7 @@ use crate::state::{Action, AppState, ClientIp, Lang};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Form, Router};
 use serde::Deserialize;
@@ -161,19 +161,6 @@ async fn page(
     }
 }
 
-/// A `303` to a GET page, so that a reload or Back never posts a form again.
-fn see_other(to: &str) -> Response {
-    let location = HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/"));
-    (
-        StatusCode::SEE_OTHER,
-        [
-            (header::LOCATION, location),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-    )
-        .into_response()
-}
-
 #[derive(Deserialize)]
 struct EmailForm {
     #[serde(default)]
@@ -256,7 +243,7 @@ async fn subscribe_email(
         // Answered by a redirect to the village's page with the notice: a reload or Back
         // sends nothing again.
         Ok(Subscribed::Pending { .. }) | Ok(Subscribed::Active { .. }) => {
-            see_other(&format!("/subscribe/{village}?sent=1&lang={}", lang.0))
+            super::see_other(&format!("/subscribe/{village}?sent=1&lang={}", lang.0))
         }
         Ok(Subscribed::Busy) => {
             p.error = Some(t.get("subscribe.busy").to_owned());
@@ -337,7 +324,7 @@ async fn link_action(state: &AppState, lang: Lang, q: &LinkQuery, stop: bool) ->
             }
         }
     };
-    see_other(&format!("/subscribe/done?r={outcome}&lang={}", lang.0))
+    super::see_other(&format!("/subscribe/done?r={outcome}&lang={}", lang.0))
 }
 
 #[derive(Deserialize)]
