@@ -65,6 +65,8 @@ pub struct ReportPage {
     query: String,
     /// Whether the account sees a whole province (a link to its view).
     province_view: bool,
+    /// Whether the account names the commune by its code (administrators).
+    any_commune: bool,
 }
 
 /// Last month in Vietnam time.
@@ -193,6 +195,7 @@ pub async fn report_page(
         chart_width: 0,
         masked: false,
         query: String::new(),
+        any_commune: s.account.commune_code.is_none() && s.account.province_code.is_none(),
         province_view: match s.account.role {
             Role::Province | Role::Admin => true,
             Role::Statistics => s.account.commune_code.is_none(),

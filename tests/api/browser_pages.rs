@@ -299,6 +299,10 @@ async fn the_monthly_report_reads_on_a_phone_and_prints_on_a4() {
         app.api_tip(tip_json(&format!("tin {i}"))).await;
     }
     let chief = login_as(&app, Role::Chief, "truongca", None, Some(70)).await;
+    let leader = login_as(&app, Role::Statistics, "lanhdao", Some(1), None).await;
+    for name in ["Thôn Một", "Tổ dân phố số 12 có tên rất dài"] {
+        app.state.intake.store().add_village(70, name).await.unwrap();
+    }
     let month = chrono::DateTime::from_timestamp_millis(tinbao::clock::now_ms() + 7 * 3_600_000)
         .unwrap()
         .format("%Y-%m")
@@ -333,6 +337,35 @@ async fn the_monthly_report_reads_on_a_phone_and_prints_on_a4() {
             .join("tests/artifacts")
             .join(format!("report-{width}.pdf"));
         std::fs::write(&path, &pdf).unwrap();
+        // The tracker and its assessment form, then the province's pages.
+        c.goto(&app.url("/console/tracker")).await.unwrap();
+        c.wait().for_element(Locator::Id("villages")).await.unwrap();
+        check_page(&b, &format!("tracker-{width}")).await;
+        let first = c
+            .find(Locator::Css("#villages td a"))
+            .await
+            .unwrap()
+            .attr("href")
+            .await
+            .unwrap()
+            .unwrap();
+        c.goto(&app.url(&first)).await.unwrap();
+        c.wait().for_element(Locator::Id("assess-form")).await.unwrap();
+        check_page(&b, &format!("tracker-village-{width}")).await;
+        c.delete_all_cookies().await.unwrap();
+        let (token, _) = session_token(&app, &leader.id).await;
+        c.add_cookie(console_cookie(token)).await.unwrap();
+        c.goto(&app.url(&format!("/console/reports/province?month={month}")))
+            .await
+            .unwrap();
+        c.wait()
+            .for_element(Locator::Id("province-table"))
+            .await
+            .unwrap();
+        check_page(&b, &format!("report-province-{width}")).await;
+        c.goto(&app.url("/console/tracker")).await.unwrap();
+        c.wait().for_element(Locator::Id("communes")).await.unwrap();
+        check_page(&b, &format!("tracker-province-{width}")).await;
         b.close().await.unwrap();
     }
     app.stop().await;
