@@ -1165,13 +1165,14 @@ async fn login(addr: SocketAddr, username: &str, one_time: &str) -> Result<Strin
             ]),
         )
         .await?;
+    jar.take(&res);
     expect_redirect(&res, "password change", "/console/totp")?;
     let page = conn
         .request(Method::GET, "/console/totp", &jar.header(), None)
         .await?;
     let html = page.text();
     let secret = element_text(&html, "totp-secret").context("no TOTP secret on the page")?;
-    let raw = totp_rs::Secret::Encoded(secret)
+    let raw = totp_rs::Secret::Encoded(secret.replace(char::is_whitespace, ""))
         .to_bytes()
         .map_err(|e| anyhow!("TOTP secret: {e:?}"))?;
     let code = accounts::totp(&raw, username)
@@ -1186,6 +1187,8 @@ async fn login(addr: SocketAddr, username: &str, one_time: &str) -> Result<Strin
         )
         .await?;
     expect_redirect(&res, "TOTP", "/console")?;
+    // The session gets a new id once the second factor is accepted.
+    jar.take(&res);
     Ok(jar.header())
 }
 

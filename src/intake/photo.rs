@@ -415,18 +415,24 @@ mod tests {
     /// stops libFuzzer), in `fuzz/regressions/`.
     #[test]
     fn a_jpeg_that_panics_the_decoder_is_refused_not_a_crash() {
-        let bytes = include_bytes!(
-            "../../fuzz/regressions/photo_decode/zune-jpeg-idct-avx2-4x4-unwrap.jpg"
-        );
-        assert_eq!(
-            sanitize(bytes, &PhotoLimits::default()).err(),
-            Some(PhotoError::Corrupt)
-        );
-        let small = PhotoLimits {
-            max_pixels: 1 << 16,
-            ..PhotoLimits::default()
-        };
-        assert!(sanitize(bytes, &small).is_err());
+        for bytes in [
+            &include_bytes!(
+                "../../fuzz/regressions/photo_decode/zune-jpeg-idct-avx2-4x4-unwrap.jpg"
+            )[..],
+            &include_bytes!(
+                "../../fuzz/regressions/photo_decode/zune-jpeg-idct-avx2-4x4-unwrap-2.jpg"
+            )[..],
+        ] {
+            assert_eq!(
+                sanitize(bytes, &PhotoLimits::default()).err(),
+                Some(PhotoError::Corrupt)
+            );
+            let small = PhotoLimits {
+                max_pixels: 1 << 16,
+                ..PhotoLimits::default()
+            };
+            assert!(sanitize(bytes, &small).is_err());
+        }
     }
     use image::codecs::png::PngEncoder;
     use image::codecs::webp::WebPEncoder;

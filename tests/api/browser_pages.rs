@@ -301,7 +301,12 @@ async fn the_monthly_report_reads_on_a_phone_and_prints_on_a4() {
     let chief = login_as(&app, Role::Chief, "truongca", None, Some(70)).await;
     let leader = login_as(&app, Role::Statistics, "lanhdao", Some(1), None).await;
     for name in ["Thôn Một", "Tổ dân phố số 12 có tên rất dài"] {
-        app.state.intake.store().add_village(70, name).await.unwrap();
+        app.state
+            .intake
+            .store()
+            .add_village(70, name)
+            .await
+            .unwrap();
     }
     let month = chrono::DateTime::from_timestamp_millis(tinbao::clock::now_ms() + 7 * 3_600_000)
         .unwrap()
@@ -350,7 +355,10 @@ async fn the_monthly_report_reads_on_a_phone_and_prints_on_a4() {
             .unwrap()
             .unwrap();
         c.goto(&app.url(&first)).await.unwrap();
-        c.wait().for_element(Locator::Id("assess-form")).await.unwrap();
+        c.wait()
+            .for_element(Locator::Id("assess-form"))
+            .await
+            .unwrap();
         check_page(&b, &format!("tracker-village-{width}")).await;
         c.delete_all_cookies().await.unwrap();
         let (token, _) = session_token(&app, &leader.id).await;
