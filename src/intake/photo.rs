@@ -406,10 +406,11 @@ mod tests {
         assert!(!png_palette_malformed(b"GIF89a"));
     }
 
-    /// A baseline JPEG found by the `photo_decode` campaign (2026-12-03) makes zune-jpeg
-    /// 0.5.15 (the newest the `image` crate takes) panic in its AVX2 4×4 inverse DCT
-    /// (`idct/avx2.rs`, an `unwrap` on a slice past the output's end; the decoder stops
-    /// there rather than writing past it). It cannot be told from a good JPEG by its
+    /// Baseline JPEGs found by the `photo_decode` campaign (2026-12-03) make zune-jpeg
+    /// 0.5.15 (the newest the `image` crate takes) panic in its inverse DCT: the AVX2 4×4
+    /// one (`idct/avx2.rs`, an `unwrap` on a slice past the output's end) and the scalar
+    /// one (`idct/scalar.rs`, a slice out of range); the decoder stops there rather than
+    /// writing past it. It cannot be told from a good JPEG by its
     /// header, so the panic is caught inside `sanitize` and the photo refused as
     /// unreadable; the server goes on. Kept outside the fuzz corpus (a caught panic still
     /// stops libFuzzer), in `fuzz/regressions/`.
@@ -422,6 +423,8 @@ mod tests {
             &include_bytes!(
                 "../../fuzz/regressions/photo_decode/zune-jpeg-idct-avx2-4x4-unwrap-2.jpg"
             )[..],
+            &include_bytes!("../../fuzz/regressions/photo_decode/zune-jpeg-idct-scalar-range.jpg")
+                [..],
         ] {
             assert_eq!(
                 sanitize(bytes, &PhotoLimits::default()).err(),
