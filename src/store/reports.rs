@@ -43,31 +43,10 @@ impl Store {
         from: i64,
         to: i64,
     ) -> StoreResult<Vec<ReportTipRow>> {
-        // SQLite is told to scan the covering index (without statistics it would rather take
-        // a queue index by commune and read every row of the commune).
-        let sql = |hint: &str| {
-            format!(
-                "SELECT category, channel, village_id, priority, status, outcome, reward_eligible, created_at, \
-                 due_at, first_action_at FROM tips{hint} WHERE commune_code = $1 AND created_at >= $2 \
-                 AND created_at < $3"
-            )
-        };
-        match &self.pool {
-            Pool::Sqlite(p) => sqlx::query_as(&sql(" INDEXED BY tips_commune_created"))
-                .bind(commune)
-                .bind(from)
-                .bind(to)
-                .fetch_all(p)
-                .await
-                .map_err(Into::into),
-            Pool::Postgres(p) => sqlx::query_as(&sql(""))
-                .bind(commune)
-                .bind(from)
-                .bind(to)
-                .fetch_all(p)
-                .await
-                .map_err(Into::into),
-        }
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT category, channel, village_id, priority, status, outcome, reward_eligible, created_at, due_at, \
+             first_action_at FROM tips WHERE commune_code = $1 AND created_at >= $2 AND created_at < $3")
+            .bind(commune).bind(from).bind(to).fetch_all(p).await)
     }
 
     /// The tips of a province's communes that came in within `[from, to)` (ms), with
@@ -78,31 +57,11 @@ impl Store {
         from: i64,
         to: i64,
     ) -> StoreResult<Vec<(i64, ReportTipRow)>> {
-        let sql = |hint: &str| {
-            format!(
-                "SELECT commune_code, category, channel, village_id, priority, status, outcome, reward_eligible, \
-                 created_at, due_at, first_action_at FROM tips{hint} WHERE province_code = $1 \
-                 AND commune_code IS NOT NULL AND created_at >= $2 AND created_at < $3"
-            )
-        };
-        let rows: Vec<ProvinceTipRow> = match &self.pool {
-            Pool::Sqlite(p) => {
-                sqlx::query_as(&sql(" INDEXED BY tips_province_created"))
-                    .bind(province)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(p)
-                    .await?
-            }
-            Pool::Postgres(p) => {
-                sqlx::query_as(&sql(""))
-                    .bind(province)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_all(p)
-                    .await?
-            }
-        };
+        let rows: Vec<ProvinceTipRow> = on_pool!(self, p => sqlx::query_as(
+            "SELECT commune_code, category, channel, village_id, priority, status, outcome, reward_eligible, created_at, \
+             due_at, first_action_at FROM tips WHERE province_code = $1 AND commune_code IS NOT NULL \
+             AND created_at >= $2 AND created_at < $3")
+            .bind(province).bind(from).bind(to).fetch_all(p).await)?;
         Ok(rows.into_iter().map(|r| (r.commune_code, r.tip)).collect())
     }
 
