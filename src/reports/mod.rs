@@ -9,7 +9,7 @@ pub mod mail;
 pub mod tracker;
 
 use crate::geo::Geo;
-use crate::store::{ReportTipRow, Store, StoreError};
+use crate::store::{ReportScope, Store, StoreError, TipSums, WaitRank};
 use crate::tips::{Category, Channel, Priority};
 use chrono::{Datelike, Duration, NaiveDate};
 
@@ -305,14 +305,10 @@ impl Figures {
         (self.total > 0).then(|| self.acted_in_time as f64 * 100.0 / self.total as f64)
     }
 
-    /// Counts the rows of one period, as of `now` (ms): a period not over yet counts as
-    /// overdue only what is overdue now.
-    pub fn count<'a>(
-        period: &Period,
-        rows: impl IntoIterator<Item = &'a ReportTipRow>,
-        now: i64,
-    ) -> Figures {
-        let mut f = Figures {
+    /// A period's figures before anything is counted: every category, channel, priority
+    /// and day there, at zero.
+    fn empty(period: &Period) -> Figures {
+        Figures {
             by_category: Category::ALL.iter().map(|c| (*c, 0)).collect(),
             by_channel: Channel::ALL.iter().map(|c| (*c, 0)).collect(),
             by_priority: [
@@ -326,78 +322,42 @@ impl Figures {
             .collect(),
             per_day: period.each_day().map(|d| (d, 0)).collect(),
             ..Figures::default()
-        };
-        let end = period.to_ms().min(now);
-        let mut villages: std::collections::HashMap<Option<i64>, i64> = Default::default();
-        let mut waits = Vec::new();
-        for r in rows {
-            f.total += 1;
-            if let Some(c) = f
-                .by_category
-                .iter_mut()
-                .find(|c| c.0.as_str() == r.category)
-            {
-                c.1 += 1;
+        }
+    }
+
+    /// Adds a group of tips, summed by the database.
+    fn add(&mut self, s: &TipSums) {
+        self.total += s.total;
+        self.acted += s.acted;
+        self.acted_in_time += s.in_time;
+        self.overdue_at_end += s.overdue;
+        self.confirmed += s.confirmed;
+        self.unfounded += s.unfounded;
+        self.duplicates += s.duplicates;
+        self.referred += s.referred;
+        self.still_open += s.open;
+        self.rewards += s.rewards;
+        self.hotline_calls += s.hotline;
+    }
+
+    /// Takes the median and 90th percentile of the time to first action from a group's
+    /// ranks (the store returns the rows at [`nearest_rank`] 50 and 90).
+    fn set_waits<'a>(&mut self, ranks: impl IntoIterator<Item = &'a WaitRank>) {
+        for r in ranks {
+            if r.nth == nearest_rank(50, r.n) {
+                self.median_ms = Some(r.wait);
             }
-            if let Some(c) = f.by_channel.iter_mut().find(|c| c.0.as_str() == r.channel) {
-                c.1 += 1;
-            }
-            if let Some(p) = f.by_priority.iter_mut().find(|p| p.0 as i64 == r.priority) {
-                p.1 += 1;
-            }
-            *villages.entry(r.village_id).or_default() += 1;
-            let day = (vn_day(r.created_at) - period.first).num_days();
-            if let Some(d) = usize::try_from(day).ok().and_then(|i| f.per_day.get_mut(i)) {
-                d.1 += 1;
-            }
-            match r.first_action_at {
-                Some(at) => {
-                    f.acted += 1;
-                    waits.push((at - r.created_at).max(0));
-                    if at <= r.due_at {
-                        f.acted_in_time += 1;
-                    }
-                    if at >= end && r.due_at < end {
-                        f.overdue_at_end += 1;
-                    }
-                }
-                None if r.due_at < end => f.overdue_at_end += 1,
-                None => {}
-            }
-            match r.outcome.as_deref() {
-                Some("actioned") => f.confirmed += 1,
-                Some("unfounded") => f.unfounded += 1,
-                Some("duplicate") => f.duplicates += 1,
-                Some("referred") => f.referred += 1,
-                _ => {}
-            }
-            if r.status != "closed" {
-                f.still_open += 1;
-            }
-            if r.reward_eligible {
-                f.rewards += 1;
-            }
-            if r.channel == Channel::Hotline.as_str() {
-                f.hotline_calls += 1;
+            if r.nth == nearest_rank(90, r.n) {
+                self.p90_ms = Some(r.wait);
             }
         }
-        waits.sort_unstable();
-        f.median_ms = percentile(&waits, 50);
-        f.p90_ms = percentile(&waits, 90);
-        let mut by_village: Vec<_> = villages.into_iter().collect();
-        by_village.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        f.by_village = by_village;
-        f
     }
 }
 
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[i64], p: usize) -> Option<i64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (p * sorted.len()).div_ceil(100).max(1);
-    sorted.get(rank - 1).copied()
+/// The rank (from 1) of the `p`th percentile of `n` sorted values, nearest rank: the
+/// same formula as the store's `(n * p + 99) / 100`.
+fn nearest_rank(p: i64, n: i64) -> i64 {
+    (n * p).div_euclid(100) + i64::from((n * p).rem_euclid(100) != 0)
 }
 
 /// A commune's report: the period's figures beside the previous period's and the same
@@ -423,15 +383,49 @@ impl CommuneReport {
     }
 }
 
+/// One period's figures of a commune, summed by the database (a period not over yet
+/// counts as overdue only what is overdue now).
 async fn figures(store: &Store, commune: i64, period: &Period) -> Result<Figures, ReportError> {
     let (from, to) = (period.from_ms(), period.to_ms());
-    let (rows, messages, transfers, campaign) = tokio::try_join!(
-        store.report_tips(commune, from, to),
+    let end = to.min(crate::clock::now_ms());
+    let (groups, villages, days, waits, messages, transfers, campaign) = tokio::try_join!(
+        store.report_tip_groups(commune, from, to, end),
+        store.report_villages(commune, from, to),
+        store.report_days(commune, from, to, VN_OFFSET_MS),
+        store.report_wait_ranks(ReportScope::Commune(commune), false, from, to),
         store.report_messages(commune, from, to),
         store.report_transfers_out(commune, from, to),
         store.report_campaign(commune, from, to),
     )?;
-    let mut f = Figures::count(period, &rows, crate::clock::now_ms());
+    let mut f = Figures::empty(period);
+    for g in &groups {
+        f.add(&g.sums);
+        let n = g.sums.total;
+        if let Some(c) = f
+            .by_category
+            .iter_mut()
+            .find(|c| c.0.as_str() == g.category)
+        {
+            c.1 += n;
+        }
+        if let Some(c) = f.by_channel.iter_mut().find(|c| c.0.as_str() == g.channel) {
+            c.1 += n;
+        }
+        if let Some(p) = f.by_priority.iter_mut().find(|p| p.0 as i64 == g.priority) {
+            p.1 += n;
+        }
+    }
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    for (day, n) in days {
+        let i = (epoch + Duration::days(day) - period.first).num_days();
+        if let Some(d) = usize::try_from(i).ok().and_then(|i| f.per_day.get_mut(i)) {
+            d.1 += n;
+        }
+    }
+    f.set_waits(&waits);
+    let mut by_village = villages;
+    by_village.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    f.by_village = by_village;
     for (author, n) in messages {
         match author.as_str() {
             "police" => f.messages_police = n,
@@ -553,22 +547,26 @@ pub async fn province_report(
 ) -> Result<ProvinceReport, ReportError> {
     let p = geo.province(province).ok_or(ReportError::UnknownProvince)?;
     let (from, to) = (period.from_ms(), period.to_ms());
-    let (rows, transfers) = tokio::try_join!(
-        store.report_tips_province(province, from, to),
+    let end = to.min(crate::clock::now_ms());
+    let scope = ReportScope::Province(province);
+    let (sums, ranks, total_ranks, transfers) = tokio::try_join!(
+        store.report_commune_sums(province, from, to, end),
+        store.report_wait_ranks(scope, true, from, to),
+        store.report_wait_ranks(scope, false, from, to),
         store.report_transfers_province(province, from, to),
     )?;
-    let now = crate::clock::now_ms();
-    let mut total = Figures::count(&period, rows.iter().map(|r| &r.1), now);
-    let mut by_commune: std::collections::HashMap<i64, Vec<ReportTipRow>> = Default::default();
-    for (commune, row) in rows {
-        by_commune.entry(commune).or_default().push(row);
-    }
+    let mut total = Figures::empty(&period);
+    total.set_waits(&total_ranks);
     total.transferred_out = transfers.iter().map(|t| t.1).sum();
     let rows = geo
         .communes_of(province)
         .map(|c| {
-            let mut figures =
-                Figures::count(&period, by_commune.get(&c.code).into_iter().flatten(), now);
+            let mut figures = Figures::empty(&period);
+            if let Some((_, s)) = sums.iter().find(|s| s.0 == c.code) {
+                figures.add(s);
+                total.add(s);
+            }
+            figures.set_waits(ranks.iter().filter(|r| r.grp == c.code));
             figures.transferred_out = transfers.iter().find(|t| t.0 == c.code).map_or(0, |t| t.1);
             CommuneRow {
                 code: c.code,
@@ -638,10 +636,30 @@ mod tests {
 
     #[test]
     fn percentiles_are_nearest_rank() {
-        assert_eq!(percentile(&[], 50), None);
-        assert_eq!(percentile(&[5], 90), Some(5));
-        let v: Vec<i64> = (1..=10).collect();
-        assert_eq!(percentile(&v, 50), Some(5));
-        assert_eq!(percentile(&v, 90), Some(9));
+        assert_eq!(nearest_rank(50, 1), 1);
+        assert_eq!(nearest_rank(90, 1), 1);
+        assert_eq!(nearest_rank(50, 10), 5);
+        assert_eq!(nearest_rank(90, 10), 9);
+        assert_eq!(nearest_rank(90, 11), 10);
+        for n in 1..500 {
+            assert_eq!(nearest_rank(50, n), (n * 50 + 99) / 100);
+            assert_eq!(nearest_rank(90, n), (n * 90 + 99) / 100);
+        }
+        let mut f = Figures::default();
+        f.set_waits(&[
+            WaitRank {
+                grp: 1,
+                wait: 60_000,
+                nth: 2,
+                n: 3,
+            },
+            WaitRank {
+                grp: 1,
+                wait: 90_000,
+                nth: 3,
+                n: 3,
+            },
+        ]);
+        assert_eq!((f.median_ms, f.p90_ms), (Some(60_000), Some(90_000)));
     }
 }

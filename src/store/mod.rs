@@ -520,7 +520,7 @@ mod keys;
 pub use keys::{KeyHolderRow, RewrappedKey};
 
 mod reports;
-pub use reports::{CampaignCounts, ReportTipRow};
+pub use reports::{CampaignCounts, ReportScope, TipGroup, TipSums, WaitRank};
 
 mod tracker;
 pub use tracker::AssessmentRow;
