@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod backup;
 mod serve;
 
 /// The rustls configuration for `tls_cert` and `tls_key`: HTTP/1.1 only, so that the

@@ -42,6 +42,18 @@ enum Command {
     /// Reports.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Copy the database, consistently, while the server runs, into a new or empty folder
+    /// (never the key file: keep that apart), and check the copy opens.
+    Backup {
+        /// The folder to write the backup to.
+        dir: std::path::PathBuf,
+    },
+    /// Bring a backup back into an empty data folder (or an empty PostgreSQL database),
+    /// after checking the key file opens it.
+    Restore {
+        /// The backup's folder.
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,6 +209,27 @@ pub async fn run() -> anyhow::Result<()> {
         Command::User(cmd) => user(config, cmd).await,
         Command::Broadcast(BroadcastCommand::Status { id }) => broadcast_status(config, &id).await,
         Command::Report(cmd) => report(config, cmd).await,
+        Command::Backup { dir } => {
+            let store = open_store(&config).await?;
+            let ring = open_keys(&config, &store).await?;
+            let made = crate::app::backup::backup(&config, &store, &ring, &dir).await?;
+            println!(
+                "backup written: {} ({} bytes, {} tips); checked: it opens with this key file. \
+                 The key file is not in it: keep that apart.",
+                made.file.display(),
+                made.bytes,
+                made.tips
+            );
+            Ok(())
+        }
+        Command::Restore { dir } => {
+            let tips = crate::app::backup::restore(&config, &dir).await?;
+            println!(
+                "restored {tips} tips from {}; they open with this key file",
+                dir.display()
+            );
+            Ok(())
+        }
         Command::Audit(AuditCommand::Verify) => {
             if audit_verify(&config).await? {
                 Ok(())

@@ -519,6 +519,9 @@ pub use console::{NoteRow, QueueFilter, QueueRow, QueueScope, TriageRow};
 mod keys;
 pub use keys::{KeyHolderRow, RewrappedKey};
 
+mod backup;
+pub use backup::SealedSample;
+
 mod reports;
 pub use reports::{CampaignCounts, ReportScope, TipGroup, TipSums, WaitRank};
 

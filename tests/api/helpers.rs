@@ -485,6 +485,23 @@ pub fn run_cli(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String
     (out.status.success(), text)
 }
 
+/// Runs the CLI on a blocking thread, so that tips keep arriving meanwhile.
+pub async fn cli(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_cli(&dir, &args, &env)
+    })
+    .await
+    .unwrap()
+}
+
 impl TestApp {
     /// A second server process on the same database (and key file). It holds no [`PgDb`]:
     /// stopping or dropping it never drops the shared database.

@@ -199,23 +199,6 @@ fn signal(server: &Server, name: &str) {
     assert!(ok, "kill -{name}");
 }
 
-/// Runs the CLI on a blocking thread, so that tips keep arriving meanwhile.
-async fn cli(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let dir = dir.to_path_buf();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        run_cli(&dir, &args, &env)
-    })
-    .await
-    .unwrap()
-}
-
 /// Waits (up to 10 s) until the server's log contains `needle`.
 async fn log_shows(server: &Server, needle: &str) -> bool {
     for _ in 0..100 {

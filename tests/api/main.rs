@@ -4,6 +4,7 @@
 mod alerts;
 mod anonymity;
 mod audit;
+mod backup;
 mod broadcasts;
 mod browser;
 mod browser_flow;
