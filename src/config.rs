@@ -23,7 +23,9 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// Use the last `X-Forwarded-For` hop as the client address (behind a reverse proxy).
+    /// Behind a reverse proxy that is the one way in: use the last `X-Forwarded-For` hop as
+    /// the client address (rate limits only), and take `X-Forwarded-Proto: https` as HTTPS
+    /// (`Secure` cookies, HSTS). Both headers are ignored otherwise.
     pub trust_forwarded_for: bool,
     /// Largest tip form or reply in bytes (photos included): only those two routes take
     /// it; every other route has a small limit.

@@ -2,7 +2,8 @@
 # The one command that runs tinbao's whole test suite:  bash tests/run.sh [extra cargo test args]
 #
 # On a fresh Debian 12 machine with only the Rust toolchain it installs what the tests need
-# (chromium, chromium-driver, python3-aiosmtpd, postgresql), makes sure PostgreSQL answers on
+# (chromium, chromium-driver, python3-aiosmtpd, postgresql; systemd, caddy and nginx to check
+# the files in deploy/ with their own validators), makes sure PostgreSQL answers on
 # 127.0.0.1:5432, then runs rustfmt, clippy and every test target, then the API conformance
 # check (schemathesis against the binary, tests/schemathesis/run.sh); with TINBAO_FUZZ=1 also
 # a bounded run of every fuzz target (fuzz/ci.sh). Idempotent, and quick when everything is
@@ -69,20 +70,60 @@ elif ! command -v psql >/dev/null 2>&1; then
     missing+=(postgresql-client)
 fi
 
+# The deploy/ files' validators (tests/api/deploy.rs): systemd-analyze, caddy, nginx. The
+# proxies are servers that Debian starts on install (both on port 80); they are installed
+# without starting and left disabled, since the tests only run their config checks.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+proxies=()
+command -v caddy >/dev/null 2>&1 || proxies+=(caddy)
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || proxies+=(nginx)
+
+apt_opts=(-o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+apt_updated=0
+apt_install() {
+    if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
+        die "not root and no sudo: install these Debian packages by hand: $*"
+    fi
+    if [ "$apt_updated" = 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" update -q </dev/null ||
+            echo "warning: apt-get update failed; trying to install anyway" >&2
+        apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y -q \
+        --no-install-recommends "$@" </dev/null ||
+        die "apt-get install $* failed"
+}
+
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}"
-    if [ "$(id -u)" -ne 0 ] && [ "${#SUDO[@]}" -eq 0 ]; then
-        die "not root and no sudo: install these Debian packages by hand: ${missing[*]}"
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt_opts=(-o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" update -q </dev/null ||
-        echo "warning: apt-get update failed; trying to install anyway" >&2
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y -q \
-        --no-install-recommends "${missing[@]}" </dev/null ||
-        die "apt-get install ${missing[*]} failed"
+    apt_install "${missing[@]}"
 else
-    echo "all present: chromium, chromium-driver, python3-aiosmtpd$([ "$MANAGE_PG" = 1 ] && echo ', postgresql')"
+    echo "all present: chromium, chromium-driver, python3-aiosmtpd, systemd-analyze$([ "$MANAGE_PG" = 1 ] && echo ', postgresql')"
+fi
+
+if [ "${#proxies[@]}" -gt 0 ]; then
+    echo "installing without starting: ${proxies[*]}"
+    # policy-rc.d answering 101 keeps invoke-rc.d and deb-systemd-invoke from starting the
+    # services; an existing one (a container's) is left as it is.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if ! as_root test -e "$policy"; then
+        printf '#!/bin/sh\n# tests/run.sh: no service starts while it installs packages\nexit 101\n' |
+            as_root tee "$policy" >/dev/null
+        as_root chmod 0755 "$policy"
+        own_policy=1
+    fi
+    status=0
+    (apt_install "${proxies[@]}") || status=$?
+    [ "$own_policy" = 1 ] && as_root rm -f "$policy"
+    [ "$status" = 0 ] || exit "$status"
+    if [ -d /run/systemd/system ]; then
+        for unit in "${proxies[@]}"; do
+            as_root systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        done
+    fi
+else
+    echo "all present: caddy, nginx"
 fi
 
 # ---------------------------------------------------------------------------------------------

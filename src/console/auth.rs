@@ -61,10 +61,10 @@ fn with_retry_after(mut res: Response, l: Limited) -> Response {
     res
 }
 
-fn cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
-    let secure = if state.config.tls() { "; Secure" } else { "" };
+/// A console cookie (`Secure` over HTTPS: `web::security_headers` adds it to every cookie).
+fn cookie(name: &str, value: &str, max_age: i64) -> HeaderValue {
     HeaderValue::from_str(&format!(
-        "{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        "{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}"
     ))
     .expect("ascii cookie")
 }
@@ -79,12 +79,7 @@ struct LoginPage {
     error: Option<String>,
 }
 
-fn login_form(
-    state: &AppState,
-    status: StatusCode,
-    username: String,
-    error: Option<String>,
-) -> Response {
+fn login_form(status: StatusCode, username: String, error: Option<String>) -> Response {
     let token = hex::encode(random_bytes::<16>());
     let mut res = render(
         status,
@@ -97,13 +92,13 @@ fn login_form(
         },
     );
     res.headers_mut()
-        .append(header::SET_COOKIE, cookie(state, PRE_COOKIE, &token, 3600));
+        .append(header::SET_COOKIE, cookie(PRE_COOKIE, &token, 3600));
     res
 }
 
 /// The login form (with a double-submit token: there is no session yet).
-pub async fn login_page(State(state): State<AppState>) -> Response {
-    login_form(&state, StatusCode::OK, String::new(), None)
+pub async fn login_page() -> Response {
+    login_form(StatusCode::OK, String::new(), None)
 }
 
 #[derive(Deserialize)]
@@ -141,7 +136,6 @@ pub async fn login(
     let t = texts();
     if let Err(l) = state.limits.check(Action::Login, ip) {
         let res = login_form(
-            &state,
             StatusCode::TOO_MANY_REQUESTS,
             f.username,
             Some(limited_message(l)),
@@ -159,7 +153,6 @@ pub async fn login(
     ] {
         if let Some(msg) = locked_message(&state, key, text, now).await? {
             return Ok(login_form(
-                &state,
                 StatusCode::TOO_MANY_REQUESTS,
                 f.username,
                 Some(msg),
@@ -186,7 +179,6 @@ pub async fn login(
             .record(None, "account.login_failed", None, None, None, "")
             .await?;
         return Ok(login_form(
-            &state,
             StatusCode::UNAUTHORIZED,
             f.username,
             Some(t.get("console.login_failed").to_owned()),
@@ -222,12 +214,10 @@ pub async fn login(
         .await?;
     let mut res = Redirect::to(stage_path(stage)).into_response();
     let max_age = super::ABSOLUTE_HOURS * 3600;
-    res.headers_mut().append(
-        header::SET_COOKIE,
-        cookie(&state, SESSION_COOKIE, &token, max_age),
-    );
     res.headers_mut()
-        .append(header::SET_COOKIE, cookie(&state, PRE_COOKIE, "", 0));
+        .append(header::SET_COOKIE, cookie(SESSION_COOKIE, &token, max_age));
+    res.headers_mut()
+        .append(header::SET_COOKIE, cookie(PRE_COOKIE, "", 0));
     Ok(res)
 }
 
@@ -552,10 +542,8 @@ pub async fn totp_submit(
     store.replace_session(&s.token_hash, &session).await?;
     let mut res = Redirect::to("/console").into_response();
     let max_age = super::ABSOLUTE_HOURS * 3600;
-    res.headers_mut().append(
-        header::SET_COOKIE,
-        cookie(&state, SESSION_COOKIE, &token, max_age),
-    );
+    res.headers_mut()
+        .append(header::SET_COOKIE, cookie(SESSION_COOKIE, &token, max_age));
     Ok(res)
 }
 
@@ -568,7 +556,7 @@ pub async fn logout(
     state.store.delete_session(&s.token_hash).await?;
     let mut res = Redirect::to("/console/login").into_response();
     res.headers_mut()
-        .append(header::SET_COOKIE, cookie(&state, SESSION_COOKIE, "", 0));
+        .append(header::SET_COOKIE, cookie(SESSION_COOKIE, "", 0));
     Ok(res)
 }
 
@@ -592,6 +580,6 @@ pub async fn logout_everywhere(
         .await?;
     let mut res = Redirect::to("/console/login").into_response();
     res.headers_mut()
-        .append(header::SET_COOKIE, cookie(&state, SESSION_COOKIE, "", 0));
+        .append(header::SET_COOKIE, cookie(SESSION_COOKIE, "", 0));
     Ok(res)
 }

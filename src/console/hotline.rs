@@ -223,5 +223,5 @@ pub async fn done(
             extra: receipt.map(|r| r.to_string()),
         },
     );
-    once::shown_once(&state, page, HOTLINE_COOKIE, HOTLINE_DONE)
+    once::shown_once(page, HOTLINE_COOKIE, HOTLINE_DONE)
 }

@@ -8,7 +8,7 @@ mod request;
 
 pub use caches::{ConsoleCaches, TtlCache};
 pub use limits::{Action, Limited, Limits};
-pub use request::{pad_to, ClientIp, Lang};
+pub use request::{came_over_https, pad_to, ClientIp, Lang};
 
 use crate::accounts::Logins;
 use crate::audit::AuditLog;

@@ -265,18 +265,15 @@ pub fn open_view(keys: &KeyRing, kind: &str, value: &str, now_s: i64) -> Option<
     Some((token.to_owned(), receipt))
 }
 
-/// The `Set-Cookie` value that hands a view to the page at `path`.
-pub fn view_cookie(name: &str, path: &str, value: &str, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!(
-        "{name}={value}; Path={path}; Max-Age={VIEW_SECONDS}; HttpOnly; SameSite=Strict{secure}"
-    )
+/// The `Set-Cookie` value that hands a view to the page at `path` (`Secure` is added over
+/// HTTPS by the web layer, for every cookie).
+pub fn view_cookie(name: &str, path: &str, value: &str) -> String {
+    format!("{name}={value}; Path={path}; Max-Age={VIEW_SECONDS}; HttpOnly; SameSite=Strict")
 }
 
 /// The `Set-Cookie` value that clears it.
-pub fn clear_cookie(name: &str, path: &str, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict{secure}")
+pub fn clear_cookie(name: &str, path: &str) -> String {
+    format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict")
 }
 
 /// The value of cookie `name` in a request's headers.
@@ -313,7 +310,7 @@ pub fn view_redirect(
         .into_response();
     let shown = state.submissions.get(token).is_some_and(|s| s.was_shown());
     if !shown {
-        let value = view_cookie(cookie, to, view, state.config.tls());
+        let value = view_cookie(cookie, to, view);
         if let Ok(v) = HeaderValue::from_str(&value) {
             res.headers_mut().insert(header::SET_COOKIE, v);
         }
@@ -336,8 +333,8 @@ pub fn take_view(state: &AppState, headers: &HeaderMap, name: &str, kind: &str) 
 }
 
 /// A page that shows a result once: never cached, and the cookie cleared.
-pub fn shown_once(state: &AppState, mut res: Response, cookie: &str, path: &str) -> Response {
-    let clear = clear_cookie(cookie, path, state.config.tls());
+pub fn shown_once(mut res: Response, cookie: &str, path: &str) -> Response {
+    let clear = clear_cookie(cookie, path);
     if let Ok(v) = HeaderValue::from_str(&clear) {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }

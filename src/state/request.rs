@@ -1,11 +1,12 @@
-//! What a request tells about its reader: the language and, for rate limits only, the
-//! client's address.
+//! What a request tells about its reader: the language, whether it came over HTTPS and,
+//! for rate limits only, the client's address.
 
 use super::AppState;
+use crate::config::Config;
 use crate::i18n::{locales, Texts};
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -101,6 +102,24 @@ impl FromRequestParts<AppState> for ClientIp {
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         Ok(ClientIp(ip))
     }
+}
+
+/// Whether a request reached the reader over HTTPS: tinbao serves TLS itself, or
+/// `trust_forwarded_for` is set and the proxy's `X-Forwarded-Proto` says `https` (its last
+/// value, the one the nearest proxy wrote). Without that setting the header is ignored,
+/// since anyone can send it.
+pub fn came_over_https(config: &Config, headers: &HeaderMap) -> bool {
+    if config.tls() {
+        return true;
+    }
+    config.trust_forwarded_for
+        && headers
+            .get_all("x-forwarded-proto")
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 /// Waits until `floor` has passed since `start`, so answers take the same time whatever

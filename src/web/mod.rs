@@ -8,8 +8,7 @@ pub mod subscribe;
 
 pub use pages::read_tip_form_body;
 
-use crate::state::AppState;
-use crate::state::Lang;
+use crate::state::{came_over_https, AppState, Lang};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::{self, HeaderValue};
@@ -242,7 +241,11 @@ async fn static_file(axum::extract::Path(name): axum::extract::Path<String>) -> 
 }
 
 /// Strict headers on every response; pages are never cached unless they say otherwise.
+/// An answer to a request that came over HTTPS (tinbao's own TLS, or a trusted proxy's
+/// `X-Forwarded-Proto`) carries HSTS and marks every cookie `Secure`; one over plain HTTP
+/// neither.
 async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let https = came_over_https(&state.config, req.headers());
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     h.insert(
@@ -272,13 +275,42 @@ async fn security_headers(State(state): State<AppState>, req: Request, next: Nex
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    if state.config.tls() {
+    if https {
         h.insert(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
         );
+        secure_cookies(h);
     }
     res
+}
+
+/// Adds `Secure` to every `Set-Cookie` that lacks it: here, once, so that no handler can
+/// forget it and no cookie set over HTTPS is ever sent back over plain HTTP.
+fn secure_cookies(h: &mut HeaderMap) {
+    let cookies: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| {
+            let secure = v.to_str().is_ok_and(|c| {
+                c.split(';')
+                    .skip(1)
+                    .any(|a| a.trim().eq_ignore_ascii_case("secure"))
+            });
+            if secure {
+                return v.clone();
+            }
+            let marked = [v.as_bytes(), b"; Secure"].concat();
+            HeaderValue::from_bytes(&marked).unwrap_or_else(|_| v.clone())
+        })
+        .collect();
+    if cookies.is_empty() {
+        return;
+    }
+    h.remove(header::SET_COOKIE);
+    for cookie in cookies {
+        h.append(header::SET_COOKIE, cookie);
+    }
 }
 
 /// What a tipster opens or sends (the tip and status forms, a tip, a reply, a receipt check,

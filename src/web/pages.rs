@@ -325,10 +325,10 @@ struct FormQuery {
     draft: Option<String>,
 }
 
-fn lang_cookie(state: &AppState, lang: Lang) -> HeaderValue {
-    let secure = if state.config.tls() { "; Secure" } else { "" };
+/// The reader's language for a year (`Secure` over HTTPS: `super::security_headers`).
+fn lang_cookie(lang: Lang) -> HeaderValue {
     HeaderValue::from_str(&format!(
-        "lang={}; Path=/; Max-Age=31536000; SameSite=Lax{secure}",
+        "lang={}; Path=/; Max-Age=31536000; SameSite=Lax",
         lang.0
     ))
     .expect("ascii cookie")
@@ -351,7 +351,7 @@ async fn form_page(
     let mut res = render(StatusCode::OK, page);
     if q.lang.is_some() {
         res.headers_mut()
-            .insert(header::SET_COOKIE, lang_cookie(&state, lang));
+            .insert(header::SET_COOKIE, lang_cookie(lang));
     }
     res
 }
@@ -778,7 +778,7 @@ async fn show_receipt(
             receipt,
         },
     );
-    once::shown_once(&state, page, RECEIPT_COOKIE, "/tips/receipt")
+    once::shown_once(page, RECEIPT_COOKIE, "/tips/receipt")
 }
 
 /// `GET /status/view`: the tip's status page after a reply was sent, once; without its
@@ -796,7 +796,7 @@ async fn show_status(
             Some(r) => (r, false),
             None => {
                 let res = (StatusCode::SEE_OTHER, [(header::LOCATION, "/status")]).into_response();
-                return once::shown_once(&state, res, STATUS_COOKIE, "/status/view");
+                return once::shown_once(res, STATUS_COOKIE, "/status/view");
             }
         },
     };
@@ -826,7 +826,7 @@ async fn show_status(
             .into_response()
         }
     };
-    once::shown_once(&state, page, STATUS_COOKIE, "/status/view")
+    once::shown_once(page, STATUS_COOKIE, "/status/view")
 }
 
 async fn status_form(State(_): State<AppState>, lang: Lang) -> Response {

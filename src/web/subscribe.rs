@@ -55,13 +55,13 @@ struct SubscribePage {
 const FORM_COOKIE: &str = "tinbao_subscribe";
 
 /// A fresh form token for `page`, and the cookie that goes with it.
-fn with_form_token(state: &AppState, status: StatusCode, mut page: SubscribePage) -> Response {
+fn with_form_token(status: StatusCode, mut page: SubscribePage) -> Response {
     let token = hex::encode(random_bytes::<16>());
     page.form_token = token.clone();
     let mut res = render(status, page);
-    let secure = if state.config.tls() { "; Secure" } else { "" };
+    // `Secure` over HTTPS is added by `super::security_headers`, for every cookie.
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{FORM_COOKIE}={token}; Path=/subscribe; HttpOnly; SameSite=Strict; Max-Age=3600{secure}"
+        "{FORM_COOKIE}={token}; Path=/subscribe; HttpOnly; SameSite=Strict; Max-Age=3600"
     )) {
         res.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -155,7 +155,7 @@ async fn page(
             if q.sent.is_some() && p.email_enabled {
                 p.notice = Some(lang.texts().get("subscribe.check_email").to_owned());
             }
-            with_form_token(&state, StatusCode::OK, p)
+            with_form_token(StatusCode::OK, p)
         }
         Err(r) => r,
     }
@@ -211,25 +211,25 @@ async fn subscribe_email(
     let sent_token = cookie(&headers, FORM_COOKIE).unwrap_or("");
     if sent_token.is_empty() || !constant_eq(sent_token.as_bytes(), form.form_token.as_bytes()) {
         p.error = Some(t.get("subscribe.form_expired").to_owned());
-        return with_form_token(&state, StatusCode::FORBIDDEN, p);
+        return with_form_token(StatusCode::FORBIDDEN, p);
     }
     if !form.website.is_empty() {
         p.error = Some(t.get("error.honeypot").to_owned());
-        return with_form_token(&state, StatusCode::UNPROCESSABLE_ENTITY, p);
+        return with_form_token(StatusCode::UNPROCESSABLE_ENTITY, p);
     }
     if let Err(l) = state.limits.check(Action::Send, ip) {
         p.error = Some(t.fill(
             "error.rate_limited",
             &[("minutes", &l.minutes().to_string())],
         ));
-        let mut res = with_form_token(&state, StatusCode::TOO_MANY_REQUESTS, p);
+        let mut res = with_form_token(StatusCode::TOO_MANY_REQUESTS, p);
         res.headers_mut()
             .insert(header::RETRY_AFTER, l.retry_after.as_secs().max(1).into());
         return res;
     }
     if email.len() > 254 || email.parse::<lettre::Address>().is_err() {
         p.error = Some(t.get("subscribe.bad_email").to_owned());
-        return with_form_token(&state, StatusCode::UNPROCESSABLE_ENTITY, p);
+        return with_form_token(StatusCode::UNPROCESSABLE_ENTITY, p);
     }
     let language = locales().find(&form.language).map_or(lang.0, |l| l.code);
     let village = p.code.unwrap_or_default();
@@ -247,12 +247,12 @@ async fn subscribe_email(
         }
         Ok(Subscribed::Busy) => {
             p.error = Some(t.get("subscribe.busy").to_owned());
-            with_form_token(&state, StatusCode::SERVICE_UNAVAILABLE, p)
+            with_form_token(StatusCode::SERVICE_UNAVAILABLE, p)
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot store a subscription");
             p.error = Some(t.get("error.try_later").to_owned());
-            with_form_token(&state, StatusCode::INTERNAL_SERVER_ERROR, p)
+            with_form_token(StatusCode::INTERNAL_SERVER_ERROR, p)
         }
     }
 }

@@ -13,6 +13,7 @@ mod channels;
 mod config;
 mod console;
 mod console_support;
+mod deploy;
 mod doors;
 mod fakes;
 mod fuzz_corpus;
