@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod backup;
+pub mod housekeeping;
 mod serve;
 
 /// The rustls configuration for `tls_cert` and `tls_key`: HTTP/1.1 only, so that the
@@ -517,6 +518,7 @@ impl Application {
         keys.poll(false).await;
         keys.beat().await;
         let (key_task, key_store, process_id) = keys.spawn();
+        housekeeping::spawn(state.store.clone());
         let limits = state.limits.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

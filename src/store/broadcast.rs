@@ -817,7 +817,7 @@ impl Store {
             let mut tx = p.begin_write().await?;
             // The message's village: its own, or (queued before it had one) its subscriber's.
             let rows: Vec<DeliveredRow> = sqlx::query_as(
-                "UPDATE outbox SET delivered_at = $1 WHERE provider_id = $2 AND status = 'sent' \
+                "UPDATE outbox SET delivered_at = $1, provider_id = NULL WHERE provider_id = $2 AND status = 'sent' \
                  AND delivered_at IS NULL RETURNING broadcast_id, village_id, subscriber_id, transport")
                 .bind(now).bind(provider_id).fetch_all(&mut *tx).await?;
             for (broadcast, village, subscriber, transport) in &rows {

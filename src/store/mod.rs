@@ -217,6 +217,8 @@ impl Store {
                 // batches commits so this costs one fsync per batch, not per tip.
                 .synchronous(SqliteSynchronous::Full)
                 .foreign_keys(true)
+                // Deleted rows are overwritten, not left in free space (issue 14).
+                .pragma("secure_delete", "on")
                 .busy_timeout(Duration::from_secs(10));
             private_sqlite_files(opts.get_filename())?;
             let pool = SqlitePoolOptions::new()
@@ -521,6 +523,9 @@ pub use keys::{KeyHolderRow, RewrappedKey};
 
 mod backup;
 pub use backup::SealedSample;
+
+mod erasure;
+pub use erasure::Swept;
 
 mod reports;
 pub use reports::{CampaignCounts, ReportScope, TipGroup, TipSums, WaitRank};

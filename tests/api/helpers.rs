@@ -340,6 +340,42 @@ impl TestApp {
         }
     }
 
+    /// Runs a query that answers one count.
+    pub async fn query_count(&self, sql: &str) -> i64 {
+        match self.engine {
+            Engine::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.config.database_url())
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+            }
+            Engine::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.pg.as_ref().unwrap().url)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+            }
+        }
+    }
+
+    /// Runs a query that answers rows of a text and bytes.
+    pub async fn query_pairs(&self, sql: &str) -> Vec<(String, Vec<u8>)> {
+        match self.engine {
+            Engine::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&self.config.database_url())
+                    .await
+                    .unwrap();
+                sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
+            }
+            Engine::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&self.pg.as_ref().unwrap().url)
+                    .await
+                    .unwrap();
+                sqlx::query_as(sql).fetch_all(&mut c).await.unwrap()
+            }
+        }
+    }
+
     /// Runs one SQL statement against the app's database (for tampering tests).
     pub async fn exec(&self, sql: &str) {
         match self.engine {

@@ -15,6 +15,7 @@ mod console;
 mod console_support;
 mod deploy;
 mod doors;
+mod erasure;
 mod fakes;
 mod fuzz_corpus;
 mod helpers;
