@@ -519,6 +519,11 @@ impl Application {
         keys.beat().await;
         let (key_task, key_store, process_id) = keys.spawn();
         housekeeping::spawn(state.store.clone());
+        crate::retention::spawn(
+            state.store.clone(),
+            state.config.retention.clone(),
+            housekeeping::EVERY,
+        );
         let limits = state.limits.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

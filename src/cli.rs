@@ -42,6 +42,9 @@ enum Command {
     /// Reports.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Retention of closed tips' content.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Copy the database, consistently, while the server runs, into a new or empty folder
     /// (never the key file: keep that apart), and check the copy opens.
     Backup {
@@ -54,6 +57,20 @@ enum Command {
         /// The backup's folder.
         dir: std::path::PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// What the daily passes will destroy in the coming days (by day, commune and
+    /// category), and the tips held as evidence.
+    Status {
+        /// How many days ahead.
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+    },
+    /// Destroys now the content of every tip past its retention (the daily pass does the
+    /// same; with servers running too).
+    Run,
 }
 
 #[derive(Subcommand)]
@@ -209,6 +226,7 @@ pub async fn run() -> anyhow::Result<()> {
         Command::User(cmd) => user(config, cmd).await,
         Command::Broadcast(BroadcastCommand::Status { id }) => broadcast_status(config, &id).await,
         Command::Report(cmd) => report(config, cmd).await,
+        Command::Retention(cmd) => retention(config, cmd).await,
         Command::Backup { dir } => {
             let store = open_store(&config).await?;
             let ring = open_keys(&config, &store).await?;
@@ -238,6 +256,65 @@ pub async fn run() -> anyhow::Result<()> {
             }
         }
     }
+}
+
+async fn retention(config: Config, cmd: RetentionCommand) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    let now = crate::clock::now_ms();
+    match cmd {
+        RetentionCommand::Status { days } => {
+            let days = days.clamp(1, 3660);
+            let geo = {
+                store.ensure_admin_units(&shipped_units()).await?;
+                crate::geo::Geo::load(&store).await?
+            };
+            if config.retention.months == 0 {
+                println!("default retention: content kept for ever (retention.months = 0)");
+            } else {
+                println!(
+                    "default retention: {} months after closing",
+                    config.retention.months
+                );
+            }
+            for (commune, category, months) in store.retention_settings().await? {
+                let name = geo
+                    .commune(commune)
+                    .map_or(String::new(), |c| c.name.clone());
+                println!("  {commune} {name}, {category}: {months} months");
+            }
+            let coming =
+                crate::retention::upcoming(&store, config.retention.months, now, days).await?;
+            let total: i64 = coming.iter().map(|u| u.tips).sum();
+            println!("to be destroyed in the next {days} days: {total} tips");
+            for u in &coming {
+                let place = u
+                    .commune
+                    .and_then(|c| geo.commune(c))
+                    .map_or("(no commune)".to_owned(), |c| {
+                        format!("{} {}", c.code, c.name)
+                    });
+                println!("  {}  {place}  {}  {}", u.day, u.category, u.tips);
+            }
+            let holds = store.retention_holds(now).await?;
+            println!("held as evidence: {} tips", holds.len());
+            for (id, commune, until) in holds {
+                let until =
+                    chrono::DateTime::from_timestamp_millis(until - 1 + crate::clock::VN_OFFSET_MS)
+                        .map(|t| t.date_naive().to_string())
+                        .unwrap_or_default();
+                println!(
+                    "  {}  commune {}  until {until}",
+                    id.chars().take(8).collect::<String>(),
+                    commune.map_or("-".to_owned(), |c| c.to_string())
+                );
+            }
+        }
+        RetentionCommand::Run => {
+            let n = crate::retention::destroy_due(&store, &config.retention, now).await?;
+            println!("destroyed the content of {n} tips past their retention");
+        }
+    }
+    Ok(())
 }
 
 async fn report(config: Config, cmd: ReportCommand) -> anyhow::Result<()> {

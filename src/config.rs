@@ -77,6 +77,32 @@ pub struct Config {
     pub broadcast: BroadcastConfig,
     /// Reports.
     pub reports: ReportsConfig,
+    /// How long a closed tip's content is kept.
+    pub retention: RetentionConfig,
+}
+
+/// Retention: a closed tip's content (fields, notes, messages, photos) is destroyed this
+/// long after it closed, unless held as evidence; a chief may set other periods per
+/// category. Its counts stay for the reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    /// Months after closing; 0 keeps content for ever.
+    pub months: u32,
+    /// The hour (Vietnam time) from which the day's pass runs, in one process of many.
+    pub hour: u32,
+    /// Tips destroyed per transaction (short transactions keep intake flowing).
+    pub batch: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            months: 12,
+            hour: 2,
+            batch: 500,
+        }
+    }
 }
 
 /// Reports.
@@ -471,6 +497,7 @@ impl Default for Config {
             outbox: OutboxConfig::default(),
             broadcast: BroadcastConfig::default(),
             reports: ReportsConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -801,6 +828,9 @@ mod tests {
             "broadcast.telegram_bot" => "tinbao_xa_bot",
             "broadcast.zalo_oa_name" => "Công an phường Hoàn Kiếm",
             "reports.monthly_email" => "false",
+            "retention.months" => "24",
+            "retention.hour" => "3",
+            "retention.batch" => "1000",
             _ => return None,
         })
     }

@@ -134,6 +134,7 @@ pub async fn backup(
     );
     let path = dir.join(MANIFEST);
     std::fs::write(&path, manifest).with_context(|| format!("cannot write {}", path.display()))?;
+    private_file(&path)?;
     Ok(made)
 }
 

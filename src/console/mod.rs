@@ -287,6 +287,12 @@ fn routes() -> Routes {
         )
         .add(
             M::POST,
+            "/console/tips/{id}/hold",
+            Roles(&[Role::Officer, Role::Chief]),
+            tip::hold,
+        )
+        .add(
+            M::POST,
             "/console/tips/{id}/reward",
             Roles(&[Role::Chief]),
             tip::reward,

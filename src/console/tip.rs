@@ -6,16 +6,17 @@ use super::pages::{me, render, texts, MeView};
 use super::ConsoleSession;
 use crate::accounts::{Account, Role};
 use crate::audit::AuditError;
-use crate::clock::now_ms;
+use crate::clock::{now_ms, VN_OFFSET_MS};
 use crate::i18n::{local_time, Texts};
 use crate::state::AppState;
-use crate::store::{OutboxStatus, TipRow};
+use crate::store::{OutboxStatus, RetentionRule, TipRow};
 use crate::tips::{Category, Outcome, Priority, Status};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect};
 use axum::{Extension, Form};
+use chrono::NaiveDate;
 use serde::Deserialize;
 use std::collections::HashMap;
 
@@ -221,6 +222,15 @@ struct TipPage {
     transfer_provinces: Vec<Opt>,
     transfer_communes: Vec<Opt>,
     transfer_reason: String,
+    /// Its content was destroyed under the retention rules.
+    destroyed: bool,
+    /// What retention does to it, in words: destroyed when, held until when and why, or
+    /// when it will be destroyed.
+    retention: String,
+    /// The evidence hold form, as typed.
+    hold_until: String,
+    hold_reason: String,
+    held: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -241,12 +251,15 @@ fn transfer_draft_key(account: &str, tip: &str) -> String {
     format!("transfer:{account}:{tip}")
 }
 
-/// What the transfer form holds: the picker's province and commune, and the reason.
+/// What the page's forms hold after a refusal: the transfer picker's province and
+/// commune and its reason; the evidence hold's day and reason.
 #[derive(Default)]
 pub struct TransferKept {
     province: Option<i64>,
     commune: Option<i64>,
     reason: String,
+    hold_until: String,
+    hold_reason: String,
 }
 
 fn priority_key(p: i64) -> &'static str {
@@ -462,7 +475,10 @@ async fn render_tip(
         (None, None) => String::new(),
     };
     let role = s.account.role;
-    let can_triage = matches!(role, Role::Officer | Role::Chief);
+    // A destroyed tip has nothing left to change: its forms are gone.
+    let destroyed = row.destroyed_at.is_some();
+    let can_triage = matches!(role, Role::Officer | Role::Chief) && !destroyed;
+    let retention = retention_text(state, &row, t, &name_of).await?;
     let opt = |prefix: &str, values: Vec<&str>, chosen: &str| -> Vec<Opt> {
         values
             .into_iter()
@@ -567,9 +583,148 @@ async fn render_tip(
             transfer_provinces,
             transfer_communes,
             transfer_reason: kept.reason,
+            destroyed,
+            retention,
+            hold_until: kept.hold_until,
+            hold_reason: kept.hold_reason,
+            held: row.hold_until.is_some_and(|h| h > now_ms()),
             id: row.id,
         },
     ))
+}
+
+/// The day a moment falls on in Vietnam time, as the console writes dates.
+fn vn_day(ms: i64) -> NaiveDate {
+    chrono::DateTime::from_timestamp_millis(ms + VN_OFFSET_MS)
+        .map(|t| t.date_naive())
+        .unwrap_or_default()
+}
+
+/// 00:00 of a day in Vietnam time, in Unix ms.
+fn vn_day_start(d: NaiveDate) -> i64 {
+    d.and_hms_opt(0, 0, 0)
+        .map_or(0, |t| t.and_utc().timestamp_millis())
+        - VN_OFFSET_MS
+}
+
+/// What retention does to this tip, in words.
+async fn retention_text(
+    state: &AppState,
+    row: &TipRow,
+    t: Texts,
+    name_of: &impl Fn(&Option<String>) -> String,
+) -> Result<String, ConsoleError> {
+    let date = |d: NaiveDate| d.format("%d/%m/%Y").to_string();
+    if let Some(at) = row.destroyed_at {
+        return Ok(t.fill("console.destroyed", &[("date", &date(vn_day(at)))]));
+    }
+    if let Some(until) = row.hold_until.filter(|h| *h > now_ms()) {
+        let reason = state.intake.hold_reason(row).await?.unwrap_or_default();
+        let who = name_of(&row.hold_by);
+        // Held to the end of the day before `until` (00:00 of the next day).
+        return Ok(t.fill(
+            "console.held",
+            &[
+                ("date", &date(vn_day(until - 1))),
+                ("who", &who),
+                ("reason", &reason),
+            ],
+        ));
+    }
+    let (Some(closed), true) = (row.closed_at, row.status == "closed") else {
+        return Ok(String::new());
+    };
+    let rules = crate::retention::rules(&state.store, state.config.retention.months).await?;
+    let months = rules
+        .iter()
+        .find(|r| match &r.rule {
+            RetentionRule::Setting { commune, category } => {
+                row.commune_code == Some(*commune) && row.category == *category
+            }
+            RetentionRule::Default => true,
+        })
+        .map_or(0, |r| r.months);
+    if months == 0 {
+        return Ok(String::new());
+    }
+    let due = vn_day(closed)
+        .checked_add_months(chrono::Months::new(months))
+        .unwrap_or_default();
+    Ok(t.fill("console.destroy_due", &[("date", &date(due))]))
+}
+
+#[derive(Deserialize)]
+pub struct HoldForm {
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    until: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The longest hold: ten years.
+const MAX_HOLD_DAYS: i64 = 3653;
+
+/// Holds a tip as evidence ("giữ làm chứng cứ") to the end of a day, or releases the hold;
+/// audited, the reason sealed with the tip's key. A refusal shows the page again with the
+/// day and reason typed.
+pub async fn hold(
+    State(state): State<AppState>,
+    Extension(s): Extension<ConsoleSession>,
+    ScopedTip(row): ScopedTip,
+    Form(f): Form<HoldForm>,
+) -> Page {
+    let id = row.id.clone();
+    if row.destroyed_at.is_some() {
+        return back(&id, Some("destroyed"));
+    }
+    if f.action == "release" {
+        let change = state.store.set_hold(&id, None, now_ms());
+        audited(&state, &s, &row, "tip.release", "", change).await?;
+        return back(&id, None);
+    }
+    let kept = TransferKept {
+        hold_until: f.until.clone(),
+        hold_reason: f.reason.clone(),
+        ..TransferKept::default()
+    };
+    let refuse = |key: &str| Some(texts().get(&format!("console.error_{key}")).to_owned());
+    let today = vn_day(now_ms());
+    let until = NaiveDate::parse_from_str(f.until.trim(), "%Y-%m-%d")
+        .ok()
+        .filter(|d| *d > today && (*d - today).num_days() <= MAX_HOLD_DAYS);
+    let Some(until) = until else {
+        let error = refuse("hold_date");
+        return render_tip(
+            &state,
+            &s,
+            row,
+            error,
+            kept,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    };
+    let Some(reason) = clean_text(&f.reason).filter(|r| r.chars().count() <= 500) else {
+        let error = refuse("hold_reason");
+        return render_tip(
+            &state,
+            &s,
+            row,
+            error,
+            kept,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    };
+    let sealed = state.intake.seal_hold_reason(&row, reason)?;
+    let end = vn_day_start(until + chrono::Duration::days(1));
+    let change = state
+        .store
+        .set_hold(&id, Some((end, &s.account.id, &sealed)), now_ms());
+    audited(&state, &s, &row, "tip.hold", &until.to_string(), change).await?;
+    back(&id, None)
 }
 
 /// One photo of a tip, only to an authorised session, never cached.
@@ -831,6 +986,7 @@ pub async fn transfer(
         province: f.province.trim().parse().ok(),
         commune: f.commune.trim().parse().ok(),
         reason: f.reason.clone(),
+        ..TransferKept::default()
     };
     if f.action == "pick" {
         // The province's communes by a redirect to the tip page (Back and reload never post

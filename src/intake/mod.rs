@@ -477,6 +477,10 @@ impl Intake {
         rows: Vec<MessageRow>,
         attachments: &[AttachmentMeta],
     ) -> Result<Vec<MessageView>, IntakeError> {
+        // A destroyed tip's messages are counted, never read: their bodies are gone.
+        if row.destroyed_at.is_some() {
+            return Ok(Vec::new());
+        }
         let key = self.tip_key(row)?;
         let mut messages = Vec::with_capacity(rows.len());
         for m in rows {
@@ -522,6 +526,9 @@ impl Intake {
         row: &TipRow,
         notes: Vec<NoteRow>,
     ) -> Result<Vec<(String, i64, String)>, IntakeError> {
+        if row.destroyed_at.is_some() {
+            return Ok(Vec::new());
+        }
         let key = self.tip_key(row)?;
         let mut out = Vec::with_capacity(notes.len());
         for n in notes {
@@ -719,6 +726,12 @@ impl Intake {
         deliver: bool,
         photos_missing: i64,
     ) -> Result<(), IntakeError> {
+        if row.destroyed_at.is_some() {
+            return Err(IntakeError::Invalid(vec![FieldError {
+                field: "message",
+                code: "error.tip_destroyed",
+            }]));
+        }
         let key = self.tip_key(row)?;
         let id = new_id();
         // A police message also goes to the tipster's chat or phone, queued with it.
@@ -755,6 +768,17 @@ impl Intake {
     /// Opens every sealed field of a tip row already read (the console reads it once per
     /// request). Callers in the console must audit the read.
     pub fn open_row(&self, row: TipRow) -> Result<OpenedTip, IntakeError> {
+        // Destroyed under the retention rules: nothing left to open (the page says so).
+        if row.destroyed_at.is_some() {
+            return Ok(OpenedTip {
+                description: String::new(),
+                place_details: None,
+                village_text: None,
+                occurred_at: None,
+                contact: None,
+                row,
+            });
+        }
         let key = self.tip_key(&row)?;
         let open = |field: &str, v: &Option<Vec<u8>>| -> Result<Option<String>, OpenError> {
             v.as_ref().map(|b| key.open_str(field, b)).transpose()
@@ -767,6 +791,22 @@ impl Intake {
             contact: open("contact", &row.contact)?,
             row,
         })
+    }
+
+    /// Seals a hold's reason with the tip's key (destroyed with it).
+    pub fn seal_hold_reason(&self, row: &TipRow, reason: &str) -> Result<Vec<u8>, IntakeError> {
+        Ok(self.tip_key(row)?.seal_str("hold_reason", reason))
+    }
+
+    /// The reason a tip is held as evidence, opened.
+    pub async fn hold_reason(&self, row: &TipRow) -> Result<Option<String>, IntakeError> {
+        if row.destroyed_at.is_some() {
+            return Ok(None);
+        }
+        let Some(sealed) = self.store.hold_reason(&row.id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(self.tip_key(row)?.open_str("hold_reason", &sealed)?))
     }
 
     /// Opens one photo of a tip (for an authorised police session).

@@ -187,8 +187,10 @@ impl Store {
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             // Any status but "new" is the police acting on it (kept for the reports).
+            // Closing starts the retention clock; reopening stops it.
             sqlx::query("UPDATE tips SET status = $1, outcome = $2, updated_at = $3, \
-                 first_action_at = CASE WHEN $1 = 'new' THEN first_action_at ELSE COALESCE(first_action_at, $3) END \
+                 first_action_at = CASE WHEN $1 = 'new' THEN first_action_at ELSE COALESCE(first_action_at, $3) END, \
+                 closed_at = CASE WHEN $1 <> 'closed' THEN NULL WHEN status = 'closed' THEN closed_at ELSE $3 END \
                  WHERE id = $4")
                 .bind(status).bind(outcome).bind(now).bind(id).execute(&mut *tx).await?;
             // A closed tip's reply addresses (its own and its duplicates') are erased.
@@ -229,7 +231,8 @@ impl Store {
     pub async fn set_duplicate(&self, id: &str, of: &str, now: i64) -> StoreResult<()> {
         on_pool!(self, p => sqlx::query(
             "UPDATE tips SET duplicate_of = $1, status = 'closed', outcome = 'duplicate', updated_at = $2, \
-             first_action_at = COALESCE(first_action_at, $2) WHERE id = $3")
+             first_action_at = COALESCE(first_action_at, $2), \
+             closed_at = CASE WHEN status = 'closed' THEN closed_at ELSE $2 END WHERE id = $3")
             .bind(of).bind(now).bind(id).execute(p).await.map(|_| ()))
     }
 

@@ -418,8 +418,9 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO tips (id, receipt_mac, channel, category, priority, status, happening_now, \
                      province_code, commune_code, village_id, created_at, updated_at, due_at, key_id, wrapped_key, \
-                     description, place_details, village_text, occurred_at, contact) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$11,$12,$13,$14,$15,$16,$17,$18,$19)")
+                     description, place_details, village_text, occurred_at, contact, closed_at) \
+                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$11,$12,$13,$14,$15,$16,$17,$18,$19, \
+                     CASE WHEN $6 = 'closed' THEN $11 END)")
                     .bind(&t.id).bind(&t.receipt_mac).bind(t.channel).bind(t.category).bind(t.priority)
                     .bind(t.status).bind(t.happening_now).bind(t.province_code).bind(t.commune_code)
                     .bind(t.village_id).bind(t.created_at).bind(t.due_at).bind(&t.key_id).bind(&t.wrapped_key)
@@ -526,6 +527,9 @@ pub use backup::SealedSample;
 
 mod erasure;
 pub use erasure::Swept;
+
+mod retention;
+pub use retention::{ClosedGroup, RetentionRule};
 
 mod reports;
 pub use reports::{CampaignCounts, ReportScope, TipGroup, TipSums, WaitRank};

@@ -105,7 +105,7 @@ pub struct NewTipContact {
 pub const TIP_COLUMNS: &str = "id, channel, category, priority, status, outcome, happening_now, \
     province_code, commune_code, village_id, created_at, updated_at, due_at, key_id, wrapped_key, \
     description, place_details, village_text, occurred_at, contact, reward_eligible, assignee_id, \
-    duplicate_of";
+    duplicate_of, closed_at, destroyed_at, hold_until, hold_by";
 
 /// A stored tip: queue metadata in clear, the rest sealed.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -135,6 +135,13 @@ pub struct TipRow {
     pub assignee_id: Option<String>,
     /// The tip this one duplicates.
     pub duplicate_of: Option<String>,
+    /// When it was closed (none while open).
+    pub closed_at: Option<i64>,
+    /// When its content was destroyed under the retention rules (its counts remain).
+    pub destroyed_at: Option<i64>,
+    /// Held as evidence until then, by that account: not destroyed meanwhile.
+    pub hold_until: Option<i64>,
+    pub hold_by: Option<String>,
 }
 
 /// A stored message.

@@ -49,7 +49,8 @@ fn allowed(method: &str, path: &str) -> Option<&'static [&'static str]> {
         | ("POST", "/console/tips/{id}/category")
         | ("POST", "/console/tips/{id}/assign")
         | ("POST", "/console/tips/{id}/message")
-        | ("POST", "/console/tips/{id}/duplicate") => POLICE,
+        | ("POST", "/console/tips/{id}/duplicate")
+        | ("POST", "/console/tips/{id}/hold") => POLICE,
         ("POST", "/console/tips/{id}/transfer") => READERS,
         ("POST", "/console/tips/{id}/reward") => &["chief"],
         ("GET", "/console/hotline")
@@ -104,6 +105,11 @@ fn form_for(path: &str, csrf: &str, other_tip: &str) -> Vec<(String, String)> {
         "/console/tips/{id}/note" | "/console/tips/{id}/message" => &[("text", "ghi chú kiểm tra")],
         "/console/tips/{id}/transfer" => &[("commune", "70"), ("reason", "đúng địa bàn")],
         "/console/tips/{id}/reward" => &[("eligible", "1")],
+        "/console/tips/{id}/hold" => &[
+            ("action", "hold"),
+            ("until", "2030-06-30"),
+            ("reason", "vụ án đang điều tra"),
+        ],
         "/console/hotline" => &[("category", "dealing"), ("description", "cuộc gọi")],
         "/console/accounts" => &[
             ("username", "new-officer"),

@@ -48,6 +48,7 @@ pub const LAYERS: &[&[&str]] = &[
         "dialog",
         "broadcast",
         "reports",
+        "retention",
         "delivery",
         "audit",
         "accounts",

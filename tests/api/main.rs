@@ -24,6 +24,7 @@ mod layers;
 mod openapi;
 mod providers;
 mod reports;
+mod retention;
 mod server;
 mod sms;
 mod store;
