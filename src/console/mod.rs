@@ -11,6 +11,7 @@ mod hotline;
 mod pages;
 mod queue;
 pub mod reports;
+mod retention;
 mod tip;
 mod tracker;
 
@@ -152,6 +153,18 @@ fn routes() -> Routes {
             "/console/tracker/villages/{village}",
             Roles(COMMUNE_POLICE),
             tracker::assess,
+        )
+        .add(
+            M::GET,
+            "/console/retention",
+            Roles(COMMUNE_POLICE),
+            retention::retention_page,
+        )
+        .add(
+            M::POST,
+            "/console/retention",
+            Roles(&[Role::Chief]),
+            retention::set_retention,
         )
         .add(
             M::POST,

@@ -53,6 +53,9 @@ fn allowed(method: &str, path: &str) -> Option<&'static [&'static str]> {
         | ("POST", "/console/tips/{id}/hold") => POLICE,
         ("POST", "/console/tips/{id}/transfer") => READERS,
         ("POST", "/console/tips/{id}/reward") => &["chief"],
+        // Each reads its own commune's periods.
+        ("GET", "/console/retention") => &["officer", "chief", "other_officer"],
+        ("POST", "/console/retention") => &["chief"],
         ("GET", "/console/hotline")
         | ("POST", "/console/hotline")
         | ("GET", "/console/hotline/done") => &["officer", "chief", "other_officer"],
@@ -105,6 +108,7 @@ fn form_for(path: &str, csrf: &str, other_tip: &str) -> Vec<(String, String)> {
         "/console/tips/{id}/note" | "/console/tips/{id}/message" => &[("text", "ghi chú kiểm tra")],
         "/console/tips/{id}/transfer" => &[("commune", "70"), ("reason", "đúng địa bàn")],
         "/console/tips/{id}/reward" => &[("eligible", "1")],
+        "/console/retention" => &[("months_cultivation", "6")],
         "/console/tips/{id}/hold" => &[
             ("action", "hold"),
             ("until", "2030-06-30"),

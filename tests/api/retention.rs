@@ -210,10 +210,52 @@ async fn a_chiefs_period_for_a_category_and_the_daily_pass_taken_once(engine: En
             .await
             .unwrap();
     }
-    store
-        .set_retention(70, "cultivation", Some(6), now_ms())
+    let chief = login_as(&app, Role::Chief, "ret_chief", Some(1), Some(70)).await;
+    let save = |months: &'static str| {
+        let (client, csrf, url) = (
+            chief.client.clone(),
+            chief.csrf.clone(),
+            app.url("/console/retention"),
+        );
+        async move {
+            client
+                .post(url)
+                .form(&[("csrf", csrf.as_str()), ("months_cultivation", months)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let res = save("sáu").await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Số tháng phải là số nguyên"), "{html}");
+    assert!(html.contains("value=\"sáu\""), "what was typed is kept");
+    assert_eq!(save("6").await.status(), 303);
+    let html = chief
+        .client
+        .get(app.url("/console/retention?saved=1"))
+        .send()
+        .await
+        .unwrap()
+        .text()
         .await
         .unwrap();
+    assert!(html.contains("Đã lưu thời hạn lưu trữ"), "{html}");
+    assert!(
+        html.contains("id=\"retention-coming\""),
+        "one tip is coming: {html}"
+    );
+    // An officer reads the periods but cannot change them.
+    let officer = login_as(&app, Role::Officer, "ret_reader", Some(1), Some(70)).await;
+    let res = officer
+        .client
+        .post(app.url("/console/retention"))
+        .form(&[("csrf", officer.csrf.as_str()), ("months_dealing", "1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
     let mut config = app.config.retention.clone();
     config.hour = 0;
     // Of two processes, one takes the day's pass.
