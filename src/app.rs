@@ -161,6 +161,13 @@ pub async fn load_keys(config: &Config, store: &Store) -> anyhow::Result<KeyRing
     Ok(ring)
 }
 
+/// The key file a process reads, unless the keys come from `TINBAO_KEYS`.
+pub fn key_file_of(config: &Config) -> Option<std::path::PathBuf> {
+    std::env::var_os("TINBAO_KEYS")
+        .is_none()
+        .then(|| config.key_file())
+}
+
 /// How often a serving process looks at its key file.
 const KEY_FILE_POLL: Duration = Duration::from_secs(1);
 /// How often a serving process writes its heartbeat row.
@@ -522,6 +529,7 @@ impl Application {
         crate::retention::spawn(
             state.store.clone(),
             state.config.retention.clone(),
+            key_file_of(&state.config),
             housekeeping::EVERY,
         );
         let limits = state.limits.clone();

@@ -310,7 +310,11 @@ async fn retention(config: Config, cmd: RetentionCommand) -> anyhow::Result<()> 
             }
         }
         RetentionCommand::Run => {
-            let n = crate::retention::destroy_due(&store, &config.retention, now).await?;
+            let key_file = crate::app::key_file_of(&config);
+            let wait = std::time::Duration::from_secs(30);
+            let n =
+                crate::retention::pass(&store, &config.retention, key_file.as_deref(), now, wait)
+                    .await?;
             println!("destroyed the content of {n} tips past their retention");
         }
     }
@@ -489,6 +493,7 @@ async fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Status => keys_status(&config, &store).await?,
         KeysCommand::Rotate { wait } => {
+            let _lock = crate::crypto::KeyFileLock::take(&path)?;
             let mut ring = open_keys(&config, &store).await?;
             if from_env {
                 bail!(
@@ -565,6 +570,7 @@ async fn keys(config: Config, cmd: KeysCommand) -> anyhow::Result<()> {
                     "the keys come from TINBAO_KEYS: edit the key file, then update the variable"
                 );
             }
+            let _lock = crate::crypto::KeyFileLock::take(&path)?;
             let mut ring = open_keys(&config, &store).await?;
             retire_when_unused(&store, &ring, &key_id, grace).await?;
             ring.retire(&key_id)?;

@@ -8,9 +8,58 @@
 
 use crate::clock::{now_ms, VN_OFFSET_MS};
 use crate::config::RetentionConfig;
-use crate::store::{ClosedGroup, RetentionRule, Store, StoreError};
+use crate::crypto::{KeyFileError, KeyFileLock, KeyRing, OpenError, WrappedKey};
+use crate::store::{ClosedGroup, RetentionRule, RewrappedKey, Store, StoreError};
 use chrono::{Duration, Months, NaiveDate};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
+
+/// What can stop a retention pass.
+#[derive(Debug, thiserror::Error)]
+pub enum RetentionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the key file: {0}")]
+    Keys(#[from] KeyFileError),
+    #[error("a tip's data key could not be unwrapped")]
+    Sealed(#[from] OpenError),
+}
+
+/// A heartbeat older than this belongs to a process that is gone (the server's own rule:
+/// three missed beats).
+const HOLDER_GONE_AFTER_MS: i64 = 15_000;
+const DAY_MS: i64 = 86_400_000;
+
+/// The id of the KEK that wraps the data keys of tips to be destroyed on `day`.
+pub fn day_key_id(day: NaiveDate) -> String {
+    format!("r{}", day.format("%Y%m%d"))
+}
+
+/// The destruction day a KEK id names, if it is a retention day's.
+pub fn day_of_key(id: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(id.strip_prefix('r')?, "%Y%m%d").ok()
+}
+
+fn vn_day(ms: i64) -> NaiveDate {
+    chrono::DateTime::from_timestamp_millis(ms + VN_OFFSET_MS)
+        .map(|t| t.date_naive())
+        .unwrap_or_default()
+}
+
+/// The months a rule set keeps a tip of `commune` and `category` (0: for ever).
+fn months_for(rules: &[Rule], commune: Option<i64>, category: &str) -> u32 {
+    rules
+        .iter()
+        .find(|r| match &r.rule {
+            RetentionRule::Setting {
+                commune: c,
+                category: k,
+            } => commune == Some(*c) && category == k,
+            RetentionRule::Default => true,
+        })
+        .map_or(0, |r| r.months)
+}
 
 /// One rule and how many months it keeps content (0: for ever).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,14 +184,188 @@ pub async fn upcoming(
     Ok(out)
 }
 
+/// Wraps the data keys of closed tips (not held) under the KEK of the day they are to be
+/// destroyed, creating those KEKs in the key file (under its lock) and waiting (up to
+/// `wait`) until every running server holds them. A backup taken from then on holds
+/// those tips' keys only under that day's KEK, which the pass deletes from the key file
+/// with them: the backup cannot open them either. Returns how many were wrapped.
+pub async fn wrap_for_destruction(
+    store: &Store,
+    config: &RetentionConfig,
+    key_file: &Path,
+    now: i64,
+    wait: StdDuration,
+) -> Result<u64, RetentionError> {
+    let rules = rules(store, config.months).await?;
+    let today = vn_day(now);
+    // Closed again since the last passes: their day moved.
+    let since = now - 2 * DAY_MS;
+    let mut after = String::new();
+    let mut total = 0u64;
+    loop {
+        let rows = store.retention_to_wrap(now, since, &after, 500).await?;
+        let Some(last) = rows.last() else { break };
+        after = last.id.clone();
+        let mut plan = Vec::new();
+        for row in rows {
+            let months = months_for(&rules, row.commune_code, &row.category);
+            if months == 0 {
+                continue;
+            }
+            let closed = vn_day(row.closed_at);
+            let day = closed
+                .checked_add_months(Months::new(months))
+                .unwrap_or(closed);
+            // Due today or before: this pass destroys it anyway.
+            if day <= today {
+                continue;
+            }
+            let id = day_key_id(day);
+            if row.key_id != id {
+                plan.push((row, id));
+            }
+        }
+        if plan.is_empty() {
+            continue;
+        }
+        let needed: BTreeSet<String> = plan.iter().map(|p| p.1.clone()).collect();
+        let ring = ensure_keks(store, key_file, &needed, now).await?;
+        if !holders_know(store, &needed, wait).await? {
+            tracing::warn!(keys = ?needed, "retention: a running server does not hold the day keys yet; wrapping waits for the next pass");
+            return Ok(total);
+        }
+        let mut out = Vec::with_capacity(plan.len());
+        for (row, id) in plan {
+            let wrapped = WrappedKey {
+                key_id: row.key_id.clone(),
+                wrapped: row.wrapped_key,
+            };
+            let new = ring.rewrap_to(&row.id, &wrapped, &id)?;
+            out.push(RewrappedKey {
+                id: row.id,
+                old_key_id: row.key_id,
+                key_id: new.key_id,
+                wrapped_key: new.wrapped,
+            });
+        }
+        total += store.keys_store_rewrapped(&out).await?;
+    }
+    Ok(total)
+}
+
+/// Adds the KEKs `ids` to the key file where missing (their checks in the database
+/// first, as `keys rotate` does), under the key file's lock; answers the file's ring.
+async fn ensure_keks(
+    store: &Store,
+    key_file: &Path,
+    ids: &BTreeSet<String>,
+    now: i64,
+) -> Result<KeyRing, RetentionError> {
+    let _lock = KeyFileLock::take(key_file)?;
+    let mut ring = KeyRing::load(key_file)?;
+    let mut added = false;
+    for id in ids {
+        if ring.add_kek(id) {
+            if let Some(check) = ring.key_check(id) {
+                store.add_key_check(id, &check, now).await?;
+            }
+            added = true;
+        }
+    }
+    if added {
+        ring.save(key_file)?;
+    }
+    Ok(ring)
+}
+
+/// Waits (up to `wait`) until every running server holds every KEK of `ids`.
+async fn holders_know(
+    store: &Store,
+    ids: &BTreeSet<String>,
+    wait: StdDuration,
+) -> Result<bool, StoreError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let live = now_ms() - HOLDER_GONE_AFTER_MS;
+        let behind = store
+            .keys_holders()
+            .await?
+            .into_iter()
+            .filter(|h| h.heartbeat_at >= live)
+            .any(|h| ids.iter().any(|id| !h.knows(id)));
+        if !behind {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+}
+
+/// Deletes from the key file every retention day's KEK whose day has come and that no
+/// tip uses any more (their tips destroyed): from then on no copy of the database, a
+/// backup included, can open what they wrapped. Returns the ids deleted.
+pub async fn retire_spent_days(
+    store: &Store,
+    key_file: &Path,
+    now: i64,
+) -> Result<Vec<String>, RetentionError> {
+    let today = vn_day(now);
+    let in_use: BTreeSet<String> = store
+        .keys_in_use()
+        .await?
+        .into_iter()
+        .map(|k| k.0)
+        .collect();
+    let _lock = KeyFileLock::take(key_file)?;
+    let mut ring = KeyRing::load(key_file)?;
+    let spent: Vec<String> = ring
+        .ids()
+        .into_iter()
+        .filter(|id| day_of_key(id).is_some_and(|d| d <= today) && !in_use.contains(id))
+        .collect();
+    for id in &spent {
+        // Its check goes first: a server starting meanwhile does not ask for it.
+        store.keys_mark_retired(id, now).await?;
+        ring.retire(id)?;
+    }
+    if !spent.is_empty() {
+        ring.save(key_file)?;
+    }
+    Ok(spent)
+}
+
+/// A whole pass: destroys what is due, deletes the spent day keys, and wraps newly closed
+/// tips under their day's key (none of the key work when the keys come from
+/// `TINBAO_KEYS`: `key_file` is `None`). Returns how many tips it destroyed.
+pub async fn pass(
+    store: &Store,
+    config: &RetentionConfig,
+    key_file: Option<&Path>,
+    now: i64,
+    wait: StdDuration,
+) -> Result<u64, RetentionError> {
+    let destroyed = destroy_due(store, config, now).await?;
+    if let Some(path) = key_file {
+        let spent = retire_spent_days(store, path, now).await?;
+        let wrapped = wrap_for_destruction(store, config, path, now, wait).await?;
+        if !spent.is_empty() || wrapped > 0 {
+            tracing::info!(deleted_day_keys = %spent.join(","), wrapped, "retention: day keys");
+        }
+    }
+    Ok(destroyed)
+}
+
 /// Runs the day's pass once `retention.hour` has come (Vietnam time), if no process ran
 /// it yet today; returns how many tips it destroyed, or `None` when it was not this
 /// process's to run.
 pub async fn daily_pass(
     store: &Store,
     config: &RetentionConfig,
+    key_file: Option<&Path>,
     now: i64,
-) -> Result<Option<u64>, StoreError> {
+) -> Result<Option<u64>, RetentionError> {
     let local = chrono::DateTime::from_timestamp_millis(now + VN_OFFSET_MS)
         .map(|t| t.naive_utc())
         .unwrap_or_default();
@@ -153,7 +376,7 @@ pub async fn daily_pass(
     if !store.claim_retention_run(&day, now).await? {
         return Ok(None);
     }
-    let destroyed = destroy_due(store, config, now).await?;
+    let destroyed = pass(store, config, key_file, now, StdDuration::from_secs(30)).await?;
     store
         .count_retention_run(&day, i64::try_from(destroyed).unwrap_or(i64::MAX))
         .await?;
@@ -162,13 +385,13 @@ pub async fn daily_pass(
 }
 
 /// Looks every `every` whether the day's pass is due, for as long as the process serves.
-pub fn spawn(store: Store, config: RetentionConfig, every: StdDuration) {
+pub fn spawn(store: Store, config: RetentionConfig, key_file: Option<PathBuf>, every: StdDuration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = daily_pass(&store, &config, now_ms()).await {
+            if let Err(e) = daily_pass(&store, &config, key_file.as_deref(), now_ms()).await {
                 tracing::warn!(error = %e, "retention pass failed; the next one goes on");
             }
         }

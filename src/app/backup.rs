@@ -219,6 +219,29 @@ pub async fn restore(config: &Config, dir: &Path) -> anyhow::Result<i64> {
         )?;
         restored.close().await;
     }
+    // Tips under a retention day's key deleted since the backup was taken were destroyed
+    // since: their sealed bytes go too, and the key's check.
+    let store = super::open_store(config).await?;
+    let mut destroyed = 0usize;
+    for (id, _) in store.key_checks().await? {
+        if ring.has(&id) || crate::retention::day_of_key(&id).is_none() {
+            continue;
+        }
+        loop {
+            let gone = store
+                .destroy_under_key(&id, crate::clock::now_ms(), 1000)
+                .await?;
+            destroyed += gone.len();
+            if gone.len() < 1000 {
+                break;
+            }
+        }
+        store.keys_mark_retired(&id, crate::clock::now_ms()).await?;
+    }
+    if destroyed > 0 {
+        println!("{destroyed} tips in the backup were destroyed since it was made (their day key is gone): their content is not restored");
+    }
+    store.close().await;
     // Open it as the server will: migrations for a backup of an older version, the keys.
     let store = super::open_store(config).await?;
     super::open_keys(config, &store).await?;
@@ -247,6 +270,11 @@ fn key_ring(config: &Config) -> anyhow::Result<KeyRing> {
 /// with the same bytes, the receipt key is the same, and the newest tip opens.
 async fn keys_open(store: &Store, ring: &KeyRing) -> anyhow::Result<()> {
     for (id, check) in store.key_checks().await? {
+        // A retention day's key deleted since the backup: its tips' content is gone, as
+        // it is in the live database (the restore removes their sealed bytes).
+        if !ring.has(&id) && crate::retention::day_of_key(&id).is_some() {
+            continue;
+        }
         if !ring.has(&id) {
             bail!("the data is sealed under key {id}, which the key file lacks: wrong or old key file");
         }

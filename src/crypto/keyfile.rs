@@ -73,6 +73,41 @@ impl Drop for WrapGuard {
     }
 }
 
+/// Holds the key file's lock (an exclusive lock on `<key file>.lock`) while it lives:
+/// whoever reads, changes and writes the key file (a key command, the retention pass)
+/// does it under this lock, so no change is lost to another's.
+pub struct KeyFileLock(std::fs::File);
+
+impl KeyFileLock {
+    /// Waits for the lock of the key file at `path`.
+    pub fn take(path: &Path) -> Result<KeyFileLock, KeyFileError> {
+        let lock = path.with_extension("lock");
+        let err = |source| KeyFileError::Write {
+            path: lock.display().to_string(),
+            source,
+        };
+        if let Some(dir) = lock.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts.open(&lock).map_err(err)?;
+        file.lock().map_err(err)?;
+        Ok(KeyFileLock(file))
+    }
+}
+
+impl Drop for KeyFileLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
 /// What a reload changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyChange {
@@ -234,6 +269,19 @@ impl KeyRing {
             *current = id.clone();
         });
         id
+    }
+
+    /// Adds a KEK under `id` without making it current (a retention day's key: the data
+    /// keys of tips to be destroyed that day are wrapped under it, and it is deleted with
+    /// them). `false` when the ring already holds `id`.
+    pub fn add_kek(&mut self, id: &str) -> bool {
+        if self.has(id) {
+            return false;
+        }
+        self.edit_keks(|_, raw| {
+            raw.insert(id.to_owned(), super::random_bytes());
+        });
+        true
     }
 
     /// Removes a KEK that is no longer current.

@@ -6,7 +6,7 @@ mod keyfile;
 mod pseudonym;
 mod receipt;
 
-pub use keyfile::{KeyChange, KeyFileError, KeyRing};
+pub use keyfile::{KeyChange, KeyFileError, KeyFileLock, KeyRing};
 pub use receipt::{Receipt, ReceiptError};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -183,6 +183,25 @@ impl KeyRing {
         let raw = self.unwrap_raw(tip_id, wrapped)?;
         let keks = self.snapshot();
         let (key_id, kek) = keks.current();
+        let new = wrap_under(key_id, kek, tip_id, &raw);
+        let back = open_with(kek, &Self::wrap_aad(tip_id, key_id), &new.wrapped)?;
+        if !constant_eq(&back, &raw) {
+            return Err(OpenError);
+        }
+        Ok(new)
+    }
+
+    /// Re-wraps a data key under the KEK `key_id` (a retention day's), and proves the new
+    /// wrap opens to the same data key before answering it.
+    pub fn rewrap_to(
+        &self,
+        tip_id: &str,
+        wrapped: &WrappedKey,
+        key_id: &str,
+    ) -> Result<WrappedKey, OpenError> {
+        let raw = self.unwrap_raw(tip_id, wrapped)?;
+        let keks = self.snapshot();
+        let kek = keks.kek(key_id).ok_or(OpenError)?;
         let new = wrap_under(key_id, kek, tip_id, &raw);
         let back = open_with(kek, &Self::wrap_aad(tip_id, key_id), &new.wrapped)?;
         if !constant_eq(&back, &raw) {

@@ -144,7 +144,7 @@ pub(super) fn spawn(
                 }
             };
             rounds += 1;
-            if rounds % 1024 == 0 {
+            if rounds.is_multiple_of(1024) {
                 for lane in d.lanes.values() {
                     if let Some(l) = &lane.per_recipient {
                         l.retain_recent();

@@ -241,7 +241,7 @@ fn png_palette_malformed(bytes: &[u8]) -> bool {
     while let (Some(len), Some(kind)) = (bytes.get(at..at + 4), bytes.get(at + 4..at + 8)) {
         let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
         match kind {
-            b"PLTE" => return len == 0 || len % 3 != 0 || len > 3 * 256,
+            b"PLTE" => return len == 0 || !len.is_multiple_of(3) || len > 3 * 256,
             b"IDAT" | b"IEND" => return false,
             _ => {}
         }

@@ -82,11 +82,12 @@ impl Store {
         on_pool!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM tips").fetch_one(p).await)
     }
 
-    /// The newest tip whose key is still there, sealed.
+    /// The newest tip whose key is still there (and not under a retention day's key,
+    /// which may be gone), sealed.
     pub async fn sealed_sample(&self) -> StoreResult<Option<SealedSample>> {
         on_pool!(self, p => sqlx::query_as(
             "SELECT id, key_id, wrapped_key, description FROM tips WHERE wrapped_key IS NOT NULL \
-             ORDER BY created_at DESC LIMIT 1")
+             AND key_id NOT LIKE 'r%' ORDER BY created_at DESC LIMIT 1")
             .fetch_optional(p).await)
     }
 }

@@ -379,14 +379,17 @@ impl Store {
         Ok(())
     }
 
-    /// Up to `limit` tips whose data key is wrapped under another KEK than `current`.
+    /// Up to `limit` tips whose data key is wrapped under another KEK than `current` (and
+    /// not under a retention day's).
     pub async fn keys_to_rewrap(
         &self,
         current: &str,
         limit: i64,
     ) -> StoreResult<Vec<WrappedKeyRow>> {
         on_pool!(self, p => sqlx::query_as(
-            "SELECT id, key_id, wrapped_key FROM tips WHERE key_id <> $1 AND wrapped_key IS NOT NULL LIMIT $2"
+            // A retention day's KEK (`r…`) keeps its tips: it is deleted with them.
+            "SELECT id, key_id, wrapped_key FROM tips WHERE key_id <> $1 AND key_id NOT LIKE 'r%' \
+             AND wrapped_key IS NOT NULL LIMIT $2"
         ).bind(current).bind(limit).fetch_all(p).await)
     }
 
@@ -529,7 +532,7 @@ mod erasure;
 pub use erasure::Swept;
 
 mod retention;
-pub use retention::{ClosedGroup, RetentionRule};
+pub use retention::{ClosedGroup, RetentionRule, ToWrapRow};
 
 mod reports;
 pub use reports::{CampaignCounts, ReportScope, TipGroup, TipSums, WaitRank};

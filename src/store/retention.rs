@@ -38,6 +38,24 @@ const DUE: &str =
     "status = 'closed' AND closed_at IS NOT NULL AND destroyed_at IS NULL AND closed_at < $1 \
     AND (hold_until IS NULL OR hold_until <= $2)";
 
+/// What a destruction's pick binds after `$3`.
+enum Extra<'a> {
+    None,
+    Setting(i64, &'a str),
+    Key(&'a str),
+}
+
+/// A closed tip's key, for wrapping under its destruction day's KEK.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ToWrapRow {
+    pub id: String,
+    pub key_id: String,
+    pub wrapped_key: Vec<u8>,
+    pub closed_at: i64,
+    pub commune_code: Option<i64>,
+    pub category: String,
+}
+
 /// What the coming destructions hold, grouped: the day (Vietnam time, days since
 /// 1970-01-01) the tips closed, their commune and category, how many.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -103,6 +121,38 @@ impl Store {
         let pick = format!(
             "SELECT id FROM tips WHERE {DUE} AND {filter} ORDER BY closed_at LIMIT {limit}"
         );
+        let extra = match bind {
+            Some((commune, category)) => Extra::Setting(commune, category),
+            None => Extra::None,
+        };
+        self.destroy_picked(&pick, cutoff, now, extra).await
+    }
+
+    /// Destroys the content of up to `limit` tips whose data key is wrapped under
+    /// `key_id`: a restored backup's tips under a retention day's KEK that was deleted
+    /// since (their content is unreadable already; this removes the sealed bytes too).
+    pub async fn destroy_under_key(
+        &self,
+        key_id: &str,
+        now: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<String>> {
+        let pick = format!(
+            "SELECT id FROM tips WHERE key_id = $4 AND destroyed_at IS NULL AND created_at > $1 LIMIT {limit}"
+        );
+        self.destroy_picked(&pick, i64::MIN, now, Extra::Key(key_id))
+            .await
+    }
+
+    /// Destroys the tips `pick` selects (`$1` bound to `first`, `$2` now, `$4`… `extra`),
+    /// in one short transaction.
+    async fn destroy_picked(
+        &self,
+        pick: &str,
+        first: i64,
+        now: i64,
+        extra: Extra<'_>,
+    ) -> StoreResult<Vec<String>> {
         let sql = |lock: &str| {
             format!(
                 "UPDATE tips SET destroyed_at = $2, key_id = '-', wrapped_key = NULL, description = $3, \
@@ -115,9 +165,11 @@ impl Store {
             let mut tx = p.begin_write().await?;
             let lock = match self.pool { Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED", Pool::Sqlite(_) => "" };
             let sql = sql(lock);
-            let mut q = sqlx::query_scalar(&sql).bind(cutoff).bind(now).bind(&empty);
-            if let Some((commune, category)) = bind {
-                q = q.bind(commune).bind(category);
+            let mut q = sqlx::query_scalar(&sql).bind(first).bind(now).bind(&empty);
+            match extra {
+                Extra::None => {}
+                Extra::Setting(commune, category) => q = q.bind(commune).bind(category),
+                Extra::Key(key) => q = q.bind(key),
             }
             let ids: Vec<String> = q.fetch_all(&mut *tx).await?;
             if !ids.is_empty() {
@@ -142,6 +194,24 @@ impl Store {
             tx.commit().await?;
             Ok(ids)
         })
+    }
+
+    /// Closed tips, not held at `now`, with their content, to be wrapped under the KEK of
+    /// the day they are to be destroyed: those under no retention day's KEK yet, and those
+    /// closed since `since` (closed again after a reopening). Paged by id after `after`.
+    pub async fn retention_to_wrap(
+        &self,
+        now: i64,
+        since: i64,
+        after: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<ToWrapRow>> {
+        on_pool!(self, p => sqlx::query_as(
+            "SELECT id, key_id, wrapped_key, closed_at, commune_code, category FROM tips \
+             WHERE status = 'closed' AND closed_at IS NOT NULL AND destroyed_at IS NULL AND wrapped_key IS NOT NULL \
+             AND (hold_until IS NULL OR hold_until <= $1) AND (key_id NOT LIKE 'r%' OR closed_at >= $2) \
+             AND id > $3 ORDER BY id LIMIT $4")
+            .bind(now).bind(since).bind(after).bind(limit).fetch_all(p).await)
     }
 
     /// The closed tips a rule will destroy once `cutoff` has passed (those closed before

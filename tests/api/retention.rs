@@ -5,6 +5,7 @@
 
 use crate::console_support::*;
 use crate::helpers::*;
+use std::time::Duration;
 use tinbao::accounts::Role;
 use tinbao::clock::now_ms;
 
@@ -260,8 +261,8 @@ async fn a_chiefs_period_for_a_category_and_the_daily_pass_taken_once(engine: En
     config.hour = 0;
     // Of two processes, one takes the day's pass.
     let (a, b) = tokio::join!(
-        tinbao::retention::daily_pass(&store, &config, now_ms()),
-        tinbao::retention::daily_pass(&store, &config, now_ms()),
+        tinbao::retention::daily_pass(&store, &config, None, now_ms()),
+        tinbao::retention::daily_pass(&store, &config, None, now_ms()),
     );
     let runs: Vec<u64> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
     assert_eq!(runs, vec![1], "one pass, one tip");
@@ -298,5 +299,123 @@ async fn a_chiefs_period_for_a_category_and_the_daily_pass_taken_once(engine: En
             .unwrap(),
         0
     );
+    app.stop().await;
+}
+
+engine_test!(a_backup_taken_before_a_tip_is_destroyed_cannot_open_it_afterwards);
+async fn a_backup_taken_before_a_tip_is_destroyed_cannot_open_it_afterwards(engine: Engine) {
+    let app = spawn_app(engine).await;
+    let store = app.state.store.clone();
+    let key_file = app.dir.path().join("keys.toml");
+    let config = app.config.retention.clone();
+    let wait = Duration::from_secs(20);
+    app.api_tip(tip_json("tin sẽ đóng rồi bị huỷ")).await;
+    let closing = app.raw_tip_ids().await[0].clone();
+    app.api_tip(tip_json("tin vẫn đang xử lý")).await;
+    let open = app.raw_tip_ids().await[1].clone();
+    store
+        .set_status(&closing, "closed", Some("actioned"), now_ms())
+        .await
+        .unwrap();
+
+    // Today's pass wraps the closed tip's key under the KEK of the day it is to be
+    // destroyed, once the running server holds that KEK.
+    let now = now_ms();
+    tinbao::retention::pass(&store, &config, Some(&key_file), now, wait)
+        .await
+        .unwrap();
+    let row = store.tip(&closing).await.unwrap().unwrap();
+    let day_key = row.key_id.clone();
+    assert!(day_key.starts_with('r'), "{day_key}");
+    assert_eq!(store.tip(&open).await.unwrap().unwrap().key_id, "k1");
+    let opened = app.state.intake.open_tip(&closing).await.unwrap().unwrap();
+    assert_eq!(opened.description, "tin sẽ đóng rồi bị huỷ");
+
+    // A backup now, then a pass thirteen months on: destroyed, its day key deleted.
+    let work = tempfile::tempdir().unwrap();
+    let backup = work.path().join("b");
+    let data = app.dir.path().to_string_lossy().into_owned();
+    let mut env = vec![("TINBAO_DATA_DIR", data.as_str())];
+    env.extend(PgDb::env(&app.pg));
+    let (ok, out) = cli(work.path(), &["backup", backup.to_str().unwrap()], &env).await;
+    assert!(ok, "{out}");
+    let later = now + 400 * DAY;
+    assert_eq!(
+        tinbao::retention::pass(&store, &config, Some(&key_file), later, wait)
+            .await
+            .unwrap(),
+        1
+    );
+    let text = std::fs::read_to_string(&key_file).unwrap();
+    assert!(
+        !text.contains(&day_key),
+        "the day key is gone from the key file"
+    );
+    assert!(store
+        .tip(&closing)
+        .await
+        .unwrap()
+        .unwrap()
+        .destroyed_at
+        .is_some());
+
+    // The backup still holds the tip's key, wrapped under a KEK no key file has now.
+    let ring = tinbao::crypto::KeyRing::load(&key_file).unwrap();
+    if engine == Engine::Sqlite {
+        let copy = tinbao::store::Store::open_sqlite_copy(&backup.join("tinbao.db"))
+            .await
+            .unwrap();
+        let old = copy.tip(&closing).await.unwrap().unwrap();
+        assert_eq!(old.key_id, day_key);
+        let wrapped = tinbao::crypto::WrappedKey {
+            key_id: old.key_id.clone(),
+            wrapped: old.wrapped_key.clone().unwrap(),
+        };
+        assert!(ring.open_tip_key(&closing, &wrapped).is_err());
+        copy.close().await;
+    }
+
+    // Restored with today's key file: the open tip is back, the destroyed one is not.
+    let target = tempfile::tempdir().unwrap();
+    std::fs::copy(&key_file, target.path().join("keys.toml")).unwrap();
+    let target_pg = PgDb::for_engine(engine).await;
+    let target_data = target.path().to_string_lossy().into_owned();
+    let mut target_env = vec![("TINBAO_DATA_DIR", target_data.as_str())];
+    target_env.extend(PgDb::env(&target_pg));
+    let (ok, out) = cli(
+        work.path(),
+        &["restore", backup.to_str().unwrap()],
+        &target_env,
+    )
+    .await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("1 tips in the backup were destroyed since"),
+        "{out}"
+    );
+    let restored_url = target_pg.as_ref().map(|pg| pg.url.clone());
+    let restored_dir = target.path().to_path_buf();
+    let restored = spawn_app_with(engine, move |c| {
+        c.data_dir = restored_dir;
+        c.database_url = restored_url;
+    })
+    .await;
+    let gone = restored
+        .state
+        .intake
+        .open_tip(&closing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(gone.row.destroyed_at.is_some() && gone.description.is_empty());
+    let kept = restored
+        .state
+        .intake
+        .open_tip(&open)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.description, "tin vẫn đang xử lý");
+    restored.stop().await;
     app.stop().await;
 }
