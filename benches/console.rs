@@ -204,7 +204,13 @@ async fn run(settings: Settings) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "tinbao {} benchmark",
-        if REPORTS { "reports" } else { "console" }
+        if RETENTION {
+            "retention"
+        } else if REPORTS {
+            "reports"
+        } else {
+            "console"
+        }
     );
     println!(
         "  binary {}\n  {} CPU core(s), shared by the server AND this load generator \
@@ -394,7 +400,10 @@ async fn bench_engine(bin: &Path, settings: &Settings, engine: Engine<'_>) -> Re
     // 3. The phases.
     let c = &seeded.counts;
     let village = seeded.villages[0];
-    let phases = if REPORTS {
+    let phases = if RETENTION {
+        retention_phases(bin, addr, data.path(), db_url.as_deref()).await?;
+        Vec::new()
+    } else if REPORTS {
         report_phases(&officer, &province)
     } else {
         vec![
@@ -1005,6 +1014,24 @@ impl Conn {
         cookies: &str,
         form: Option<&[(&str, &str)]>,
     ) -> Result<Reply> {
+        let content = form.map(|fields| {
+            let mut s = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in fields {
+                s.append_pair(k, v);
+            }
+            ("application/x-www-form-urlencoded", Bytes::from(s.finish()))
+        });
+        self.send(method, path, cookies, content).await
+    }
+
+    /// A request with a body of a content type, or none.
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        cookies: &str,
+        content: Option<(&'static str, Bytes)>,
+    ) -> Result<Reply> {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.connect().await?;
         }
@@ -1020,14 +1047,10 @@ impl Conn {
         if !cookies.is_empty() {
             req = req.header(header::COOKIE, cookies);
         }
-        let body = match form {
-            Some(fields) => {
-                req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-                let mut s = form_urlencoded::Serializer::new(String::new());
-                for (k, v) in fields {
-                    s.append_pair(k, v);
-                }
-                Bytes::from(s.finish())
+        let body = match content {
+            Some((kind, body)) => {
+                req = req.header(header::CONTENT_TYPE, kind);
+                body
             }
             None => Bytes::new(),
         };
@@ -1232,6 +1255,174 @@ impl Phase {
             target_us: QUEUE_P95_TARGET_US,
         }
     }
+}
+
+/// Whether this is `cargo bench --bench retention` (the same source as the console bench).
+const RETENTION: bool = matches!(env!("CARGO_CRATE_NAME").as_bytes(), b"retention");
+/// Tips per second sent to `POST /api/v1/tips` while the retention pass and the backup
+/// run, and intake's p99 target meanwhile.
+const INTAKE_RATE: u64 = 500;
+const INTAKE_P99_TARGET_US: u64 = 50_000;
+/// Tips destroyed per second, at least.
+const DESTROY_TARGET_PER_S: f64 = 10_000.0;
+/// The retention the pass runs with: of the seed's tips (created over the past year,
+/// 85 % closed, closed when created), those closed more than 8 months ago are due, about
+/// 300,000 of a million.
+const RETENTION_MONTHS: &str = "8";
+
+/// Intake at [`INTAKE_RATE`] from 16 connections (open loop: each sends on its own
+/// clock), for as long as `work` runs; answers the latency histogram, the answers that
+/// were not 201, and `work`'s output.
+async fn intake_while<F>(addr: SocketAddr, work: F) -> Result<(Histogram<u64>, u64, u64, String)>
+where
+    F: std::future::Future<Output = Result<String>>,
+{
+    const WORKERS: u64 = 16;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..WORKERS {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::new(addr);
+            let mut hist = new_hist();
+            let (mut sent, mut failed) = (0u64, 0u64);
+            let every = Duration::from_micros(1_000_000 * WORKERS / INTAKE_RATE);
+            let mut tick = tokio::time::interval_at(
+                tokio::time::Instant::now() + every * w as u32 / WORKERS as u32,
+                every,
+            );
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let body = format!(
+                    "{{\"category\":\"dealing\",\"province\":1,\"commune\":70,\"description\":\"Có người bán ma tuý ở quán nước đầu ngõ, lần {w}-{sent}\",\"happening_now\":false}}"
+                );
+                let t = Instant::now();
+                let r = conn
+                    .send(Method::POST, "/api/v1/tips", "", Some(("application/json", Bytes::from(body))))
+                    .await;
+                let _ = hist.record(micros(t.elapsed()).max(1));
+                sent += 1;
+                if !matches!(&r, Ok(reply) if reply.status == StatusCode::CREATED) {
+                    failed += 1;
+                }
+            }
+            (hist, sent, failed)
+        }));
+    }
+    let out = work.await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut hist = new_hist();
+    let (mut sent, mut failed) = (0, 0);
+    for t in tasks {
+        let (h, s, f) = t.await?;
+        hist.add(&h)?;
+        sent += s;
+        failed += f;
+    }
+    Ok((hist, sent, failed, out?))
+}
+
+/// Runs `tinbao ARGS` on the bench's data, as an operator would, and answers its output.
+async fn run_cli(
+    bin: &Path,
+    data: &Path,
+    database_url: Option<&str>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<String> {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .current_dir(data)
+        .env("TINBAO_DATA_DIR", data)
+        .env("TINBAO_CONFIG", data.join("no-such-tinbao.toml"))
+        .env("TINBAO_LOG", "warn")
+        .env_remove("TINBAO_KEYS")
+        .env_remove("TINBAO_KEY_FILE");
+    match database_url {
+        Some(url) => cmd.env("TINBAO_DATABASE_URL", url),
+        None => cmd.env_remove("TINBAO_DATABASE_URL"),
+    };
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        bail!("tinbao {} failed: {text}", args.join(" "));
+    }
+    Ok(text)
+}
+
+fn print_intake(what: &str, hist: &Histogram<u64>, sent: u64, failed: u64, seconds: f64) {
+    let p99 = hist.value_at_quantile(0.99);
+    println!(
+        "  intake at {INTAKE_RATE}/s {what}: {sent} sent in {seconds:.1} s ({:.0}/s), {failed} not 201 · p50 {} · p99 {} · max {} ms  [{}]",
+        sent as f64 / seconds.max(0.001),
+        ms(hist.value_at_quantile(0.5)),
+        ms(p99),
+        ms(hist.max()),
+        if p99 < INTAKE_P99_TARGET_US && failed == 0 { "ok" } else { "MISS" }
+    );
+}
+
+/// The retention bench: intake alone, then the retention pass (about 300,000 tips due)
+/// and a backup, each while tips arrive.
+async fn retention_phases(
+    bin: &Path,
+    addr: SocketAddr,
+    data: &Path,
+    db_url: Option<&str>,
+) -> Result<()> {
+    let t = Instant::now();
+    let (hist, sent, failed, _) = intake_while(addr, async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok(String::new())
+    })
+    .await?;
+    print_intake("alone", &hist, sent, failed, t.elapsed().as_secs_f64());
+
+    let t = Instant::now();
+    let env = [("TINBAO_RETENTION__MONTHS", RETENTION_MONTHS)];
+    let (hist, sent, failed, out) = intake_while(
+        addr,
+        run_cli(bin, data, db_url, &["retention", "run"], &env),
+    )
+    .await?;
+    let seconds = t.elapsed().as_secs_f64();
+    for line in out.lines() {
+        println!("  tinbao retention run: {line}");
+    }
+    let destroyed = out
+        .split("destroyed the content of ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let destroy_s = out
+        .split("past their retention in ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or(f64::MAX);
+    let rate = destroyed / destroy_s;
+    println!(
+        "  destroyed {destroyed:.0} tips in {destroy_s:.2} s: {rate:.0} tips/s (target >= {DESTROY_TARGET_PER_S:.0}) [{}]",
+        if rate >= DESTROY_TARGET_PER_S { "ok" } else { "MISS" }
+    );
+    print_intake("during the pass", &hist, sent, failed, seconds);
+
+    let backup = data.join("bench-backup");
+    let t = Instant::now();
+    let arg = backup.to_string_lossy().into_owned();
+    let (hist, sent, failed, out) =
+        intake_while(addr, run_cli(bin, data, db_url, &["backup", &arg], &[])).await?;
+    let seconds = t.elapsed().as_secs_f64();
+    println!("  tinbao backup: {} ({seconds:.1} s)", out.trim());
+    print_intake("during the backup", &hist, sent, failed, seconds);
+    let _ = std::fs::remove_dir_all(&backup);
+    Ok(())
 }
 
 /// Whether this is `cargo bench --bench reports` (the same source as the console bench).

@@ -312,10 +312,22 @@ async fn retention(config: Config, cmd: RetentionCommand) -> anyhow::Result<()> 
         RetentionCommand::Run => {
             let key_file = crate::app::key_file_of(&config);
             let wait = std::time::Duration::from_secs(30);
-            let n =
+            let r =
                 crate::retention::pass(&store, &config.retention, key_file.as_deref(), now, wait)
                     .await?;
-            println!("destroyed the content of {n} tips past their retention");
+            println!(
+                "destroyed the content of {} tips past their retention in {:.2} s",
+                r.destroyed,
+                r.destroy_time.as_secs_f64()
+            );
+            if !r.spent_keys.is_empty() {
+                println!("deleted the spent day keys {}", r.spent_keys.join(", "));
+            }
+            println!(
+                "wrapped {} closed tips under their destruction day's key in {:.2} s",
+                r.wrapped,
+                r.wrap_time.as_secs_f64()
+            );
         }
     }
     Ok(())

@@ -336,6 +336,18 @@ pub async fn retire_spent_days(
     Ok(spent)
 }
 
+/// What a pass did, and how long each part took.
+#[derive(Debug, Clone, Default)]
+pub struct PassReport {
+    pub destroyed: u64,
+    pub destroy_time: StdDuration,
+    /// Day KEKs deleted from the key file.
+    pub spent_keys: Vec<String>,
+    /// Tips wrapped under their destruction day's KEK.
+    pub wrapped: u64,
+    pub wrap_time: StdDuration,
+}
+
 /// A whole pass: destroys what is due, deletes the spent day keys, and wraps newly closed
 /// tips under their day's key (none of the key work when the keys come from
 /// `TINBAO_KEYS`: `key_file` is `None`). Returns how many tips it destroyed.
@@ -345,16 +357,27 @@ pub async fn pass(
     key_file: Option<&Path>,
     now: i64,
     wait: StdDuration,
-) -> Result<u64, RetentionError> {
-    let destroyed = destroy_due(store, config, now).await?;
+) -> Result<PassReport, RetentionError> {
+    let started = std::time::Instant::now();
+    let mut report = PassReport {
+        destroyed: destroy_due(store, config, now).await?,
+        destroy_time: started.elapsed(),
+        ..PassReport::default()
+    };
     if let Some(path) = key_file {
-        let spent = retire_spent_days(store, path, now).await?;
-        let wrapped = wrap_for_destruction(store, config, path, now, wait).await?;
-        if !spent.is_empty() || wrapped > 0 {
-            tracing::info!(deleted_day_keys = %spent.join(","), wrapped, "retention: day keys");
+        report.spent_keys = retire_spent_days(store, path, now).await?;
+        let started = std::time::Instant::now();
+        report.wrapped = wrap_for_destruction(store, config, path, now, wait).await?;
+        report.wrap_time = started.elapsed();
+        if !report.spent_keys.is_empty() || report.wrapped > 0 {
+            tracing::info!(
+                deleted_day_keys = %report.spent_keys.join(","),
+                wrapped = report.wrapped,
+                "retention: day keys"
+            );
         }
     }
-    Ok(destroyed)
+    Ok(report)
 }
 
 /// Runs the day's pass once `retention.hour` has come (Vietnam time), if no process ran
@@ -376,7 +399,9 @@ pub async fn daily_pass(
     if !store.claim_retention_run(&day, now).await? {
         return Ok(None);
     }
-    let destroyed = pass(store, config, key_file, now, StdDuration::from_secs(30)).await?;
+    let destroyed = pass(store, config, key_file, now, StdDuration::from_secs(30))
+        .await?
+        .destroyed;
     store
         .count_retention_run(&day, i64::try_from(destroyed).unwrap_or(i64::MAX))
         .await?;
