@@ -689,34 +689,20 @@ pub async fn hold(
         hold_reason: f.reason.clone(),
         ..TransferKept::default()
     };
-    let refuse = |key: &str| Some(texts().get(&format!("console.error_{key}")).to_owned());
     let today = vn_day(now_ms());
     let until = NaiveDate::parse_from_str(f.until.trim(), "%Y-%m-%d")
         .ok()
         .filter(|d| *d > today && (*d - today).num_days() <= MAX_HOLD_DAYS);
-    let Some(until) = until else {
-        let error = refuse("hold_date");
-        return render_tip(
-            &state,
-            &s,
-            row,
-            error,
-            kept,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
-    };
-    let Some(reason) = clean_text(&f.reason).filter(|r| r.chars().count() <= 500) else {
-        let error = refuse("hold_reason");
-        return render_tip(
-            &state,
-            &s,
-            row,
-            error,
-            kept,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+    let reason = clean_text(&f.reason).filter(|r| r.chars().count() <= 500);
+    let (Some(until), Some(reason)) = (until, reason) else {
+        let key = if until.is_none() {
+            "hold_date"
+        } else {
+            "hold_reason"
+        };
+        let error = Some(texts().get(&format!("console.error_{key}")).to_owned());
+        let status = StatusCode::UNPROCESSABLE_ENTITY;
+        return render_tip(&state, &s, row, error, kept, status).await;
     };
     let sealed = state.intake.seal_hold_reason(&row, reason)?;
     let end = vn_day_start(until + chrono::Duration::days(1));

@@ -360,6 +360,13 @@ async fn the_monthly_report_reads_on_a_phone_and_prints_on_a4() {
             .await
             .unwrap();
         check_page(&b, &format!("tracker-village-{width}")).await;
+        // The retention page: the chief's periods per category, what is coming, the holds.
+        c.goto(&app.url("/console/retention")).await.unwrap();
+        c.wait()
+            .for_element(Locator::Id("retention-form"))
+            .await
+            .unwrap();
+        check_page(&b, &format!("retention-{width}")).await;
         c.delete_all_cookies().await.unwrap();
         let (token, _) = session_token(&app, &leader.id).await;
         c.add_cookie(console_cookie(token)).await.unwrap();
