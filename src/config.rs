@@ -89,7 +89,8 @@ pub struct Config {
 pub struct RetentionConfig {
     /// Months after closing; 0 keeps content for ever.
     pub months: u32,
-    /// The hour (Vietnam time) from which the day's pass runs, in one process of many.
+    /// The hour (Vietnam time) from which the day's pass runs, in one process of many;
+    /// 24 or more: this process runs none.
     pub hour: u32,
     /// Tips destroyed per transaction (short transactions keep intake flowing).
     pub batch: u32,

@@ -392,7 +392,8 @@ pub async fn daily_pass(
     let local = chrono::DateTime::from_timestamp_millis(now + VN_OFFSET_MS)
         .map(|t| t.naive_utc())
         .unwrap_or_default();
-    if chrono::Timelike::hour(&local) < config.hour.min(23) {
+    // 24 or more: this process runs no daily pass (another does, or `retention run`).
+    if config.hour > 23 || chrono::Timelike::hour(&local) < config.hour {
         return Ok(None);
     }
     let day = local.date().to_string();

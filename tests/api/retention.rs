@@ -263,9 +263,10 @@ async fn a_chiefs_period_for_a_category_and_the_daily_pass_taken_once(engine: En
     let mut config = app.config.retention.clone();
     config.hour = 0;
     // Of two processes, one takes the day's pass.
+    let now = now_ms();
     let (a, b) = tokio::join!(
-        tinbao::retention::daily_pass(&store, &config, None, now_ms()),
-        tinbao::retention::daily_pass(&store, &config, None, now_ms()),
+        tinbao::retention::daily_pass(&store, &config, None, now),
+        tinbao::retention::daily_pass(&store, &config, None, now),
     );
     let runs: Vec<u64> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
     assert_eq!(runs, vec![1], "one pass, one tip");
