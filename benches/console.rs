@@ -1771,6 +1771,8 @@ impl Server {
             .env("TINBAO_DATA_DIR", data_dir)
             .env("TINBAO_CONFIG", data_dir.join("no-such-tinbao.toml"))
             .env("TINBAO_RATE_LIMIT__ENABLED", "false")
+            // No daily retention pass in the measured server (`retention run` is measured).
+            .env("TINBAO_RETENTION__HOUR", "24")
             .env("TINBAO_LOG", "warn")
             .env_remove("TINBAO_KEYS")
             .env_remove("TINBAO_KEY_FILE")
