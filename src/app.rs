@@ -8,7 +8,7 @@ use crate::delivery::{Outbox, Providers};
 use crate::geo::{shipped_units, Geo};
 use crate::intake::Intake;
 use crate::state::{AppState, ConsoleCaches, Limits};
-use crate::store::{Engine, Store, TipWriter};
+use crate::store::{Checkpoints, Engine, Store, TipWriter};
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,13 +41,19 @@ async fn tls_config(
 
 /// Opens the store named by the configuration and applies its migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    open_store_with(config, Checkpoints::AtCommit).await
+}
+
+/// [`open_store`] with SQLite's checkpoints run as `checkpoints` says: in the background
+/// for the server, at commit for the command line.
+pub async fn open_store_with(config: &Config, checkpoints: Checkpoints) -> anyhow::Result<Store> {
     let url = config.database_url();
     // The data folder holds the SQLite files and the key file: the service's user only.
     let key_file_here = config.key_file.is_none() && std::env::var_os("TINBAO_KEYS").is_none();
     if url.starts_with("sqlite:") || key_file_here {
         private_dir(&config.data_dir)?;
     }
-    let store = Store::connect(&url, config.db_pool_size).await?;
+    let store = Store::connect_with(&url, config.db_pool_size, checkpoints).await?;
     store.migrate().await.context("cannot apply migrations")?;
     Ok(store)
 }
@@ -386,7 +392,7 @@ impl Application {
         config: Config,
         extra_providers: Vec<Arc<dyn Provider>>,
     ) -> anyhow::Result<Application> {
-        let store = open_store(&config).await?;
+        let store = open_store_with(&config, Checkpoints::Background).await?;
         let communes = store
             .ensure_admin_units(&shipped_units())
             .await
@@ -466,7 +472,7 @@ impl Application {
         outbox.spawn_dispatcher(providers, Some(Arc::new(broadcasts.clone())), &config);
         crate::dialog::telegram_poll::spawn_webhook_registration(&config)?;
         crate::dialog::telegram_poll::spawn_poller(&config, chat.clone(), store.clone())?;
-        let state = AppState {
+        let state = AppState::new(crate::state::Shared {
             chat,
             broadcasts,
             limits,
@@ -481,7 +487,7 @@ impl Application {
             villages: Arc::new(crate::state::TtlCache::new(std::time::Duration::from_secs(
                 60,
             ))),
-        };
+        });
         Ok(Application {
             listener,
             metrics_listener,

@@ -217,6 +217,7 @@ impl AuditLog {
     /// Starts the writer task over `store` (in the current tokio runtime). It ends when
     /// every handle is dropped, after committing what it was given.
     pub fn spawn(store: Store) -> AuditLog {
+        let store = store.for_writers();
         let (tx, mut rx) = mpsc::channel::<Pending>(MAX_BATCH * 16);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);

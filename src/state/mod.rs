@@ -20,9 +20,28 @@ use crate::store::Store;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 
-/// What every handler can reach.
+/// What every handler can reach: one pointer to the process's [`Shared`] state, so that
+/// the clone each extractor and middleware takes is one reference count, not one per
+/// field (the field-by-field clone and drop were 5 % of a tip's CPU time, issue 15).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The state of a process, to share between its requests.
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The services, limits and caches behind [`AppState`].
+pub struct Shared {
     pub config: Arc<Config>,
     /// The repository (the same one the services use).
     pub store: Store,

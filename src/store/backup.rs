@@ -47,6 +47,8 @@ impl Store {
             .with_context(|| format!("cannot open {}", path.display()))?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
+            writers: None,
+            _checkpointer: None,
         })
     }
 

@@ -61,6 +61,23 @@ enum Pool {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// SQLite: one connection of its own for the group-commit writers ([`Store::for_writers`]).
+    writers: Option<SqlitePool>,
+    /// Held by every clone of a store whose SQLite checkpoints run in the background:
+    /// the checkpointer stops once the last clone is gone.
+    _checkpointer: Option<std::sync::Arc<()>>,
+}
+
+/// Who moves SQLite's write-ahead log into the database file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoints {
+    /// The connection that commits, once the log passes 1,000 pages (SQLite's default):
+    /// for short-lived processes (the command line, tests' side stores).
+    AtCommit,
+    /// A task of the store's own, on a connection of its own, every few milliseconds:
+    /// a commit (a tip's) never waits for a checkpoint's writes and fsync, which on a
+    /// large database took tens of milliseconds each (issue 14). For the server.
+    Background,
 }
 
 /// Runs the same body against whichever pool the store holds.
@@ -194,11 +211,82 @@ fn private_sqlite_files(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs [`sqlite_busy`] on a new connection.
+async fn set_busy_handler(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    // SAFETY: the handle is a live connection, locked for this call; the handler is a
+    // plain function and takes no data.
+    unsafe {
+        libsqlite3_sys::sqlite3_busy_handler(
+            handle.as_raw_handle().as_ptr(),
+            Some(sqlite_busy),
+            std::ptr::null_mut(),
+        );
+    }
+    Ok(())
+}
+
+/// The page cache of the writers' connection, in KiB (negative `cache_size`): the pages of
+/// the tips' indexes that new tips land in stay in memory.
+const WRITER_CACHE_KIB: i64 = -32 * 1024;
+
+/// The size (bytes) SQLite's write-ahead log is cut back to after a checkpoint.
+const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// How often the background checkpointer looks at the write-ahead log.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
+
+/// Starts the background checkpointer of a SQLite database ([`Checkpoints::Background`])
+/// on a connection of its own. A PASSIVE checkpoint never takes the write lock: commits
+/// go on while it copies pages and syncs the database file; the next commit after it has
+/// copied everything starts the log from its beginning again. It stops when `alive` can
+/// no longer be upgraded (every clone of the store is gone).
+async fn spawn_checkpointer(
+    opts: SqliteConnectOptions,
+    alive: std::sync::Weak<()>,
+) -> Result<(), sqlx::Error> {
+    use sqlx::ConnectOptions;
+    let mut conn = opts.connect().await?;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        while alive.upgrade().is_some() {
+            tick.tick().await;
+            let r: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&mut conn)
+                .await;
+            match r {
+                Ok(_) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "checkpoint failed; trying again");
+                }
+                Err(_) => {}
+            }
+        }
+        let _ = sqlx::Connection::close(conn).await;
+    });
+    Ok(())
+}
+
 impl Store {
     /// Opens the database named by `url` (`sqlite://path` or `postgres://…`), creating a
     /// SQLite file when missing.
     pub async fn connect(url: &str, pool_size: u32) -> anyhow::Result<Store> {
+        Store::connect_with(url, pool_size, Checkpoints::AtCommit).await
+    }
+
+    /// [`Store::connect`], with SQLite's checkpoints run as `checkpoints` says (PostgreSQL
+    /// has a checkpointer of its own).
+    pub async fn connect_with(
+        url: &str,
+        pool_size: u32,
+        checkpoints: Checkpoints,
+    ) -> anyhow::Result<Store> {
         use anyhow::Context;
+        let mut checkpointer = None;
+        let mut writers = None;
         let pool = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url).context("bad PostgreSQL URL")?;
             let pool = PgPoolOptions::new()
@@ -219,33 +307,67 @@ impl Store {
                 .foreign_keys(true)
                 // Deleted rows are overwritten, not left in free space (issue 14).
                 .pragma("secure_delete", "on")
+                // A log that grew (a long reader held checkpoints back) is cut back to
+                // this size once it has been checkpointed.
+                .pragma("journal_size_limit", WAL_SIZE_LIMIT.to_string())
                 .busy_timeout(Duration::from_secs(10));
+            let opts = match checkpoints {
+                Checkpoints::AtCommit => opts,
+                Checkpoints::Background => opts.pragma("wal_autocheckpoint", "0"),
+            };
             private_sqlite_files(opts.get_filename())?;
             let pool = SqlitePoolOptions::new()
                 .max_connections(pool_size.max(2))
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        let mut handle = conn.lock_handle().await?;
-                        // SAFETY: the handle is a live connection, locked for this call;
-                        // the handler is a plain function and takes no data.
-                        unsafe {
-                            libsqlite3_sys::sqlite3_busy_handler(
-                                handle.as_raw_handle().as_ptr(),
-                                Some(sqlite_busy),
-                                std::ptr::null_mut(),
-                            );
-                        }
-                        Ok(())
-                    })
-                })
-                .connect_with(opts)
+                .after_connect(|conn, _| Box::pin(async move { set_busy_handler(conn).await }))
+                .connect_with(opts.clone())
                 .await
                 .with_context(|| format!("cannot open SQLite database {url}"))?;
+            // The group-commit writers' own connection: SQLite empties a connection's page
+            // cache whenever another connection wrote since its last transaction, so
+            // writers taking turns on the pool's connections read every index page anew
+            // from the file for each batch; one connection, the only one writing tips,
+            // keeps its cache (issue 15).
+            writers = Some(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .after_connect(|conn, _| Box::pin(async move { set_busy_handler(conn).await }))
+                    .connect_with(
+                        opts.clone()
+                            .pragma("cache_size", WRITER_CACHE_KIB.to_string()),
+                    )
+                    .await
+                    .with_context(|| format!("cannot open SQLite database {url}"))?,
+            );
+            if checkpoints == Checkpoints::Background {
+                let alive = std::sync::Arc::new(());
+                spawn_checkpointer(opts, std::sync::Arc::downgrade(&alive))
+                    .await
+                    .with_context(|| format!("cannot open SQLite database {url}"))?;
+                checkpointer = Some(alive);
+            }
             Pool::Sqlite(pool)
         } else {
             anyhow::bail!("database URL must start with sqlite:// or postgres://");
         };
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            writers,
+            _checkpointer: checkpointer,
+        })
+    }
+
+    /// The store the group-commit writers (tips, inbox events, settlements, the audit log)
+    /// write through: on SQLite a connection of their own, whose page cache no other
+    /// connection's write empties; on PostgreSQL the same pool.
+    pub fn for_writers(&self) -> Store {
+        match &self.writers {
+            Some(w) => Store {
+                pool: Pool::Sqlite(w.clone()),
+                writers: None,
+                _checkpointer: self._checkpointer.clone(),
+            },
+            None => self.clone(),
+        }
     }
 
     /// The engine in use.
@@ -413,23 +535,42 @@ impl Store {
 
     // ---- tips ----
 
-    /// Inserts tips in one transaction (the tip writer's batch).
+    /// Inserts tips in one transaction (the tip writer's batch): their rows in one
+    /// statement (a statement per tip was a round trip to SQLite's thread and back per tip,
+    /// the most of intake's context switches, issue 15), then what some tips carry.
     pub async fn insert_tips(&self, tips: &[&NewTipRecord]) -> StoreResult<()> {
         on_pool!(self, p => {
+            let mut rows = QueryBuilder::new(
+                "INSERT INTO tips (id, receipt_mac, channel, category, priority, status, happening_now, \
+                 province_code, commune_code, village_id, created_at, updated_at, due_at, key_id, wrapped_key, \
+                 description, place_details, village_text, occurred_at, contact, closed_at) ",
+            );
+            rows.push_values(tips, |mut b, t| {
+                b.push_bind(&t.id)
+                    .push_bind(&t.receipt_mac)
+                    .push_bind(t.channel)
+                    .push_bind(t.category)
+                    .push_bind(t.priority)
+                    .push_bind(t.status)
+                    .push_bind(t.happening_now)
+                    .push_bind(t.province_code)
+                    .push_bind(t.commune_code)
+                    .push_bind(t.village_id)
+                    .push_bind(t.created_at)
+                    .push_bind(t.created_at)
+                    .push_bind(t.due_at)
+                    .push_bind(&t.key_id)
+                    .push_bind(&t.wrapped_key)
+                    .push_bind(&t.description)
+                    .push_bind(&t.place_details)
+                    .push_bind(&t.village_text)
+                    .push_bind(&t.occurred_at)
+                    .push_bind(&t.contact)
+                    .push_bind((t.status == "closed").then_some(t.created_at));
+            });
             let mut tx = p.begin_write().await?;
+            rows.build().execute(&mut *tx).await?;
             for t in tips {
-                sqlx::query(
-                    "INSERT INTO tips (id, receipt_mac, channel, category, priority, status, happening_now, \
-                     province_code, commune_code, village_id, created_at, updated_at, due_at, key_id, wrapped_key, \
-                     description, place_details, village_text, occurred_at, contact, closed_at) \
-                     VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$11,$12,$13,$14,$15,$16,$17,$18,$19, \
-                     CASE WHEN $6 = 'closed' THEN $11 END)")
-                    .bind(&t.id).bind(&t.receipt_mac).bind(t.channel).bind(t.category).bind(t.priority)
-                    .bind(t.status).bind(t.happening_now).bind(t.province_code).bind(t.commune_code)
-                    .bind(t.village_id).bind(t.created_at).bind(t.due_at).bind(&t.key_id).bind(&t.wrapped_key)
-                    .bind(&t.description).bind(&t.place_details).bind(&t.village_text).bind(&t.occurred_at)
-                    .bind(&t.contact)
-                    .execute(&mut *tx).await?;
                 for a in &t.attachments {
                     sqlx::query("INSERT INTO attachments (id, tip_id, message_id, created_at, content_type, size, body) VALUES ($1,$2,NULL,$3,$4,$5,$6)")
                         .bind(&a.id).bind(&t.id).bind(t.created_at).bind(&a.content_type).bind(a.size).bind(&a.body)

@@ -39,6 +39,7 @@ impl<T: Send + Sync + 'static, R: Send + 'static> GroupCommit<T, R> {
     fn spawn(store: Store, workers: usize, commit: CommitFn<T, R>) -> Self {
         let (tx, rx) = mpsc::channel::<Job<T, R>>(MAX_BATCH * 16);
         let rx = Arc::new(Mutex::new(rx));
+        let store = store.for_writers();
         for _ in 0..workers.max(1) {
             let rx = rx.clone();
             let store = store.clone();
