@@ -58,29 +58,50 @@ const INBOX_COLUMNS: &str = "id, ref, transport, sender, received_at, attempts, 
 
 impl Store {
     /// Stores a batch of accepted events in one transaction; for each, whether it was new
-    /// (`false`: a retry of an event already accepted).
+    /// (`false`: a retry of an event already accepted). A statement for the batch's
+    /// de-duplication keys (one per replay window in it, which is one in practice) and one
+    /// for its new events: a statement per event was a round trip to SQLite's thread and
+    /// back per event (issue 15).
     pub async fn insert_inbox(&self, events: &[&NewInboxEvent]) -> StoreResult<Vec<bool>> {
+        // The replay windows in the batch, each with its events (in order).
+        let mut windows: Vec<(i64, Vec<usize>)> = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            let window = e.received_at - e.dedupe_after;
+            match windows.iter_mut().find(|(w, _)| *w == window) {
+                Some((_, members)) => members.push(i),
+                None => windows.push((window, vec![i])),
+            }
+        }
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
-            let mut fresh = Vec::with_capacity(events.len());
-            for e in events {
-                // Insert the key, or take over a stale one; no row touched means a retry.
-                let seen = sqlx::query(
-                    "INSERT INTO inbound_seen (key, seen_at) VALUES ($1, $2) \
-                     ON CONFLICT (key) DO UPDATE SET seen_at = excluded.seen_at \
-                     WHERE inbound_seen.seen_at < $3")
-                    .bind(&e.dedupe_key).bind(e.received_at).bind(e.dedupe_after)
-                    .execute(&mut *tx).await?;
-                if seen.rows_affected() == 0 {
-                    fresh.push(false);
-                    continue;
-                }
-                sqlx::query(
-                    "INSERT INTO inbox (ref, transport, sender, received_at, event) VALUES ($1,$2,$3,$4,$5)")
-                    .bind(&e.reference).bind(e.transport).bind(&e.sender).bind(e.received_at)
-                    .bind(&e.event)
-                    .execute(&mut *tx).await?;
-                fresh.push(true);
+            // Insert each key, or take over a stale one; a key the statement did not
+            // return was seen within its window: a retry.
+            let mut taken: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+            for (window, members) in &windows {
+                let mut q = sqlx::QueryBuilder::new("INSERT INTO inbound_seen (key, seen_at) ");
+                q.push_values(members, |mut b, &i| {
+                    b.push_bind(&events[i].dedupe_key).push_bind(events[i].received_at);
+                });
+                q.push(" ON CONFLICT (key) DO UPDATE SET seen_at = excluded.seen_at \
+                         WHERE inbound_seen.seen_at < excluded.seen_at - ");
+                q.push_bind(*window);
+                q.push(" RETURNING key");
+                let keys: Vec<Vec<u8>> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                taken.extend(keys);
+            }
+            // The first event of a key is the new one; the same key again in the batch is
+            // a retry that came at once.
+            let fresh: Vec<bool> = events.iter().map(|e| taken.remove(&e.dedupe_key)).collect();
+            let new: Vec<&NewInboxEvent> =
+                events.iter().zip(&fresh).filter(|(_, f)| **f).map(|(e, _)| *e).collect();
+            if !new.is_empty() {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO inbox (ref, transport, sender, received_at, event) ");
+                q.push_values(&new, |mut b, e| {
+                    b.push_bind(&e.reference).push_bind(e.transport).push_bind(&e.sender)
+                        .push_bind(e.received_at).push_bind(&e.event);
+                });
+                q.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(fresh)
