@@ -127,7 +127,7 @@ pub fn outbox_row_for(
     message_id: Option<&str>,
     message: &Outgoing,
 ) -> NewOutboxRow {
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    let id = uuid::Uuid::now_v7().simple().to_string();
     NewOutboxRow {
         recipient: keys.seal_record("outbox-to", &id, message.to.as_bytes()),
         body: keys.seal_record("outbox-body", &id, &encode_body(message)),

@@ -233,29 +233,49 @@ const WRITER_CACHE_KIB: i64 = -32 * 1024;
 /// The size (bytes) SQLite's write-ahead log is cut back to after a checkpoint.
 const WAL_SIZE_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// How often the background checkpointer looks at the write-ahead log.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
+/// How often the background checkpointer copies the write-ahead log into the database.
+/// A page that many commits changed in between (a page of a random-keyed index: receipts,
+/// de-duplication keys) is copied once, not once per commit.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// The log's length (frames, 4 KiB each) past which the checkpointer also restarts it.
+/// Under steady writes a PASSIVE checkpoint never finds the log idle, so SQLite never
+/// starts it over: it grew by 200 MB a second under full intake load.
+const RESTART_AT_FRAMES: i64 = 8192;
+
+/// How long the checkpointer's RESTART waits for a commit in progress or for readers of
+/// the old log before it gives up until its next turn; writers wait for it meanwhile.
+const RESTART_WAIT: Duration = Duration::from_millis(25);
 
 /// Starts the background checkpointer of a SQLite database ([`Checkpoints::Background`])
-/// on a connection of its own. A PASSIVE checkpoint never takes the write lock: commits
-/// go on while it copies pages and syncs the database file; the next commit after it has
-/// copied everything starts the log from its beginning again. It stops when `alive` can
-/// no longer be upgraded (every clone of the store is gone).
+/// on a connection of its own. Every [`CHECKPOINT_EVERY`] a PASSIVE checkpoint copies
+/// what the log holds into the database file and syncs it, without taking the write lock:
+/// commits go on meanwhile. Once the log is longer than [`RESTART_AT_FRAMES`], a RESTART
+/// checkpoint follows: it copies the little committed since, holding writers back for
+/// that long (at most [`RESTART_WAIT`] waiting), and the next commit writes the log from
+/// its beginning again (`journal_size_limit` cuts the file back). It stops when `alive`
+/// can no longer be upgraded (every clone of the store is gone).
 async fn spawn_checkpointer(
     opts: SqliteConnectOptions,
     alive: std::sync::Weak<()>,
 ) -> Result<(), sqlx::Error> {
     use sqlx::ConnectOptions;
-    let mut conn = opts.connect().await?;
+    let mut conn = opts.busy_timeout(RESTART_WAIT).connect().await?;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = false;
         while alive.upgrade().is_some() {
             tick.tick().await;
-            let r: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-                .fetch_one(&mut conn)
-                .await;
+            let mut r: Result<(i64, i64, i64), _> =
+                sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                    .fetch_one(&mut conn)
+                    .await;
+            if matches!(r, Ok((_, log, _)) if log > RESTART_AT_FRAMES) {
+                r = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+                    .fetch_one(&mut conn)
+                    .await;
+            }
             match r {
                 Ok(_) => failing = false,
                 Err(e) if !failing => {
