@@ -472,6 +472,10 @@ impl Application {
         outbox.spawn_dispatcher(providers, Some(Arc::new(broadcasts.clone())), &config);
         crate::dialog::telegram_poll::spawn_webhook_registration(&config)?;
         crate::dialog::telegram_poll::spawn_poller(&config, chat.clone(), store.clone())?;
+        let upload_places = match config.photo_uploads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            n => n,
+        };
         let state = AppState::new(crate::state::Shared {
             chat,
             broadcasts,
@@ -487,6 +491,7 @@ impl Application {
             villages: Arc::new(crate::state::TtlCache::new(std::time::Duration::from_secs(
                 60,
             ))),
+            uploads: tokio::sync::Semaphore::new(upload_places),
         });
         Ok(Application {
             listener,

@@ -35,8 +35,15 @@ pub struct Config {
     /// Largest JSON body of `POST /api/v1/tips` (photos as base64 included); never above
     /// `max_body_bytes`.
     pub max_api_body_bytes: usize,
-    /// Photos decoded at once in this process (0: the number of cores).
+    /// Photos decoded at once in this process (0: one less than the cores, at least one).
     pub photo_decoders: usize,
+    /// Forms with photos (a body over 1 MiB on `/tips` or `/status/reply`) read and
+    /// handled at once in this process (0: the number of cores, at least 2); the others
+    /// wait for a place, so the photos in memory stay bounded.
+    pub photo_uploads: usize,
+    /// How long a form with photos waits for a place before it is answered 503 ("busy,
+    /// try again in a minute").
+    pub photo_upload_wait_seconds: u64,
     /// `/metrics` is served only here (`host:port`), never on `listen`; `off` turns this
     /// listener off (then `/metrics` is served on `listen` only when `metrics_token` is set).
     pub metrics_listen: String,
@@ -479,6 +486,8 @@ impl Default for Config {
             max_form_bytes: 16 * 1024,
             max_api_body_bytes: 8 * 1024 * 1024,
             photo_decoders: 0,
+            photo_uploads: 0,
+            photo_upload_wait_seconds: 90,
             metrics_listen: "127.0.0.1:9464".into(),
             metrics_token: String::new(),
             header_timeout_seconds: 10,
@@ -756,6 +765,8 @@ mod tests {
             "max_form_bytes" => "32768",
             "max_api_body_bytes" => "10485760",
             "photo_decoders" => "2",
+            "photo_uploads" => "3",
+            "photo_upload_wait_seconds" => "20",
             "metrics_listen" => "127.0.0.1:9464",
             "metrics_token" => "0123456789",
             "header_timeout_seconds" => "15",

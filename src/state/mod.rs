@@ -63,6 +63,8 @@ pub struct Shared {
     pub submissions: Arc<once::Submissions>,
     /// Each commune's village names, as the form suggests them (a minute old at most).
     pub villages: Arc<TtlCache<Arc<Vec<String>>>>,
+    /// Places for forms with photos being read and handled (`photo_uploads`).
+    pub uploads: tokio::sync::Semaphore,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every app in a process).

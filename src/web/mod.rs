@@ -144,6 +144,10 @@ fn metrics_answer(state: &AppState, headers: &HeaderMap) -> Response {
 /// Routes that take photos, and so the large body limit (`max_body_bytes`).
 const PHOTO_ROUTES: &[&str] = &["/tips", "/status/reply"];
 
+/// A form body larger than this (or of no declared length) on a [`PHOTO_ROUTES`] route
+/// carries photos: it waits for one of the `photo_uploads` places. Text alone is far less.
+const UPLOAD_PLACE_BYTES: u64 = 1024 * 1024;
+
 /// The console's sign-in steps: small forms, open to anyone.
 const SMALL_CONSOLE_ROUTES: &[&str] = &["/console/login", "/console/totp", "/console/password"];
 
@@ -178,17 +182,31 @@ async fn limit_body(
     } else {
         config.max_form_bytes.min(config.max_body_bytes)
     };
-    if path.starts_with("/api/") || PHOTO_ROUTES.contains(&path.as_str()) {
-        // Read by the handler, which answers an oversized body in its own way.
-        let (parts, body) = req.into_parts();
-        let body = Body::new(Limited::new(body, limit));
-        return next.run(Request::from_parts(parts, body)).await;
-    }
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    if path.starts_with("/api/") || PHOTO_ROUTES.contains(&path.as_str()) {
+        // A form that may carry photos is read and handled only in one of the process's
+        // upload places: its photos stay in memory from the first byte to the answer.
+        let _place = if PHOTO_ROUTES.contains(&path.as_str())
+            && req.method() == axum::http::Method::POST
+            && declared.is_none_or(|n| n > UPLOAD_PLACE_BYTES)
+        {
+            let wait = std::time::Duration::from_secs(config.photo_upload_wait_seconds);
+            match tokio::time::timeout(wait, state.uploads.acquire()).await {
+                Ok(Ok(place)) => Some(place),
+                _ => return pages::busy_uploads(lang),
+            }
+        } else {
+            None
+        };
+        // Read by the handler, which answers an oversized body in its own way.
+        let (parts, body) = req.into_parts();
+        let body = Body::new(Limited::new(body, limit));
+        return next.run(Request::from_parts(parts, body)).await;
+    }
     if declared.is_some_and(|n| n > limit as u64) {
         return pages::too_big(lang, &path);
     }

@@ -533,6 +533,23 @@ pub(super) fn too_big(lang: Lang, path: &str) -> Response {
     )
 }
 
+/// A form with photos that found no place to be read within `photo_upload_wait_seconds`:
+/// 503, try again in a minute (its body was not read; the form keeps what was typed).
+pub(super) fn busy_uploads(lang: Lang) -> Response {
+    let t = lang.texts();
+    let mut res = render(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorPage {
+            t,
+            langs: lang_links(lang),
+            message: t.get("error.busy_uploads").to_owned(),
+        },
+    );
+    res.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    res
+}
+
 fn form_lang(form_lang: &str, header_lang: Lang) -> Lang {
     Lang::known(form_lang).unwrap_or(header_lang)
 }

@@ -408,3 +408,92 @@ async fn data_files_are_private_whatever_the_umask(engine: Engine) {
         drop(server);
     }
 }
+
+engine_test!(forms_with_photos_wait_for_an_upload_place_and_text_tips_do_not);
+/// With one upload place, a form with photos whose body is still arriving holds it: a
+/// second one waits `photo_upload_wait_seconds`, then is answered 503 with `Retry-After`
+/// and the localised "busy" text (its body never read); a text-only tip goes through
+/// meanwhile; once the first is gone, a form with photos is read again.
+async fn forms_with_photos_wait_for_an_upload_place_and_text_tips_do_not(engine: Engine) {
+    let app = spawn_app_with(engine, |c| {
+        c.photo_uploads = 1;
+        c.photo_upload_wait_seconds = 1;
+    })
+    .await;
+    // A slow phone: headers and the first bytes of a 5 MB form, then nothing yet.
+    let mut slow = TcpStream::connect(app.addr).await.unwrap();
+    slow.write_all(
+        b"POST /tips HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n\
+          Content-Length: 5000000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"category\"\r\n\r\ndealing\r\n",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let photos_form = || {
+        Form::new()
+            .text("category", "dealing")
+            .text("province", "1")
+            .text("commune", "70")
+            .text("description", "có ảnh")
+            .text("action", "submit")
+            .part(
+                "photos",
+                Part::bytes(vec![0xFFu8; 2 * 1024 * 1024]).file_name("a.jpg"),
+            )
+    };
+    let started = std::time::Instant::now();
+    let res = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(photos_form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(res.headers()["retry-after"], "60");
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("Máy chủ đang nhận nhiều ảnh cùng lúc"),
+        "{html}"
+    );
+    assert_eq!(app.query_count("SELECT COUNT(*) FROM tips").await, 0);
+
+    // A tip without photos needs no place.
+    let res = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(
+            Form::new()
+                .text("category", "dealing")
+                .text("province", "1")
+                .text("commune", "70")
+                .text("description", "không có ảnh, vẫn được nhận")
+                .text("action", "submit"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        res.status().is_success() || res.status().is_redirection(),
+        "{}",
+        res.status()
+    );
+    assert_eq!(app.query_count("SELECT COUNT(*) FROM tips").await, 1);
+
+    // The slow phone gives up: its place is free again, and the next form with photos is
+    // read (and refused for what it holds, not for want of a place).
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = app
+        .client
+        .post(app.url("/tips"))
+        .multipart(photos_form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Chỉ nhận ảnh JPEG, PNG hoặc WebP"), "{html}");
+}
