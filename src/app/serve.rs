@@ -280,11 +280,14 @@ pub struct BodyTimeout;
 /// slow mobile link still arrives while a trickle does not hold the connection.
 const BODY_MIN_RATE: u64 = 4 * 1024;
 
-/// A request body with a deadline for its last byte: `body_timeout` from the headers,
-/// plus a second for each [`BODY_MIN_RATE`] bytes received.
+/// A request body with a deadline for its last byte: `body_timeout` from when the server
+/// first reads it, plus a second for each [`BODY_MIN_RATE`] bytes received. From the
+/// first read, not from the headers: a form with photos may wait for an upload place
+/// (`photo_upload_wait_seconds`) before anyone reads it, and that wait is not the
+/// sender's slowness.
 struct DeadlineBody {
     inner: Incoming,
-    start: Instant,
+    start: Option<Instant>,
     timeout: Duration,
     received: u64,
     deadline: Pin<Box<Sleep>>,
@@ -294,7 +297,7 @@ impl DeadlineBody {
     fn new(inner: Incoming, timeout: Duration) -> DeadlineBody {
         DeadlineBody {
             inner,
-            start: Instant::now(),
+            start: None,
             timeout,
             received: 0,
             deadline: Box::pin(tokio::time::sleep(timeout)),
@@ -310,11 +313,21 @@ impl HttpBody for DeadlineBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let start = match self.start {
+            Some(start) => start,
+            None => {
+                let now = Instant::now();
+                let deadline = now + self.timeout;
+                self.start = Some(now);
+                self.deadline.as_mut().reset(deadline);
+                now
+            }
+        };
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
                 self.received += data.map_or(0, |d| d.len() as u64);
                 let allowance = Duration::from_secs(self.received / BODY_MIN_RATE);
-                let deadline = self.start + self.timeout + allowance;
+                let deadline = start + self.timeout + allowance;
                 self.deadline.as_mut().reset(deadline);
             }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));

@@ -413,21 +413,32 @@ engine_test!(forms_with_photos_wait_for_an_upload_place_and_text_tips_do_not);
 /// With one upload place, a form with photos whose body is still arriving holds it: a
 /// second one waits `photo_upload_wait_seconds`, then is answered 503 with `Retry-After`
 /// and the localised "busy" text (its body never read); a text-only tip goes through
-/// meanwhile; once the first is gone, a form with photos is read again.
+/// meanwhile; a form that waited longer than `body_timeout_seconds` for the place is
+/// still read in full once it has it (the body's clock starts when it is read).
 async fn forms_with_photos_wait_for_an_upload_place_and_text_tips_do_not(engine: Engine) {
     let app = spawn_app_with(engine, |c| {
         c.photo_uploads = 1;
-        c.photo_upload_wait_seconds = 1;
+        c.photo_upload_wait_seconds = 4;
+        c.body_timeout_seconds = 2;
     })
     .await;
-    // A slow phone: headers and the first bytes of a 5 MB form, then nothing yet.
+    // A slow phone: the headers of a 5 MB form, then a photo 8 KiB at a time.
     let mut slow = TcpStream::connect(app.addr).await.unwrap();
     slow.write_all(
         b"POST /tips HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n\
-          Content-Length: 5000000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"category\"\r\n\r\ndealing\r\n",
+          Content-Length: 5000000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"category\"\r\n\r\ndealing\r\n\
+          --b\r\nContent-Disposition: form-data; name=\"photos\"; filename=\"a.jpg\"\r\n\r\n",
     )
     .await
     .unwrap();
+    let trickle = tokio::spawn(async move {
+        loop {
+            if slow.write_all(&[0xFF; 8192]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let photos_form = || {
@@ -451,7 +462,7 @@ async fn forms_with_photos_wait_for_an_upload_place_and_text_tips_do_not(engine:
         .await
         .unwrap();
     assert_eq!(res.status(), 503);
-    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(started.elapsed() >= Duration::from_millis(3900));
     assert_eq!(res.headers()["retry-after"], "60");
     let html = res.text().await.unwrap();
     assert!(
@@ -482,17 +493,17 @@ async fn forms_with_photos_wait_for_an_upload_place_and_text_tips_do_not(engine:
     );
     assert_eq!(app.query_count("SELECT COUNT(*) FROM tips").await, 1);
 
-    // The slow phone gives up: its place is free again, and the next form with photos is
-    // read (and refused for what it holds, not for want of a place).
-    drop(slow);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let res = app
-        .client
-        .post(app.url("/tips"))
-        .multipart(photos_form())
-        .send()
-        .await
-        .unwrap();
+    // A form that waits 3 s (past the 2 s body timeout) until the slow phone gives up is
+    // then read, and answered for what it holds (not a photo), not cut off.
+    let waiting = {
+        let client = app.client.clone();
+        let url = app.url("/tips");
+        let form = photos_form();
+        tokio::spawn(async move { client.post(url).multipart(form).send().await })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    trickle.abort();
+    let res = waiting.await.unwrap().unwrap();
     assert_eq!(res.status(), 422);
     let html = res.text().await.unwrap();
     assert!(html.contains("Chỉ nhận ảnh JPEG, PNG hoặc WebP"), "{html}");
