@@ -150,7 +150,10 @@ async fn main() -> Result<()> {
                 .send()
                 .await
                 .map(|r| r.status().as_u16())
-                .unwrap_or(0);
+                .unwrap_or_else(|e| {
+                    eprintln!("  upload {u}: {e:?}");
+                    0
+                });
             (status, t.elapsed())
         }));
     }

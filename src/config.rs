@@ -487,7 +487,7 @@ impl Default for Config {
             max_api_body_bytes: 8 * 1024 * 1024,
             photo_decoders: 0,
             photo_uploads: 0,
-            photo_upload_wait_seconds: 90,
+            photo_upload_wait_seconds: 25,
             metrics_listen: "127.0.0.1:9464".into(),
             metrics_token: String::new(),
             header_timeout_seconds: 10,
