@@ -290,6 +290,9 @@ async fn spawn_checkpointer(
     Ok(())
 }
 
+/// Rows of tips in one `INSERT` (see [`Store::insert_tips`]).
+const TIP_ROWS_PER_INSERT: usize = 1000;
+
 impl Store {
     /// Opens the database named by `url` (`sqlite://path` or `postgres://…`), creating a
     /// SQLite file when missing.
@@ -560,36 +563,40 @@ impl Store {
     /// the most of intake's context switches, issue 15), then what some tips carry.
     pub async fn insert_tips(&self, tips: &[&NewTipRecord]) -> StoreResult<()> {
         on_pool!(self, p => {
-            let mut rows = QueryBuilder::new(
-                "INSERT INTO tips (id, receipt_mac, channel, category, priority, status, happening_now, \
-                 province_code, commune_code, village_id, created_at, updated_at, due_at, key_id, wrapped_key, \
-                 description, place_details, village_text, occurred_at, contact, closed_at) ",
-            );
-            rows.push_values(tips, |mut b, t| {
-                b.push_bind(&t.id)
-                    .push_bind(&t.receipt_mac)
-                    .push_bind(t.channel)
-                    .push_bind(t.category)
-                    .push_bind(t.priority)
-                    .push_bind(t.status)
-                    .push_bind(t.happening_now)
-                    .push_bind(t.province_code)
-                    .push_bind(t.commune_code)
-                    .push_bind(t.village_id)
-                    .push_bind(t.created_at)
-                    .push_bind(t.created_at)
-                    .push_bind(t.due_at)
-                    .push_bind(&t.key_id)
-                    .push_bind(&t.wrapped_key)
-                    .push_bind(&t.description)
-                    .push_bind(&t.place_details)
-                    .push_bind(&t.village_text)
-                    .push_bind(&t.occurred_at)
-                    .push_bind(&t.contact)
-                    .push_bind((t.status == "closed").then_some(t.created_at));
-            });
             let mut tx = p.begin_write().await?;
-            rows.build().execute(&mut *tx).await?;
+            // At most TIP_ROWS_PER_INSERT rows a statement: SQLite binds 32,766 values at
+            // most, PostgreSQL 65,535, and a tip binds 21.
+            for chunk in tips.chunks(TIP_ROWS_PER_INSERT) {
+                let mut rows = QueryBuilder::new(
+                    "INSERT INTO tips (id, receipt_mac, channel, category, priority, status, happening_now, \
+                     province_code, commune_code, village_id, created_at, updated_at, due_at, key_id, wrapped_key, \
+                     description, place_details, village_text, occurred_at, contact, closed_at) ",
+                );
+                rows.push_values(chunk, |mut b, t| {
+                    b.push_bind(&t.id)
+                        .push_bind(&t.receipt_mac)
+                        .push_bind(t.channel)
+                        .push_bind(t.category)
+                        .push_bind(t.priority)
+                        .push_bind(t.status)
+                        .push_bind(t.happening_now)
+                        .push_bind(t.province_code)
+                        .push_bind(t.commune_code)
+                        .push_bind(t.village_id)
+                        .push_bind(t.created_at)
+                        .push_bind(t.created_at)
+                        .push_bind(t.due_at)
+                        .push_bind(&t.key_id)
+                        .push_bind(&t.wrapped_key)
+                        .push_bind(&t.description)
+                        .push_bind(&t.place_details)
+                        .push_bind(&t.village_text)
+                        .push_bind(&t.occurred_at)
+                        .push_bind(&t.contact)
+                        .push_bind((t.status == "closed").then_some(t.created_at));
+                });
+                rows.build().execute(&mut *tx).await?;
+            }
             for t in tips {
                 for a in &t.attachments {
                     sqlx::query("INSERT INTO attachments (id, tip_id, message_id, created_at, content_type, size, body) VALUES ($1,$2,NULL,$3,$4,$5,$6)")

@@ -161,3 +161,47 @@ async fn every_engine_passes_the_repository_conformance_suite(engine: Engine) {
     assert!(store.keys_to_rewrap("k2", 10).await.unwrap().is_empty());
     store.close().await;
 }
+
+engine_test!(a_batch_larger_than_one_statement_binds_is_stored_whole_or_not_at_all);
+/// 2,500 tips in one `insert_tips` (more than one statement can bind on SQLite) are all
+/// stored; a batch whose last tip repeats a receipt stores none of its tips.
+async fn a_batch_larger_than_one_statement_binds_is_stored_whole_or_not_at_all(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _pg) = open(engine, dir.path()).await;
+    store.ensure_admin_units(&shipped_units()).await.unwrap();
+    let tips: Vec<NewTipRecord> = (0..2500u32)
+        .map(|i| {
+            let mut t = record(&format!("big{i:05}"), 0);
+            t.receipt_mac = i.to_be_bytes().repeat(8);
+            t.attachments.clear();
+            t
+        })
+        .collect();
+    let refs: Vec<&NewTipRecord> = tips.iter().collect();
+    store.insert_tips(&refs).await.unwrap();
+    let count = |store: Store| async move {
+        let mut n = 0;
+        for t in &["big00000", "big01234", "big02499"] {
+            n += i64::from(store.tip(t).await.unwrap().is_some());
+        }
+        n
+    };
+    assert_eq!(count(store.clone()).await, 3);
+
+    let mut again: Vec<NewTipRecord> = (0..1500u32)
+        .map(|i| {
+            let mut t = record(&format!("more{i:05}"), 0);
+            t.receipt_mac = (100_000 + i).to_be_bytes().repeat(8);
+            t.attachments.clear();
+            t
+        })
+        .collect();
+    again[1499].receipt_mac = 7u32.to_be_bytes().repeat(8); // big00007's
+    let refs: Vec<&NewTipRecord> = again.iter().collect();
+    assert!(store
+        .insert_tips(&refs)
+        .await
+        .unwrap_err()
+        .is_unique_violation());
+    assert!(store.tip("more00000").await.unwrap().is_none());
+}
