@@ -108,7 +108,7 @@ impl Default for RetentionConfig {
         RetentionConfig {
             months: 12,
             hour: 2,
-            batch: 500,
+            batch: 250,
         }
     }
 }
