@@ -47,7 +47,7 @@ pub struct RewrappedKey {
 }
 
 /// Re-wrapped data keys stored per transaction ([`Store::keys_store_rewrapped`]).
-const REWRAPPED_PER_TRANSACTION: usize = 100;
+const REWRAPPED_PER_TRANSACTION: usize = 250;
 
 impl Store {
     /// Writes (or refreshes) a process's heartbeat row.
@@ -97,21 +97,20 @@ impl Store {
     /// from; answers how many were written.
     pub async fn keys_store_rewrapped(&self, rows: &[RewrappedKey]) -> StoreResult<u64> {
         let mut n = 0;
-        // A transaction of [`REWRAPPED_PER_TRANSACTION`] rows holds SQLite's one writer
-        // for about 15 ms; tips arriving meanwhile wait no longer than that (500 a
-        // transaction held them about 80 ms, issue 14). Each row stands on its own: it is
-        // changed only while it still has the key it was read with.
+        // One statement a transaction of [`REWRAPPED_PER_TRANSACTION`] rows: SQLite's one
+        // writer is held for a few milliseconds, where 500 rows of a statement each held
+        // it about 80 ms and tips arriving waited as long (issue 14). Each row stands on
+        // its own: it is changed only while it still has the key it was read with.
         for chunk in rows.chunks(REWRAPPED_PER_TRANSACTION) {
             n += on_pool!(self, p => {
+                let mut q = sqlx::QueryBuilder::new("WITH v (id, key_id, wrapped_key, old_key_id) AS (");
+                q.push_values(chunk, |mut b, r| {
+                    b.push_bind(&r.id).push_bind(&r.key_id).push_bind(&r.wrapped_key).push_bind(&r.old_key_id);
+                });
+                q.push(") UPDATE tips SET key_id = v.key_id, wrapped_key = v.wrapped_key FROM v \
+                        WHERE tips.id = v.id AND tips.key_id = v.old_key_id AND tips.wrapped_key IS NOT NULL");
                 let mut tx = p.begin_write().await?;
-                let mut n = 0;
-                for r in chunk {
-                    n += sqlx::query(
-                        "UPDATE tips SET key_id = $1, wrapped_key = $2 \
-                         WHERE id = $3 AND key_id = $4 AND wrapped_key IS NOT NULL")
-                        .bind(&r.key_id).bind(&r.wrapped_key).bind(&r.id).bind(&r.old_key_id)
-                        .execute(&mut *tx).await?.rows_affected();
-                }
+                let n = q.build().execute(&mut *tx).await?.rows_affected();
                 tx.commit().await?;
                 n
             });
