@@ -74,9 +74,10 @@ pub enum Checkpoints {
     /// The connection that commits, once the log passes 1,000 pages (SQLite's default):
     /// for short-lived processes (the command line, tests' side stores).
     AtCommit,
-    /// A task of the store's own, on a connection of its own, every few milliseconds:
-    /// a commit (a tip's) never waits for a checkpoint's writes and fsync, which on a
-    /// large database took tens of milliseconds each (issue 14). For the server.
+    /// A task of the store's own, on a connection of its own, every 200 ms
+    /// ([`CHECKPOINT_EVERY`]): a commit (a tip's) never waits for a checkpoint's writes
+    /// and fsync, which on a large database took tens of milliseconds each (issue 14).
+    /// For the server.
     Background,
 }
 
