@@ -1273,18 +1273,20 @@ const RETENTION_MONTHS: &str = "8";
 /// Intake at [`INTAKE_RATE`] from 16 connections (open loop: each sends on its own
 /// clock), for as long as `work` runs; answers the latency histogram, the answers that
 /// were not 201, and `work`'s output.
-async fn intake_while<F>(addr: SocketAddr, work: F) -> Result<(Histogram<u64>, u64, u64, String)>
+async fn intake_while<F>(addr: SocketAddr, work: F) -> Result<Intake>
 where
     F: std::future::Future<Output = Result<String>>,
 {
     const WORKERS: u64 = 16;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..WORKERS {
         let stop = stop.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::new(addr);
             let mut hist = new_hist();
+            let mut times = Vec::new();
             let (mut sent, mut failed) = (0u64, 0u64);
             let every = Duration::from_micros(1_000_000 * WORKERS / INTAKE_RATE);
             let mut tick = tokio::time::interval_at(
@@ -1301,26 +1303,58 @@ where
                 let r = conn
                     .send(Method::POST, "/api/v1/tips", "", Some(("application/json", Bytes::from(body))))
                     .await;
-                let _ = hist.record(micros(t.elapsed()).max(1));
+                let latency = micros(t.elapsed()).max(1);
+                let _ = hist.record(latency);
+                times.push((t.duration_since(started), latency));
                 sent += 1;
                 if !matches!(&r, Ok(reply) if reply.status == StatusCode::CREATED) {
                     failed += 1;
                 }
             }
-            (hist, sent, failed)
+            (hist, times, sent, failed)
         }));
     }
     let out = work.await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut hist = new_hist();
-    let (mut sent, mut failed) = (0, 0);
+    let mut intake = Intake {
+        hist: new_hist(),
+        times: Vec::new(),
+        sent: 0,
+        failed: 0,
+        out: String::new(),
+    };
     for t in tasks {
-        let (h, s, f) = t.await?;
-        hist.add(&h)?;
-        sent += s;
-        failed += f;
+        let (h, times, s, f) = t.await?;
+        intake.hist.add(&h)?;
+        intake.times.extend(times);
+        intake.sent += s;
+        intake.failed += f;
     }
-    Ok((hist, sent, failed, out?))
+    intake.out = out?;
+    Ok(intake)
+}
+
+/// What [`intake_while`] saw: the latencies (and when each request left, from the start),
+/// the answers that were not 201, and the work's output.
+struct Intake {
+    hist: Histogram<u64>,
+    times: Vec<(Duration, u64)>,
+    sent: u64,
+    failed: u64,
+    out: String,
+}
+
+impl Intake {
+    /// The latencies of the requests sent between `from` and `to` (from the start).
+    fn window(&self, from: Duration, to: Duration) -> Histogram<u64> {
+        let mut hist = new_hist();
+        for &(at, latency) in &self.times {
+            if at >= from && at < to {
+                let _ = hist.record(latency);
+            }
+        }
+        hist
+    }
 }
 
 /// Runs `tinbao ARGS` on the bench's data, as an operator would, and answers its output.
@@ -1376,51 +1410,81 @@ async fn retention_phases(
     db_url: Option<&str>,
 ) -> Result<()> {
     let t = Instant::now();
-    let (hist, sent, failed, _) = intake_while(addr, async {
+    let alone = intake_while(addr, async {
         tokio::time::sleep(Duration::from_secs(5)).await;
         Ok(String::new())
     })
     .await?;
-    print_intake("alone", &hist, sent, failed, t.elapsed().as_secs_f64());
+    print_intake(
+        "alone",
+        &alone.hist,
+        alone.sent,
+        alone.failed,
+        t.elapsed().as_secs_f64(),
+    );
 
     let t = Instant::now();
     let env = [("TINBAO_RETENTION__MONTHS", RETENTION_MONTHS)];
-    let (hist, sent, failed, out) = intake_while(
+    let pass = intake_while(
         addr,
         run_cli(bin, data, db_url, &["retention", "run"], &env),
     )
     .await?;
     let seconds = t.elapsed().as_secs_f64();
+    let out = &pass.out;
     for line in out.lines() {
         println!("  tinbao retention run: {line}");
     }
-    let destroyed = out
-        .split("destroyed the content of ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    let destroy_s = out
-        .split("past their retention in ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|n| n.parse::<f64>().ok())
-        .unwrap_or(f64::MAX);
+    let figure = |after: &str| {
+        out.split(after)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+    };
+    let destroyed = figure("destroyed the content of ").unwrap_or(0.0);
+    let destroy_s = figure("past their retention in ").unwrap_or(f64::MAX);
     let rate = destroyed / destroy_s;
     println!(
         "  destroyed {destroyed:.0} tips in {destroy_s:.2} s: {rate:.0} tips/s (target >= {DESTROY_TARGET_PER_S:.0}) [{}]",
         if rate >= DESTROY_TARGET_PER_S { "ok" } else { "MISS" }
     );
-    print_intake("during the pass", &hist, sent, failed, seconds);
+    print_intake(
+        "during the pass",
+        &pass.hist,
+        pass.sent,
+        pass.failed,
+        seconds,
+    );
+    // The pass's two parts apart: the destruction, then the wrap (the process's start
+    // counted with the destruction).
+    let destroy_end = Duration::from_secs_f64(destroy_s.min(seconds) + 0.2);
+    let end = Duration::from_secs_f64(seconds);
+    for (what, from, to) in [
+        ("while destroying", Duration::ZERO, destroy_end),
+        ("while wrapping", destroy_end, end),
+    ] {
+        let hist = pass.window(from, to);
+        println!(
+            "    {what} ({:.1} s): p50 {} · p99 {} · max {} ms [{}]",
+            to.saturating_sub(from).as_secs_f64(),
+            ms(hist.value_at_quantile(0.5)),
+            ms(hist.value_at_quantile(0.99)),
+            ms(hist.max()),
+            if hist.value_at_quantile(0.99) < INTAKE_P99_TARGET_US {
+                "ok"
+            } else {
+                "MISS"
+            }
+        );
+    }
 
     let backup = data.join("bench-backup");
     let t = Instant::now();
     let arg = backup.to_string_lossy().into_owned();
-    let (hist, sent, failed, out) =
-        intake_while(addr, run_cli(bin, data, db_url, &["backup", &arg], &[])).await?;
+    let b = intake_while(addr, run_cli(bin, data, db_url, &["backup", &arg], &[])).await?;
     let seconds = t.elapsed().as_secs_f64();
-    println!("  tinbao backup: {} ({seconds:.1} s)", out.trim());
-    print_intake("during the backup", &hist, sent, failed, seconds);
+    println!("  tinbao backup: {} ({seconds:.1} s)", b.out.trim());
+    print_intake("during the backup", &b.hist, b.sent, b.failed, seconds);
     let _ = std::fs::remove_dir_all(&backup);
     Ok(())
 }

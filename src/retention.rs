@@ -9,7 +9,7 @@
 use crate::clock::{now_ms, VN_OFFSET_MS};
 use crate::config::RetentionConfig;
 use crate::crypto::{KeyFileError, KeyFileLock, KeyRing, OpenError, WrappedKey};
-use crate::store::{ClosedGroup, RetentionRule, RewrappedKey, Store, StoreError};
+use crate::store::{ClosedGroup, Engine, RetentionRule, RewrappedKey, Store, StoreError};
 use chrono::{Duration, Months, NaiveDate};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -96,6 +96,10 @@ pub fn months_before(at: i64, months: u32) -> i64 {
         .map_or(i64::MIN, |t| t.and_utc().timestamp_millis() - VN_OFFSET_MS)
 }
 
+/// On SQLite, the pause between two of the pass's transactions, so that a writer waiting
+/// for the lock gets it.
+const BETWEEN_BATCHES: StdDuration = StdDuration::from_millis(2);
+
 /// Destroys every tip due at `now`, `batch` at a time; returns how many.
 pub async fn destroy_due(
     store: &Store,
@@ -115,8 +119,14 @@ pub async fn destroy_due(
             if (ids.len() as i64) < batch {
                 break;
             }
-            // Let waiting writers (tips arriving) in between batches.
-            tokio::task::yield_now().await;
+            // Let waiting writers (tips arriving) in between batches. On SQLite a writer
+            // that found the lock taken tries again every millisecond (`sqlite_busy`):
+            // without a pause this loop takes the lock again first, and tips wait for
+            // the whole pass.
+            match store.engine() {
+                Engine::Sqlite => tokio::time::sleep(BETWEEN_BATCHES).await,
+                Engine::Postgres => tokio::task::yield_now().await,
+            }
         }
     }
     if destroyed > 0 {
@@ -203,6 +213,7 @@ pub async fn wrap_for_destruction(
     let mut after = String::new();
     let mut total = 0u64;
     loop {
+        let started = std::time::Instant::now();
         let rows = store.retention_to_wrap(now, since, &after, 500).await?;
         let Some(last) = rows.last() else { break };
         after = last.id.clone();
@@ -249,6 +260,10 @@ pub async fn wrap_for_destruction(
             });
         }
         total += store.keys_store_rewrapped(&out).await?;
+        // Wrapping is never urgent (a tip's day is weeks or months away) and a backlog
+        // can take minutes of both cores: it works half of the time, so that tips
+        // arriving meanwhile find the database and a core free.
+        tokio::time::sleep(started.elapsed()).await;
     }
     Ok(total)
 }
@@ -358,6 +373,10 @@ pub async fn pass(
     now: i64,
     wait: StdDuration,
 ) -> Result<PassReport, RetentionError> {
+    // Its own connection on SQLite, whose commits do not wait for the disk: the pass
+    // ends with a checkpoint that does (in `destroy_due`), and a crash before loses only
+    // work the next pass does again.
+    let store = &store.for_maintenance().await?;
     let started = std::time::Instant::now();
     let mut report = PassReport {
         destroyed: destroy_due(store, config, now).await?,

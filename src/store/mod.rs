@@ -241,8 +241,10 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// The log's length (frames, 4 KiB each) past which the checkpointer also restarts it.
 /// Under steady writes a PASSIVE checkpoint never finds the log idle, so SQLite never
-/// starts it over: it grew by 200 MB a second under full intake load.
-const RESTART_AT_FRAMES: i64 = 8192;
+/// starts it over: it grew by 200 MB a second under full intake load. Each RESTART holds
+/// writers back for some tens of milliseconds under a heavy writer (50–140 ms beside the
+/// retention pass): at 32 MB they came every few seconds, a tip's 99th percentile.
+const RESTART_AT_FRAMES: i64 = 32_768;
 
 /// How long the checkpointer's RESTART waits for a commit in progress or for readers of
 /// the old log before it gives up until its next turn; writers wait for it meanwhile.
@@ -273,9 +275,14 @@ async fn spawn_checkpointer(
                     .fetch_one(&mut conn)
                     .await;
             if matches!(r, Ok((_, log, _)) if log > RESTART_AT_FRAMES) {
+                let started = std::time::Instant::now();
                 r = sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
                     .fetch_one(&mut conn)
                     .await;
+                tracing::debug!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "checkpoint: the write-ahead log restarted"
+                );
             }
             match r {
                 Ok(_) => failing = false,
@@ -391,6 +398,34 @@ impl Store {
                 _checkpointer: self._checkpointer.clone(),
             },
             None => self.clone(),
+        }
+    }
+
+    /// The store a long maintenance job (the retention pass) writes through: on SQLite a
+    /// connection of its own whose commits do not wait for the disk (`synchronous =
+    /// NORMAL`). Each of the job's many short transactions holds the database's one write
+    /// lock, and an fsync under it made tips wait for it; a crash now forgets at most the
+    /// job's last transactions (the next pass does them again), and the next commit of
+    /// a writer with `FULL` (a tip) puts them on disk with its own. On PostgreSQL the same
+    /// pool.
+    pub async fn for_maintenance(&self) -> StoreResult<Store> {
+        match &self.pool {
+            Pool::Sqlite(p) => {
+                let opts = (*p.connect_options())
+                    .clone()
+                    .synchronous(SqliteSynchronous::Normal);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .after_connect(|conn, _| Box::pin(async move { set_busy_handler(conn).await }))
+                    .connect_with(opts)
+                    .await?;
+                Ok(Store {
+                    pool: Pool::Sqlite(pool),
+                    writers: None,
+                    _checkpointer: self._checkpointer.clone(),
+                })
+            }
+            Pool::Postgres(_) => Ok(self.clone()),
         }
     }
 
