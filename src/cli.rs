@@ -207,9 +207,37 @@ fn init_logging() {
         .try_init();
 }
 
+/// Reads the command line.
+pub fn parse() -> Cli {
+    Cli::parse()
+}
+
+impl Cli {
+    /// Whether the command is a copy of the whole database made beside running servers
+    /// (`backup`): it reads and checks a gigabyte while tips arrive, so its process
+    /// should give the servers the processor first ([`step_aside`]). Its reads hold no
+    /// lock a server's write waits for.
+    pub fn runs_beside_servers(&self) -> bool {
+        matches!(self.command, Some(Command::Backup { .. }))
+    }
+}
+
+/// Lowers this process's processor priority (nice 10) for the threads it starts from
+/// now on: the thread calling it and every thread it creates. Called before the runtime
+/// starts, it covers the whole command, the database's threads included.
+pub fn step_aside() {
+    if let Err(e) = rustix::process::setpriority_process(None, 10) {
+        eprintln!("tinbao: could not lower this command's priority ({e}); it runs at the servers' priority");
+    }
+}
+
 /// Runs the command line.
 pub async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    run_parsed(Cli::parse()).await
+}
+
+/// Runs a command line already read.
+pub async fn run_parsed(cli: Cli) -> anyhow::Result<()> {
     init_logging();
     let config = Config::load()?;
     match cli.command.unwrap_or(Command::Serve) {

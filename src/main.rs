@@ -5,9 +5,23 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match tinbao::cli::run().await {
+fn main() -> std::process::ExitCode {
+    let cli = tinbao::cli::parse();
+    // Before the runtime starts its threads, which inherit the priority.
+    if cli.runs_beside_servers() {
+        tinbao::cli::step_aside();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tinbao: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tinbao::cli::run_parsed(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tinbao: {e:#}");

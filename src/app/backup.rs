@@ -135,6 +135,16 @@ pub async fn backup(
     let path = dir.join(MANIFEST);
     std::fs::write(&path, manifest).with_context(|| format!("cannot write {}", path.display()))?;
     private_file(&path)?;
+    // On the disk before the command says it is done: neither `VACUUM INTO` nor pg_dump
+    // syncs what it wrote.
+    for file in [&made.file, &path] {
+        std::fs::File::open(file)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("cannot write {} to the disk", file.display()))?;
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot write the folder {} to the disk", dir.display()))?;
     Ok(made)
 }
 
