@@ -173,6 +173,10 @@ pub const MAX_PENDING_PER_VILLAGE: i64 = 100;
 /// Most email subscriptions waiting for confirmation in all.
 pub const MAX_PENDING_TOTAL: i64 = 5_000;
 
+/// Chunks of a fan-out written at once on PostgreSQL, each on a connection (a core) of
+/// its own: a million recipients in about half the time of one at a time.
+const FANOUT_LANES: usize = 2;
+
 /// The broadcast service, shared by the console, the bots, the web pages and the runner.
 #[derive(Clone)]
 pub struct Broadcasts {
@@ -731,7 +735,8 @@ impl Broadcasts {
         Ok(())
     }
 
-    /// Puts every recipient of a sending broadcast in the outbox, chunk by chunk, under
+    /// Puts every recipient of a sending broadcast in the outbox, chunk by chunk (on
+    /// PostgreSQL [`FANOUT_LANES`] chunks at once), under
     /// a lease so that one process does it; resumes where a killed process stopped.
     pub async fn fan_out(&self, id: &str) -> Result<u64, BroadcastError> {
         const LEASE_MS: i64 = 15_000;
@@ -741,13 +746,21 @@ impl Broadcasts {
             return Ok(0);
         };
         let chunk = self.inner.config.fanout_chunk.max(100);
+        // Resumed after a process died mid-way: rows it wrote may not have been counted.
+        let mut recount = b.fanout_village != 0 || b.fanout_cursor != 0;
         let mut total = 0;
         loop {
             let now = now_ms();
-            let (row, step) = store.fanout_chunk(&b, chunk, now, now + LEASE_MS).await?;
+            let (row, step) = store
+                .fanout_chunks(&b, chunk, FANOUT_LANES, now, now + LEASE_MS)
+                .await?;
             total += step.inserted;
+            recount |= step.skipped;
             if step.inserted > 0 {
                 self.inner.wake_outbox.notify_one();
+            }
+            if step.done && recount {
+                store.recount_queued(id).await?;
             }
             if step.done || row.status != BroadcastStatus::Sending {
                 break;

@@ -174,6 +174,24 @@ pub struct FanoutStep {
     pub inserted: u64,
     /// Every subscriber has been visited.
     pub done: bool,
+    /// Rows of the chunk were in the outbox already (written before a crash): skipped.
+    pub skipped: bool,
+}
+
+/// The chunk's size and last subscriber id, to move the cursor even when every row of the
+/// chunk was a duplicate (two numbers: not the chunk's 20,000 ids).
+const FANOUT_WINDOW: &str = "SELECT COUNT(*), MAX(id) FROM (SELECT id FROM subscribers \
+     WHERE village_id = $1 AND id > $2 ORDER BY id LIMIT $3) w";
+
+/// A fan-out's statements in one village ([`Store::fanout_sql`]).
+struct FanoutSql {
+    /// The village (none: past the last one).
+    village: Option<i64>,
+    /// Its subscribers between two ids into the outbox (`$1` the broadcast, `$2` now,
+    /// `$3` the village, `$4` after, `$5` up to).
+    insert: String,
+    /// The same, skipping rows already there.
+    insert_skipping: String,
 }
 
 /// The settlement of one outbox message, written in batches.
@@ -549,19 +567,8 @@ impl Store {
             .bind(until).bind(id).bind(now).fetch_optional(p).await)
     }
 
-    /// Fans one chunk of a broadcast's audience into the outbox: up to `limit` active
-    /// subscribers of the village the cursor is in, after the cursor, on the broadcast's
-    /// transports. A person subscribed to several of the villages gets one message: the
-    /// outbox id is derived from the broadcast and the person's pseudonym. The cursor moves
-    /// in the same transaction, so a crash repeats nothing and skips no one; the lease
-    /// is extended to `until`.
-    pub async fn fanout_chunk(
-        &self,
-        b: &BroadcastRow,
-        limit: i64,
-        now: i64,
-        until: i64,
-    ) -> StoreResult<(BroadcastRow, FanoutStep)> {
+    /// The statements of a broadcast's fan-out in the village its cursor is in.
+    fn fanout_sql(&self, b: &BroadcastRow) -> FanoutSql {
         let villages = parse_ids(&b.villages);
         let transports: Vec<&str> = b.transports.split(',').filter(|t| !t.is_empty()).collect();
         let list = quoted_list(&transports);
@@ -591,11 +598,6 @@ impl Store {
                  d.transport = s.transport AND d.status = 'active' AND d.village_id IN ({list}))"
             )
         };
-        // The chunk's size and last subscriber id, to move the cursor even when every row
-        // of the chunk was a duplicate (two numbers: not the chunk's 20,000 ids).
-        let window =
-            "SELECT COUNT(*), MAX(id) FROM (SELECT id FROM subscribers WHERE village_id = $1 \
-                      AND id > $2 ORDER BY id LIMIT $3) w";
         let insert = format!(
             "INSERT INTO outbox (id, transport, priority, status, broadcast_id, subscriber_id, village_id, \
              next_attempt_at, created_at) \
@@ -603,11 +605,162 @@ impl Store {
              WHERE s.village_id = $3 AND s.id > $4 AND s.id <= $5 AND s.status = 'active' AND s.transport IN ({list}){once}",
             bulk = super::PRIORITY_BULK
         );
-        // The rows of a chunk cannot be there already (the cursor moves in the chunk's own
-        // transaction), so the chunk is a plain insert, a third cheaper on PostgreSQL than
-        // one that resolves conflicts; should a row be there all the same, the chunk is
-        // done again with the conflicting rows skipped.
+        // The rows of a chunk cannot be there already (the cursor moves past them once
+        // they are written), so a chunk is a plain insert, a third cheaper on PostgreSQL
+        // than one that resolves conflicts; should a row be there all the same, the chunk
+        // is done again with the conflicting rows skipped.
         let insert_skipping = format!("{insert} ON CONFLICT (id) DO NOTHING");
+        FanoutSql {
+            village,
+            insert,
+            insert_skipping,
+        }
+    }
+
+    /// PostgreSQL: fans up to `lanes` chunks of `limit` subscribers of the village the
+    /// cursor is in at once, each in a transaction of its own on a connection of its own
+    /// (the database's work on as many cores), then moves the cursor past them in one
+    /// more. A crash before the cursor moved leaves rows the cursor has not passed: the
+    /// chunks are done again with those rows skipped ([`FanoutStep::skipped`]), and
+    /// [`Store::recount_queued`] puts the broadcast's count right. SQLite (one writer)
+    /// does one chunk at a time ([`Store::fanout_chunk`]).
+    pub async fn fanout_chunks(
+        &self,
+        b: &BroadcastRow,
+        limit: i64,
+        lanes: usize,
+        now: i64,
+        until: i64,
+    ) -> StoreResult<(BroadcastRow, FanoutStep)> {
+        let Pool::Postgres(p) = &self.pool else {
+            return self.fanout_chunk(b, limit, now, until).await;
+        };
+        if lanes < 2 {
+            return self.fanout_chunk(b, limit, now, until).await;
+        }
+        let villages = parse_ids(&b.villages);
+        let sql = self.fanout_sql(b);
+        // The chunks: (after, last) subscriber ids, and whether the village ends with them.
+        let mut windows = Vec::with_capacity(lanes);
+        let mut after = b.fanout_cursor;
+        let mut village_ends = true;
+        if let Some(v) = sql.village {
+            for _ in 0..lanes {
+                let (count, last): (i64, Option<i64>) = sqlx::query_as(FANOUT_WINDOW)
+                    .bind(v)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_one(p)
+                    .await?;
+                let Some(last) = last else { break };
+                windows.push((after, last));
+                after = last;
+                if count < limit {
+                    break;
+                }
+                village_ends = false;
+            }
+            if windows.len() == lanes {
+                // A full last chunk: whether the village goes on is the next round's to see.
+                village_ends = false;
+            }
+        }
+        let sql = &sql;
+        let chunks = windows.iter().map(|&(from, to)| async move {
+            let mut tx = p.begin().await?;
+            // As in `fanout_chunk`: a chunk lost in a crash is done again.
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+            let bind = |q| {
+                sqlx::query(q)
+                    .bind(&b.id)
+                    .bind(now)
+                    .bind(sql.village)
+                    .bind(from)
+                    .bind(to)
+            };
+            sqlx::query("SAVEPOINT chunk").execute(&mut *tx).await?;
+            let (n, skipped) = match bind(&sql.insert).execute(&mut *tx).await {
+                Ok(r) => (r.rows_affected(), false),
+                Err(e) if super::is_unique_violation(&e) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT chunk")
+                        .execute(&mut *tx)
+                        .await?;
+                    let r = bind(&sql.insert_skipping).execute(&mut *tx).await?;
+                    (r.rows_affected(), true)
+                }
+                Err(e) => return Err(e),
+            };
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>((n, skipped))
+        });
+        let written = futures_util::future::try_join_all(chunks).await?;
+        let inserted: u64 = written.iter().map(|w| w.0).sum();
+        let skipped = written.iter().any(|w| w.1);
+        let (next_village, next_cursor) = if village_ends {
+            (b.fanout_village + 1, 0)
+        } else {
+            (b.fanout_village, after)
+        };
+        let done = usize::try_from(next_village).unwrap_or(usize::MAX) >= villages.len();
+        let mut tx = p.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        let row: BroadcastRow = sqlx::query_as(&format!(
+            "UPDATE broadcasts SET fanout_village = $1, fanout_cursor = $2, queued = queued + $3, \
+             fanout_done = $4, fanout_until = $5 WHERE id = $6 RETURNING {BROADCAST_COLUMNS}"
+        ))
+        .bind(next_village)
+        .bind(next_cursor)
+        .bind(inserted as i64)
+        .bind(i64::from(done))
+        .bind(until)
+        .bind(&b.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((
+            row,
+            FanoutStep {
+                inserted,
+                done,
+                skipped,
+            },
+        ))
+    }
+
+    /// Sets a broadcast's count of messages put in the outbox to what the outbox holds
+    /// (after a fan-out that resumed from a crash, whose rows may have been written
+    /// without being counted).
+    pub async fn recount_queued(&self, id: &str) -> StoreResult<i64> {
+        on_pool!(self, p => sqlx::query_scalar(
+            "UPDATE broadcasts SET queued = (SELECT COUNT(*) FROM outbox WHERE broadcast_id = $1) \
+             WHERE id = $1 RETURNING queued")
+            .bind(id).fetch_one(p).await)
+    }
+
+    /// Fans one chunk of a broadcast's audience into the outbox: up to `limit` active
+    /// subscribers of the village the cursor is in, after the cursor, on the broadcast's
+    /// transports. A person subscribed to several of the villages gets one message: the
+    /// outbox id is derived from the broadcast and the person's pseudonym. The cursor moves
+    /// in the same transaction, so a crash repeats nothing and skips no one; the lease
+    /// is extended to `until`.
+    pub async fn fanout_chunk(
+        &self,
+        b: &BroadcastRow,
+        limit: i64,
+        now: i64,
+        until: i64,
+    ) -> StoreResult<(BroadcastRow, FanoutStep)> {
+        let villages = parse_ids(&b.villages);
+        let FanoutSql {
+            village,
+            insert,
+            insert_skipping,
+        } = self.fanout_sql(b);
+        let window = FANOUT_WINDOW;
         let (row, step) = on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             if matches!(self.pool, Pool::Postgres(_)) {
@@ -623,6 +776,7 @@ impl Store {
                     .fetch_one(&mut *tx).await?,
                 None => (0, None),
             };
+            let mut skipped = false;
             let (inserted, next_village, next_cursor) = match last {
                 Some(last) => {
                     let bind = |sql| sqlx::query(sql)
@@ -632,6 +786,7 @@ impl Store {
                         Ok(r) => r.rows_affected(),
                         Err(e) if super::is_unique_violation(&e) => {
                             sqlx::query("ROLLBACK TO SAVEPOINT chunk").execute(&mut *tx).await?;
+                            skipped = true;
                             bind(&insert_skipping).execute(&mut *tx).await?.rows_affected()
                         }
                         Err(e) => return Err(e.into()),
@@ -652,7 +807,7 @@ impl Store {
                 .bind(until).bind(&b.id)
                 .fetch_one(&mut *tx).await?;
             tx.commit().await?;
-            (row, FanoutStep { inserted, done })
+            (row, FanoutStep { inserted, done, skipped })
         });
         Ok((row, step))
     }

@@ -517,6 +517,107 @@ fn phone(i: usize) -> String {
     format!("+8491{i:07}")
 }
 
+engine_test!(a_fanout_whose_cursor_was_lost_redoes_its_chunks_without_doubling_or_miscounting);
+/// Chunks written (on PostgreSQL two at once, each in its own transaction) but the cursor
+/// never moved past them, as when the process dies between the two: the fan-out done
+/// again skips the rows already there, reaches everyone once, and counts each once.
+async fn a_fanout_whose_cursor_was_lost_redoes_its_chunks_without_doubling_or_miscounting(
+    engine: Engine,
+) {
+    const N: i64 = 450;
+    let app = spawn_app_with(engine, |c| {
+        c.broadcast.fanout_chunk = 100;
+    })
+    .await;
+    let store = app.state.intake.store().clone();
+    let b = &app.state.broadcasts;
+    let village = store.add_village(COMMUNE, "Thôn Đông").await.unwrap();
+    for i in 0..N {
+        b.subscribe(
+            Transport::TELEGRAM,
+            &(500_000 + i).to_string(),
+            village,
+            "vi",
+        )
+        .await
+        .unwrap();
+    }
+    let mut texts = BTreeMap::new();
+    texts.insert("vi".to_string(), VI.to_string());
+    store
+        .insert_broadcast(&tinbao::store::NewBroadcast {
+            id: "lostcursor".into(),
+            commune_code: COMMUNE,
+            author_id: "head".into(),
+            title: "Tháng hành động".into(),
+            texts: serde_json::to_string(&texts).unwrap(),
+            transports: "telegram".into(),
+            villages: village.to_string(),
+            status: tinbao::store::BroadcastStatus::Scheduled,
+            send_at: i64::MAX / 2,
+            approved_by: Some("officer".into()),
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    // Sending, under a lease of this test's (the server's runner keeps off it).
+    let now = tinbao::clock::now_ms();
+    app.exec(&format!(
+        "UPDATE broadcasts SET status = 'sending', started_at = {now}, fanout_until = {} WHERE id = 'lostcursor'",
+        now + 600_000
+    ))
+    .await;
+    let row = store.broadcast("lostcursor").await.unwrap().unwrap();
+    let (_, step) = store
+        .fanout_chunks(&row, 100, 2, now, now + 600_000)
+        .await
+        .unwrap();
+    let written = match engine {
+        Engine::Postgres => 200,
+        Engine::Sqlite => 100,
+    };
+    assert_eq!(
+        (step.inserted, step.done, step.skipped),
+        (written, false, false)
+    );
+    // The cursor's move is lost; the lease runs out.
+    app.exec("UPDATE broadcasts SET fanout_cursor = 0, queued = 0, fanout_until = 0 WHERE id = 'lostcursor'")
+        .await;
+    let ours = b.fan_out("lostcursor").await.unwrap();
+    eventually("the fan-out is done again", || {
+        let store = store.clone();
+        async move {
+            store
+                .broadcast("lostcursor")
+                .await
+                .unwrap()
+                .unwrap()
+                .fanout_done
+                == 1
+        }
+    })
+    .await;
+    let rows = app
+        .query_count("SELECT COUNT(*) FROM outbox WHERE broadcast_id = 'lostcursor'")
+        .await;
+    let people = app
+        .query_count(
+            "SELECT COUNT(DISTINCT subscriber_id) FROM outbox WHERE broadcast_id = 'lostcursor'",
+        )
+        .await;
+    assert_eq!((rows, people), (N, N), "everyone once");
+    if ours > 0 {
+        assert_eq!(
+            ours,
+            (N as u64) - written,
+            "the redone chunks wrote nothing twice"
+        );
+    }
+    let queued = store.broadcast("lostcursor").await.unwrap().unwrap().queued;
+    assert_eq!(queued, N, "each message counted once");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_killed_server_resumes_the_broadcast_without_skipping_or_repeating_anyone() {
     const N: usize = 300;
