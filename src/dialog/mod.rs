@@ -91,6 +91,8 @@ struct Inner {
     keys: Arc<KeyRing>,
     bot: Bot,
     inbox: InboxWriter,
+    /// Events stored in the inbox since the process started (a flood's measure).
+    accepted: std::sync::atomic::AtomicU64,
     wake_processor: Notify,
     outbox: Outbox,
     photos: Option<Arc<dyn PhotoSource>>,
@@ -122,6 +124,7 @@ impl Chat {
                 store,
                 intake,
                 bot,
+                accepted: std::sync::atomic::AtomicU64::new(0),
                 wake_processor: Notify::new(),
                 outbox,
                 photos,
@@ -246,6 +249,9 @@ impl Chat {
             }
         }
         if fresh > 0 {
+            self.inner
+                .accepted
+                .fetch_add(fresh as u64, std::sync::atomic::Ordering::Relaxed);
             self.inner.wake_processor.notify_one();
             metrics::counter!("tinbao_inbound_events_total").increment(fresh as u64);
         }
@@ -298,18 +304,36 @@ impl Chat {
     /// events to be stored (a flood), processing waits, up to a quarter of a second a
     /// round, so that accepting events durably comes first; the backlog is processed
     /// once the flood ebbs, and at least a claim (64 events) a round meanwhile. A trickle
-    /// (one to three waiting at once) does not hold processing back. With 16 waiting as
-    /// the mark, sixteen gateways sending at once kept processing's writes between every
-    /// two batches of the inbox's, and accepted a quarter of what the inbox can take
-    /// (issue 15).
+    /// holds processing back one look (20 ms) a round. With 16 waiting as the mark,
+    /// sixteen gateways sending at once kept processing's writes between every two
+    /// batches of the inbox's, and accepted a quarter of what the inbox can take (issue
+    /// 15); with 4, processing still slipped in whenever a batch had just emptied the
+    /// queue.
     async fn yield_to_intake(&self) {
         const FLOOD: usize = 4;
+        // Events stored in a look: 8 in 20 ms is 400 a second.
+        const FLOOD_STORED: u64 = 8;
+        const LOOK: Duration = Duration::from_millis(20);
         if self.inner.store.engine() != crate::store::Engine::Sqlite {
             return;
         }
         let start = tokio::time::Instant::now();
-        while self.inner.inbox.pending() >= FLOOD && start.elapsed() < Duration::from_millis(250) {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        let stored = || {
+            self.inner
+                .accepted
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        // A flood is many webhooks waiting now, or many events stored in the last look
+        // (the writer empties its queue a batch at a time, so "waiting" alone comes and
+        // goes within a flood, and processing slipped in at every dip).
+        let mut before = stored();
+        while start.elapsed() < Duration::from_millis(250) {
+            tokio::time::sleep(LOOK).await;
+            let now = stored();
+            if now - before < FLOOD_STORED && self.inner.inbox.pending() < FLOOD {
+                break;
+            }
+            before = now;
         }
     }
 
