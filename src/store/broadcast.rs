@@ -183,6 +183,15 @@ pub struct FanoutStep {
 const FANOUT_WINDOW: &str = "SELECT COUNT(*), MAX(id) FROM (SELECT id FROM subscribers \
      WHERE village_id = $1 AND id > $2 ORDER BY id LIMIT $3) w";
 
+/// Moves a fan-out's cursor (`$1` village, `$2` subscriber id), counts what it queued
+/// (`$3`), says whether it is done (`$4`) and extends its lease (`$5`) for broadcast `$6`.
+fn fanout_advance() -> String {
+    format!(
+        "UPDATE broadcasts SET fanout_village = $1, fanout_cursor = $2, queued = queued + $3, \
+         fanout_done = $4, fanout_until = $5 WHERE id = $6 RETURNING {BROADCAST_COLUMNS}"
+    )
+}
+
 /// A fan-out's statements in one village ([`Store::fanout_sql`]).
 struct FanoutSql {
     /// The village (none: past the last one).
@@ -632,37 +641,31 @@ impl Store {
         now: i64,
         until: i64,
     ) -> StoreResult<(BroadcastRow, FanoutStep)> {
-        let Pool::Postgres(p) = &self.pool else {
-            return self.fanout_chunk(b, limit, now, until).await;
+        let p = match &self.pool {
+            Pool::Postgres(p) if lanes > 1 => p,
+            _ => return self.fanout_chunk(b, limit, now, until).await,
         };
-        if lanes < 2 {
-            return self.fanout_chunk(b, limit, now, until).await;
-        }
         let villages = parse_ids(&b.villages);
         let sql = self.fanout_sql(b);
-        // The chunks: (after, last) subscriber ids, and whether the village ends with them.
+        // The chunks: (after, last) subscriber ids; the village ends with a chunk short
+        // of `limit` (or with none).
         let mut windows = Vec::with_capacity(lanes);
         let mut after = b.fanout_cursor;
         let mut village_ends = true;
         if let Some(v) = sql.village {
-            for _ in 0..lanes {
+            village_ends = false;
+            while windows.len() < lanes && !village_ends {
                 let (count, last): (i64, Option<i64>) = sqlx::query_as(FANOUT_WINDOW)
                     .bind(v)
                     .bind(after)
                     .bind(limit)
                     .fetch_one(p)
                     .await?;
-                let Some(last) = last else { break };
-                windows.push((after, last));
-                after = last;
-                if count < limit {
-                    break;
+                village_ends = count < limit;
+                if let Some(last) = last {
+                    windows.push((after, last));
+                    after = last;
                 }
-                village_ends = false;
-            }
-            if windows.len() == lanes {
-                // A full last chunk: whether the village goes on is the next round's to see.
-                village_ends = false;
             }
         }
         let sql = &sql;
@@ -708,18 +711,15 @@ impl Store {
         sqlx::query("SET LOCAL synchronous_commit = off")
             .execute(&mut *tx)
             .await?;
-        let row: BroadcastRow = sqlx::query_as(&format!(
-            "UPDATE broadcasts SET fanout_village = $1, fanout_cursor = $2, queued = queued + $3, \
-             fanout_done = $4, fanout_until = $5 WHERE id = $6 RETURNING {BROADCAST_COLUMNS}"
-        ))
-        .bind(next_village)
-        .bind(next_cursor)
-        .bind(inserted as i64)
-        .bind(i64::from(done))
-        .bind(until)
-        .bind(&b.id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let row: BroadcastRow = sqlx::query_as(&fanout_advance())
+            .bind(next_village)
+            .bind(next_cursor)
+            .bind(inserted as i64)
+            .bind(i64::from(done))
+            .bind(until)
+            .bind(&b.id)
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok((
             row,
@@ -760,7 +760,6 @@ impl Store {
             insert,
             insert_skipping,
         } = self.fanout_sql(b);
-        let window = FANOUT_WINDOW;
         let (row, step) = on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
             if matches!(self.pool, Pool::Postgres(_)) {
@@ -771,7 +770,7 @@ impl Store {
                 sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
             }
             let (count, last): (i64, Option<i64>) = match village {
-                Some(v) => sqlx::query_as(window)
+                Some(v) => sqlx::query_as(FANOUT_WINDOW)
                     .bind(v).bind(b.fanout_cursor).bind(limit)
                     .fetch_one(&mut *tx).await?,
                 None => (0, None),
@@ -800,9 +799,7 @@ impl Store {
                 None => (0, b.fanout_village + 1, 0),
             };
             let done = usize::try_from(next_village).unwrap_or(usize::MAX) >= villages.len();
-            let row: BroadcastRow = sqlx::query_as(&format!(
-                "UPDATE broadcasts SET fanout_village = $1, fanout_cursor = $2, queued = queued + $3, \
-                 fanout_done = $4, fanout_until = $5 WHERE id = $6 RETURNING {BROADCAST_COLUMNS}"))
+            let row: BroadcastRow = sqlx::query_as(&fanout_advance())
                 .bind(next_village).bind(next_cursor).bind(inserted as i64).bind(i64::from(done))
                 .bind(until).bind(&b.id)
                 .fetch_one(&mut *tx).await?;
