@@ -46,7 +46,9 @@
 //! Other knobs: `BENCH_ENGINES` (`sqlite,postgres`), `BENCH_CLIENT_THREADS` (1),
 //! `BENCH_SEED` (42, the data's shape; keys and ids are random anyway), and `BENCH_KEEP=1`
 //! to keep the SQLite data directory and the PostgreSQL database for inspection (their
-//! names are printed).
+//! names are printed). `BENCH_SNAPSHOT=DIR` (the retention bench, SQLite): the first run
+//! saves its seeded data folder there, later runs copy it instead of seeding (4 minutes);
+//! `BENCH_RETENTION_PHASES` (`pass,backup`) picks what the retention bench measures.
 
 #[path = "common/procstat.rs"]
 mod procstat;
@@ -368,8 +370,27 @@ async fn bench_engine(bin: &Path, settings: &Settings, engine: Engine<'_>) -> Re
         ..Config::default()
     };
 
-    // 1. Seeding, accounts.
-    let seeded = seed(&config, settings).await?;
+    // 1. Seeding, accounts (or, for the retention bench on SQLite, a copy of an earlier
+    // run's seed: `BENCH_SNAPSHOT`).
+    let snapshot = match engine {
+        Engine::Sqlite if RETENTION => std::env::var_os("BENCH_SNAPSHOT").map(PathBuf::from),
+        _ => None,
+    };
+    let seeded = match &snapshot {
+        Some(dir) if dir.join("tinbao.db").exists() => {
+            copy_files(dir, data.path())?;
+            println!("  the seed copied from {} (BENCH_SNAPSHOT)", dir.display());
+            None
+        }
+        _ => {
+            let seeded = seed(&config, settings).await?;
+            if let Some(dir) = &snapshot {
+                copy_files(data.path(), dir)?;
+                println!("  the seed saved to {} (BENCH_SNAPSHOT)", dir.display());
+            }
+            Some(seeded)
+        }
+    };
     let db_bytes = match &engine {
         Engine::Sqlite => ["tinbao.db", "tinbao.db-wal"]
             .iter()
@@ -385,6 +406,23 @@ async fn bench_engine(bin: &Path, settings: &Settings, engine: Engine<'_>) -> Re
     let addr = server.addr;
     let pid = server.pid();
     let sampler = RssSampler::start(pid);
+    if RETENTION {
+        retention_phases(bin, addr, data.path(), db_url.as_deref()).await?;
+        server.stop().await;
+        return Ok(EngineResult {
+            engine: match engine {
+                Engine::Sqlite => "SQLite",
+                Engine::Postgres(_) => "PostgreSQL",
+            },
+            seed_seconds: seeded.as_ref().map_or(0.0, |s| s.seconds),
+            seed_rate: seeded.as_ref().map_or(0.0, |s| s.rate),
+            db_bytes,
+            phases: Vec::new(),
+            peak_rss_kb: sampler.stop(),
+            hwm_kb: 0,
+        });
+    }
+    let seeded = seeded.context("no seed")?;
     let officer = Arc::new(
         login(addr, &seeded.officer.0, &seeded.officer.1)
             .await
@@ -400,10 +438,7 @@ async fn bench_engine(bin: &Path, settings: &Settings, engine: Engine<'_>) -> Re
     // 3. The phases.
     let c = &seeded.counts;
     let village = seeded.villages[0];
-    let phases = if RETENTION {
-        retention_phases(bin, addr, data.path(), db_url.as_deref()).await?;
-        Vec::new()
-    } else if REPORTS {
+    let phases = if REPORTS {
         report_phases(&officer, &province)
     } else {
         vec![
@@ -506,6 +541,19 @@ async fn bench_engine(bin: &Path, settings: &Settings, engine: Engine<'_>) -> Re
         peak_rss_kb,
         hwm_kb,
     })
+}
+
+/// Copies the files (not the folders) of `from` into `to`, creating it.
+fn copy_files(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))
+                .with_context(|| format!("copying {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1423,6 +1471,24 @@ async fn retention_phases(
         t.elapsed().as_secs_f64(),
     );
 
+    // `BENCH_RETENTION_PHASES` (`pass,backup`): which of the two to measure.
+    let phases = std::env::var("BENCH_RETENTION_PHASES").unwrap_or_else(|_| "pass,backup".into());
+    if phases.split(',').any(|p| p.trim() == "pass") {
+        retention_pass(bin, addr, data, db_url).await?;
+    }
+    if phases.split(',').any(|p| p.trim() == "backup") {
+        backup_phase(bin, addr, data, db_url).await?;
+    }
+    Ok(())
+}
+
+/// `tinbao retention run` (about 300,000 tips due, 8 months' retention) while tips arrive.
+async fn retention_pass(
+    bin: &Path,
+    addr: SocketAddr,
+    data: &Path,
+    db_url: Option<&str>,
+) -> Result<()> {
     let t = Instant::now();
     let env = [("TINBAO_RETENTION__MONTHS", RETENTION_MONTHS)];
     let pass = intake_while(
@@ -1477,7 +1543,16 @@ async fn retention_phases(
             }
         );
     }
+    Ok(())
+}
 
+/// `tinbao backup` of the whole database while tips arrive.
+async fn backup_phase(
+    bin: &Path,
+    addr: SocketAddr,
+    data: &Path,
+    db_url: Option<&str>,
+) -> Result<()> {
     let backup = data.join("bench-backup");
     let t = Instant::now();
     let arg = backup.to_string_lossy().into_owned();

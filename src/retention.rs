@@ -122,9 +122,13 @@ pub async fn destroy_due(
             // Let waiting writers (tips arriving) in between batches. On SQLite a writer
             // that found the lock taken tries again every millisecond (`sqlite_busy`):
             // without a pause this loop takes the lock again first, and tips wait for
-            // the whole pass.
+            // the whole pass. The batch's log goes to disk meanwhile, outside the lock,
+            // not with the next tip's commit.
             match store.engine() {
-                Engine::Sqlite => tokio::time::sleep(BETWEEN_BATCHES).await,
+                Engine::Sqlite => {
+                    store.sync_log().await;
+                    tokio::time::sleep(BETWEEN_BATCHES).await;
+                }
                 Engine::Postgres => tokio::task::yield_now().await,
             }
         }
@@ -260,6 +264,7 @@ pub async fn wrap_for_destruction(
             });
         }
         total += store.keys_store_rewrapped(&out).await?;
+        store.sync_log().await;
         // Wrapping is never urgent (a tip's day is weeks or months away) and a backlog
         // can take minutes of both cores: it works half of the time, so that tips
         // arriving meanwhile find the database and a core free.

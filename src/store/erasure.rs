@@ -49,3 +49,28 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// On SQLite, puts what the write-ahead log holds on disk (`fdatasync` of the `-wal`
+    /// file), outside any transaction. A maintenance connection commits without syncing
+    /// (`synchronous = NORMAL`, [`Store::for_maintenance`]); without this its megabytes of
+    /// log were flushed by the next tip's commit, under the write lock, and every tip
+    /// waited for them. Nothing depends on it for durability, so a failure is only logged.
+    /// Does nothing on PostgreSQL.
+    pub async fn sync_log(&self) {
+        let Pool::Sqlite(p) = &self.pool else {
+            return;
+        };
+        let mut wal = p.connect_options().get_filename().as_os_str().to_owned();
+        wal.push("-wal");
+        let synced = tokio::task::spawn_blocking(move || std::fs::File::open(&wal)?.sync_data())
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        match synced {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::debug!(error = %e, "could not sync the write-ahead log"),
+        }
+    }
+}

@@ -155,7 +155,7 @@ impl Store {
     ) -> StoreResult<Vec<String>> {
         let sql = |lock: &str| {
             format!(
-                "UPDATE tips SET destroyed_at = $2, key_id = '-', wrapped_key = NULL, description = $3, \
+                "UPDATE tips SET destroyed_at = $2, wrapped_key = NULL, description = $3, \
                  place_details = NULL, village_text = NULL, occurred_at = NULL, contact = NULL, hold_until = NULL, \
                  hold_by = NULL, hold_reason = NULL WHERE id IN ({pick}{lock}) RETURNING id"
             )
