@@ -268,7 +268,13 @@ enum Probe {
 
 impl Probe {
     async fn count(&mut self, table: &str) -> Result<i64> {
-        let sql = format!("SELECT COUNT(*) FROM {table}");
+        // Events waiting: in the inbox, and arrived but not sorted into it yet.
+        let sql = match table {
+            "inbox" => {
+                "SELECT (SELECT COUNT(*) FROM inbox) + (SELECT COUNT(*) FROM inbox_arrivals)".into()
+            }
+            _ => format!("SELECT COUNT(*) FROM {table}"),
+        };
         let n: i64 = match self {
             Probe::Sqlite(c) => sqlx::query_scalar(&sql).fetch_one(c).await?,
             Probe::Pg(c) => sqlx::query_scalar(&sql).fetch_one(c).await?,

@@ -56,55 +56,134 @@ pub struct TipContactRow {
 
 const INBOX_COLUMNS: &str = "id, ref, transport, sender, received_at, attempts, event";
 
+/// Rows a statement writes at most: SQLite binds 32,766 values, PostgreSQL 65,535.
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// The advisory-lock key of the arrivals' sorting ("tinbao", job 3).
+const ARRIVALS_LOCK: i64 = 0x7469_6e62_616f_0003;
+
+/// An event as it arrived, before it is sorted into the inbox.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct ArrivalRow {
+    id: i64,
+    #[sqlx(rename = "ref")]
+    reference: String,
+    transport: String,
+    sender: Vec<u8>,
+    received_at: i64,
+    event: Vec<u8>,
+    dedupe_key: Vec<u8>,
+    dedupe_after: i64,
+}
+
+/// What one sorting of arrivals did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sorted {
+    /// Events moved into the inbox.
+    pub new: u64,
+    /// Retries of events already accepted, dropped.
+    pub retries: u64,
+}
+
 impl Store {
-    /// Stores a batch of accepted events in one transaction; for each, whether it was new
-    /// (`false`: a retry of an event already accepted). A statement for the batch's
-    /// de-duplication keys (one per replay window in it, which is one in practice) and one
-    /// for its new events: a statement per event was a round trip to SQLite's thread and
-    /// back per event (issue 15).
-    pub async fn insert_inbox(&self, events: &[&NewInboxEvent]) -> StoreResult<Vec<bool>> {
-        // The replay windows in the batch, each with its events (in order).
-        let mut windows: Vec<(i64, Vec<usize>)> = Vec::new();
-        for (i, e) in events.iter().enumerate() {
-            let window = e.received_at - e.dedupe_after;
-            match windows.iter_mut().find(|(w, _)| *w == window) {
-                Some((_, members)) => members.push(i),
-                None => windows.push((window, vec![i])),
-            }
-        }
+    /// Stores a batch of accepted events in one transaction, as arrivals: one append
+    /// (a multi-row `INSERT`; a statement per event was a round trip to SQLite's thread
+    /// and back per event). Whether an event is a provider's retry is found when
+    /// [`Store::sort_arrivals`] moves it into the inbox.
+    pub async fn insert_inbox(&self, events: &[&NewInboxEvent]) -> StoreResult<()> {
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
-            // Insert each key, or take over a stale one; a key the statement did not
-            // return was seen within its window: a retry.
-            let mut taken: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-            for (window, members) in &windows {
-                let mut q = sqlx::QueryBuilder::new("INSERT INTO inbound_seen (key, seen_at) ");
-                q.push_values(members, |mut b, &i| {
-                    b.push_bind(&events[i].dedupe_key).push_bind(events[i].received_at);
-                });
-                q.push(" ON CONFLICT (key) DO UPDATE SET seen_at = excluded.seen_at \
-                         WHERE inbound_seen.seen_at < excluded.seen_at - ");
-                q.push_bind(*window);
-                q.push(" RETURNING key");
-                let keys: Vec<Vec<u8>> = q.build_query_scalar().fetch_all(&mut *tx).await?;
-                taken.extend(keys);
-            }
-            // The first event of a key is the new one; the same key again in the batch is
-            // a retry that came at once.
-            let fresh: Vec<bool> = events.iter().map(|e| taken.remove(&e.dedupe_key)).collect();
-            let new: Vec<&NewInboxEvent> =
-                events.iter().zip(&fresh).filter(|(_, f)| **f).map(|(e, _)| *e).collect();
-            if !new.is_empty() {
+            for chunk in events.chunks(ROWS_PER_STATEMENT) {
                 let mut q = sqlx::QueryBuilder::new(
-                    "INSERT INTO inbox (ref, transport, sender, received_at, event) ");
-                q.push_values(&new, |mut b, e| {
+                    "INSERT INTO inbox_arrivals (ref, transport, sender, received_at, event, dedupe_key, dedupe_after) ");
+                q.push_values(chunk, |mut b, e| {
                     b.push_bind(&e.reference).push_bind(e.transport).push_bind(&e.sender)
-                        .push_bind(e.received_at).push_bind(&e.event);
+                        .push_bind(e.received_at).push_bind(&e.event)
+                        .push_bind(&e.dedupe_key).push_bind(e.dedupe_after);
                 });
                 q.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;
-            Ok(fresh)
+            Ok(())
+        })
+    }
+
+    /// Moves up to `limit` arrivals, oldest first, into the inbox in one transaction: an
+    /// event whose de-duplication key was seen within its window (before, or earlier in
+    /// the batch) is a provider's retry and is dropped; the others enter the inbox in the
+    /// order they arrived. On PostgreSQL one process at a time sorts (an advisory lock),
+    /// so that order holds across processes. Placing a large batch in the random-keyed
+    /// indexes writes each of their pages once for many events (issue 15).
+    pub async fn sort_arrivals(&self, limit: i64) -> StoreResult<Sorted> {
+        on_pool!(self, p => {
+            let mut tx = p.begin_write().await?;
+            if let Pool::Postgres(_) = self.pool {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(ARRIVALS_LOCK).execute(&mut *tx).await?;
+            }
+            let rows: Vec<ArrivalRow> = sqlx::query_as(
+                "SELECT id, ref, transport, sender, received_at, event, dedupe_key, dedupe_after \
+                 FROM inbox_arrivals ORDER BY id LIMIT $1")
+                .bind(limit).fetch_all(&mut *tx).await?;
+            if rows.is_empty() {
+                return Ok(Sorted::default());
+            }
+            // The batch's replay windows, each with its events (one in practice).
+            let mut windows: Vec<(i64, Vec<&ArrivalRow>)> = Vec::new();
+            for r in &rows {
+                let window = r.received_at - r.dedupe_after;
+                match windows.iter_mut().find(|(w, _)| *w == window) {
+                    Some((_, members)) => members.push(r),
+                    None => windows.push((window, vec![r])),
+                }
+            }
+            // Insert each key, or take over a stale one; a key the statement did not
+            // return was seen within its window: a retry. A key once a statement
+            // (PostgreSQL refuses to update a row twice in one); its later events in the
+            // batch are retries anyway.
+            let mut once = std::collections::HashSet::new();
+            for (_, members) in windows.iter_mut() {
+                members.retain(|r| once.insert(r.dedupe_key.as_slice()));
+            }
+            let mut taken: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+            for (window, members) in &windows {
+                for chunk in members.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::new("INSERT INTO inbound_seen (key, seen_at) ");
+                    q.push_values(chunk, |mut b, r| {
+                        b.push_bind(&r.dedupe_key).push_bind(r.received_at);
+                    });
+                    q.push(" ON CONFLICT (key) DO UPDATE SET seen_at = excluded.seen_at \
+                             WHERE inbound_seen.seen_at < excluded.seen_at - ");
+                    q.push_bind(*window);
+                    q.push(" RETURNING key");
+                    let keys: Vec<Vec<u8>> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                    taken.extend(keys);
+                }
+            }
+            // The first event of a key is the new one; the same key again in the batch is
+            // a retry that came at once.
+            let new: Vec<&ArrivalRow> = rows.iter().filter(|r| taken.remove(&r.dedupe_key)).collect();
+            for chunk in new.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO inbox (ref, transport, sender, received_at, event) ");
+                q.push_values(chunk, |mut b, r| {
+                    b.push_bind(&r.reference).push_bind(&r.transport).push_bind(&r.sender)
+                        .push_bind(r.received_at).push_bind(&r.event);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+            // By id, each one: on PostgreSQL an arrival with a lower id may commit later.
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let mut q = sqlx::QueryBuilder::new("DELETE FROM inbox_arrivals WHERE id IN (");
+                let mut ids = q.separated(", ");
+                for r in chunk {
+                    ids.push_bind(r.id);
+                }
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(Sorted { new: new.len() as u64, retries: (rows.len() - new.len()) as u64 })
         })
     }
 
@@ -140,9 +219,10 @@ impl Store {
             .bind(retry_at).bind(id).execute(p).await.map(|_| ()))
     }
 
-    /// Events waiting in the inbox.
+    /// Events waiting: in the inbox, and arrived but not sorted into it yet.
     pub async fn inbox_len(&self) -> StoreResult<i64> {
-        on_pool!(self, p => sqlx::query_scalar("SELECT COUNT(*) FROM inbox").fetch_one(p).await)
+        on_pool!(self, p => sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM inbox) + (SELECT COUNT(*) FROM inbox_arrivals)").fetch_one(p).await)
     }
 
     /// Forgets de-duplication keys older than `before`.

@@ -5,7 +5,7 @@
 mod records;
 mod writer;
 
-pub use chat::{ChatSessionRow, InboxRow, NewInboxEvent, TipContactRow};
+pub use chat::{ChatSessionRow, InboxRow, NewInboxEvent, Sorted, TipContactRow};
 pub use outbox::{
     DeliveryRow, NewOutboxRow, OutboxRow, OutboxStatus, PRIORITY_BULK, PRIORITY_FOLLOW_UP,
 };

@@ -142,18 +142,23 @@ impl TipWriter {
 /// Commits accepted provider events in batches, so a webhook answers only once its event
 /// is on disk, at thousands of events a second.
 #[derive(Clone)]
-pub struct InboxWriter(GroupCommit<NewInboxEvent, bool>);
+pub struct InboxWriter(GroupCommit<NewInboxEvent, ()>);
 
 impl InboxWriter {
     /// Starts the batching tasks.
     pub fn spawn(store: Store, workers: usize) -> InboxWriter {
         InboxWriter(GroupCommit::spawn(store, workers, |s, events| {
-            Box::pin(s.insert_inbox(events))
+            Box::pin(async move {
+                s.insert_inbox(events)
+                    .await
+                    .map(|()| vec![(); events.len()])
+            })
         }))
     }
 
-    /// Stores one event; `false` when it is a retry of an event already accepted.
-    pub async fn insert(&self, event: NewInboxEvent) -> StoreResult<bool> {
+    /// Stores one event among the arrivals (a retry too: the sorting into the inbox
+    /// drops it).
+    pub async fn insert(&self, event: NewInboxEvent) -> StoreResult<()> {
         self.0.submit(event).await
     }
 

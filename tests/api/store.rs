@@ -205,3 +205,91 @@ async fn a_batch_larger_than_one_statement_binds_is_stored_whole_or_not_at_all(e
         .is_unique_violation());
     assert!(store.tip("more00000").await.unwrap().is_none());
 }
+
+engine_test!(arrivals_are_sorted_into_the_inbox_in_order_and_retries_dropped);
+/// Events are stored as arrivals (a retry too) and counted as waiting; sorting moves them
+/// into the inbox oldest first, one per de-duplication key: a retry in the same batch, in
+/// a later batch, or after the original was processed is dropped, while a key older than
+/// its window counts as new again. Batches larger than one statement binds are whole.
+async fn arrivals_are_sorted_into_the_inbox_in_order_and_retries_dropped(engine: Engine) {
+    use tinbao::store::{NewInboxEvent, Sorted};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _pg) = open(engine, dir.path()).await;
+    let now = 1_800_000_000_000i64;
+    let event = |n: usize, key: &str, at: i64| NewInboxEvent {
+        reference: format!("ref-{n:05}"),
+        transport: "android",
+        sender: format!("sender-{}", n % 7).into_bytes(),
+        received_at: at,
+        event: format!("sealed-{n}").into_bytes(),
+        dedupe_key: key.as_bytes().to_vec(),
+        dedupe_after: at - 60_000,
+    };
+    // 2,500 events, every fifth a retry of the one before it.
+    let events: Vec<NewInboxEvent> = (0..2500)
+        .map(|n| {
+            let key = if n % 5 == 4 { n - 1 } else { n };
+            event(n, &format!("key-{key}"), now)
+        })
+        .collect();
+    let refs: Vec<&NewInboxEvent> = events.iter().collect();
+    store.insert_inbox(&refs).await.unwrap();
+    assert_eq!(store.inbox_len().await.unwrap(), 2500);
+    assert_eq!(
+        store.sort_arrivals(1500).await.unwrap(),
+        Sorted {
+            new: 1200,
+            retries: 300
+        }
+    );
+    assert_eq!(store.inbox_len().await.unwrap(), 2200);
+    // Retries of events sorted in the first batch, arriving later.
+    let late = [
+        event(3000, "key-0", now + 1000),
+        event(3001, "key-1498", now + 1000),
+    ];
+    store
+        .insert_inbox(&late.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sort_arrivals(5000).await.unwrap(),
+        Sorted {
+            new: 800,
+            retries: 202
+        }
+    );
+    assert_eq!(store.sort_arrivals(5000).await.unwrap(), Sorted::default());
+    assert_eq!(store.inbox_len().await.unwrap(), 2000);
+
+    // In the order they arrived, each one's sealed bytes with its reference.
+    // Seven senders (n % 7); every fifth event (n % 5 == 4) was a retry. One event a
+    // sender is claimed until it is finished: each sender's oldest.
+    async fn claim(store: &Store, now: i64) -> Vec<usize> {
+        let rows = store.claim_inbox(now, now + 60_000, 5000).await.unwrap();
+        let mut got = Vec::new();
+        for r in &rows {
+            let n: usize = r.reference[4..].parse().unwrap();
+            assert_eq!(r.event, format!("sealed-{n}").into_bytes());
+            assert_eq!(r.sender, format!("sender-{}", n % 7).into_bytes());
+            store.finish_inbox(r.id).await.unwrap();
+            got.push(n);
+        }
+        got.sort();
+        got
+    }
+    assert_eq!(claim(&store, now).await, vec![0, 1, 2, 3, 5, 6, 11]);
+    assert_eq!(claim(&store, now).await, vec![7, 8, 10, 12, 13, 16, 18]);
+
+    // Past its window, a key is new again.
+    let much_later = now + 10 * 60_000;
+    store
+        .insert_inbox(&[&event(4000, "key-2", much_later)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sort_arrivals(10).await.unwrap(),
+        Sorted { new: 1, retries: 0 }
+    );
+    store.close().await;
+}
