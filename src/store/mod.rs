@@ -298,8 +298,107 @@ async fn spawn_checkpointer(
     Ok(())
 }
 
-/// Rows of tips in one `INSERT` (see [`Store::insert_tips`]).
+/// Rows of tips in one `INSERT` on SQLite (see [`TipRows`]).
 const TIP_ROWS_PER_INSERT: usize = 1000;
+
+/// The columns of a new tip's row, in the order [`TipRows`] gives them.
+const TIP_INSERT: &str = "INSERT INTO tips (id, receipt_mac, channel, category, priority, status, \
+    happening_now, province_code, commune_code, village_id, created_at, updated_at, due_at, key_id, \
+    wrapped_key, description, place_details, village_text, occurred_at, contact, closed_at) ";
+
+/// Writes the rows of a batch of new tips, the way each engine takes many rows best.
+trait TipRows {
+    fn insert_tip_rows<'a>(
+        &'a mut self,
+        tips: &'a [&'a NewTipRecord],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), sqlx::Error>>;
+}
+
+/// On SQLite a multi-row `VALUES`, at most [`TIP_ROWS_PER_INSERT`] rows a statement
+/// (SQLite binds 32,766 values at most, and a tip binds 21).
+impl TipRows for sqlx::SqliteConnection {
+    fn insert_tip_rows<'a>(
+        &'a mut self,
+        tips: &'a [&'a NewTipRecord],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            for chunk in tips.chunks(TIP_ROWS_PER_INSERT) {
+                let mut rows = QueryBuilder::new(TIP_INSERT);
+                rows.push_values(chunk, |mut b, t| {
+                    b.push_bind(&t.id)
+                        .push_bind(&t.receipt_mac)
+                        .push_bind(t.channel)
+                        .push_bind(t.category)
+                        .push_bind(t.priority)
+                        .push_bind(t.status)
+                        .push_bind(t.happening_now)
+                        .push_bind(t.province_code)
+                        .push_bind(t.commune_code)
+                        .push_bind(t.village_id)
+                        .push_bind(t.created_at)
+                        .push_bind(t.created_at)
+                        .push_bind(t.due_at)
+                        .push_bind(&t.key_id)
+                        .push_bind(&t.wrapped_key)
+                        .push_bind(&t.description)
+                        .push_bind(&t.place_details)
+                        .push_bind(&t.village_text)
+                        .push_bind(&t.occurred_at)
+                        .push_bind(&t.contact)
+                        .push_bind(t.closed_at());
+                });
+                rows.build().execute(&mut *self).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// On PostgreSQL one statement whatever the batch's size: a column an array, the rows
+/// `UNNEST`ed. A `VALUES` of as many rows as the batch was a new statement for every
+/// batch size, parsed and planned each time (issue 15).
+impl TipRows for sqlx::PgConnection {
+    fn insert_tip_rows<'a>(
+        &'a mut self,
+        tips: &'a [&'a NewTipRecord],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            fn col<'t, T>(tips: &[&'t NewTipRecord], f: impl Fn(&'t NewTipRecord) -> T) -> Vec<T> {
+                tips.iter().map(|t| f(t)).collect()
+            }
+            let sql = format!(
+                "{TIP_INSERT}SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::text[], \
+                 $5::int8[], $6::text[], $7::bool[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], \
+                 $11::int8[], $12::int8[], $13::text[], $14::bytea[], $15::bytea[], $16::bytea[], \
+                 $17::bytea[], $18::bytea[], $19::bytea[], $20::int8[])"
+            );
+            sqlx::query(&sql)
+                .bind(col(tips, |t| t.id.as_str()))
+                .bind(col(tips, |t| t.receipt_mac.as_slice()))
+                .bind(col(tips, |t| t.channel))
+                .bind(col(tips, |t| t.category))
+                .bind(col(tips, |t| t.priority))
+                .bind(col(tips, |t| t.status))
+                .bind(col(tips, |t| t.happening_now))
+                .bind(col(tips, |t| t.province_code))
+                .bind(col(tips, |t| t.commune_code))
+                .bind(col(tips, |t| t.village_id))
+                .bind(col(tips, |t| t.created_at))
+                .bind(col(tips, |t| t.due_at))
+                .bind(col(tips, |t| t.key_id.as_str()))
+                .bind(col(tips, |t| t.wrapped_key.as_slice()))
+                .bind(col(tips, |t| t.description.as_slice()))
+                .bind(col(tips, |t| t.place_details.as_deref()))
+                .bind(col(tips, |t| t.village_text.as_deref()))
+                .bind(col(tips, |t| t.occurred_at.as_deref()))
+                .bind(col(tips, |t| t.contact.as_deref()))
+                .bind(col(tips, |t| t.closed_at()))
+                .execute(&mut *self)
+                .await?;
+            Ok(())
+        })
+    }
+}
 
 impl Store {
     /// Opens the database named by `url` (`sqlite://path` or `postgres://…`), creating a
@@ -595,44 +694,13 @@ impl Store {
     // ---- tips ----
 
     /// Inserts tips in one transaction (the tip writer's batch): their rows in one
-    /// statement (a statement per tip was a round trip to SQLite's thread and back per tip,
-    /// the most of intake's context switches, issue 15), then what some tips carry.
+    /// statement ([`TipRows`]; a statement per tip was a round trip to SQLite's thread and
+    /// back per tip, the most of intake's context switches, issue 15), then what some
+    /// tips carry.
     pub async fn insert_tips(&self, tips: &[&NewTipRecord]) -> StoreResult<()> {
         on_pool!(self, p => {
             let mut tx = p.begin_write().await?;
-            // At most TIP_ROWS_PER_INSERT rows a statement: SQLite binds 32,766 values at
-            // most, PostgreSQL 65,535, and a tip binds 21.
-            for chunk in tips.chunks(TIP_ROWS_PER_INSERT) {
-                let mut rows = QueryBuilder::new(
-                    "INSERT INTO tips (id, receipt_mac, channel, category, priority, status, happening_now, \
-                     province_code, commune_code, village_id, created_at, updated_at, due_at, key_id, wrapped_key, \
-                     description, place_details, village_text, occurred_at, contact, closed_at) ",
-                );
-                rows.push_values(chunk, |mut b, t| {
-                    b.push_bind(&t.id)
-                        .push_bind(&t.receipt_mac)
-                        .push_bind(t.channel)
-                        .push_bind(t.category)
-                        .push_bind(t.priority)
-                        .push_bind(t.status)
-                        .push_bind(t.happening_now)
-                        .push_bind(t.province_code)
-                        .push_bind(t.commune_code)
-                        .push_bind(t.village_id)
-                        .push_bind(t.created_at)
-                        .push_bind(t.created_at)
-                        .push_bind(t.due_at)
-                        .push_bind(&t.key_id)
-                        .push_bind(&t.wrapped_key)
-                        .push_bind(&t.description)
-                        .push_bind(&t.place_details)
-                        .push_bind(&t.village_text)
-                        .push_bind(&t.occurred_at)
-                        .push_bind(&t.contact)
-                        .push_bind((t.status == "closed").then_some(t.created_at));
-                });
-                rows.build().execute(&mut *tx).await?;
-            }
+            TipRows::insert_tip_rows(&mut *tx, tips).await?;
             for t in tips {
                 for a in &t.attachments {
                     sqlx::query("INSERT INTO attachments (id, tip_id, message_id, created_at, content_type, size, body) VALUES ($1,$2,NULL,$3,$4,$5,$6)")

@@ -81,6 +81,14 @@ pub struct NewTipRecord {
     pub chat: Option<ChatTipExtras>,
 }
 
+impl NewTipRecord {
+    /// When it closed: a tip stored closed (a hotline call settled at once) closed as it
+    /// came in.
+    pub fn closed_at(&self) -> Option<i64> {
+        (self.status == "closed").then_some(self.created_at)
+    }
+}
+
 /// What a chat or SMS tip commits together with the tip itself.
 #[derive(Debug, Clone)]
 pub struct ChatTipExtras {
