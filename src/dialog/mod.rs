@@ -247,11 +247,10 @@ impl Chat {
                 dedupe_after,
             })
         });
-        let mut stored = 0;
         for r in futures_util::future::join_all(waits).await {
             r?;
-            stored += 1;
         }
+        let stored = events.len();
         if stored > 0 {
             self.inner
                 .accepted
@@ -360,14 +359,14 @@ impl Chat {
         };
         // The rate stored over the last SPAN, from what earlier rounds saw.
         let start = tokio::time::Instant::now();
-        seen.push_back((start, stored()));
+        let now = stored();
+        seen.push_back((start, now));
         while seen.len() > 2 && start - seen[1].0 >= SPAN {
             seen.pop_front();
         }
         let (since, then) = seen[0];
         let span = start - since;
-        let fast = span >= LOOK
-            && (stored() - then) * 1000 >= FLOOD_PER_S * span.as_millis().max(1) as u64;
+        let fast = span >= LOOK && (now - then) * 1000 >= FLOOD_PER_S * span.as_millis() as u64;
         if !fast && self.inner.inbox.pending() < FLOOD {
             return;
         }

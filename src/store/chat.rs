@@ -4,7 +4,7 @@
 
 use super::lease::Claim;
 use super::BeginWrite;
-use super::{Pool, Store, StoreResult};
+use super::{Pool, Store, StoreResult, ROWS_PER_STATEMENT};
 
 /// An accepted provider event, sealed, waiting to be processed.
 #[derive(Debug, Clone)]
@@ -55,9 +55,6 @@ pub struct TipContactRow {
 }
 
 const INBOX_COLUMNS: &str = "id, ref, transport, sender, received_at, attempts, event";
-
-/// Rows a statement writes at most: SQLite binds 32,766 values, PostgreSQL 65,535.
-const ROWS_PER_STATEMENT: usize = 1000;
 
 /// The advisory-lock key of the arrivals' sorting ("tinbao", job 3).
 const ARRIVALS_LOCK: i64 = 0x7469_6e62_616f_0003;

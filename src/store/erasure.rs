@@ -48,9 +48,7 @@ impl Store {
             Pool::Postgres(_) => Ok(true),
         }
     }
-}
 
-impl Store {
     /// On SQLite, puts what the write-ahead log holds on disk (`fdatasync` of the `-wal`
     /// file), outside any transaction. A maintenance connection commits without syncing
     /// (`synchronous = NORMAL`, [`Store::for_maintenance`]); without this its megabytes of

@@ -298,13 +298,29 @@ async fn spawn_checkpointer(
     Ok(())
 }
 
-/// Rows of tips in one `INSERT` on SQLite (see [`TipRows`]).
-const TIP_ROWS_PER_INSERT: usize = 1000;
+/// Rows one multi-row statement writes at most: SQLite binds 32,766 values at most,
+/// PostgreSQL 65,535; a tip binds 21, an inbox event 5 to 7.
+const ROWS_PER_STATEMENT: usize = 1000;
 
-/// The columns of a new tip's row, in the order [`TipRows`] gives them.
-const TIP_INSERT: &str = "INSERT INTO tips (id, receipt_mac, channel, category, priority, status, \
-    happening_now, province_code, commune_code, village_id, created_at, updated_at, due_at, key_id, \
-    wrapped_key, description, place_details, village_text, occurred_at, contact, closed_at) ";
+/// The start of a statement inserting new tips: their columns, in the order [`TipRows`]
+/// gives them (a macro, so that each engine's statement is one constant).
+macro_rules! tip_insert {
+    () => {
+        "INSERT INTO tips (id, receipt_mac, channel, category, priority, status, \
+         happening_now, province_code, commune_code, village_id, created_at, updated_at, due_at, \
+         key_id, wrapped_key, description, place_details, village_text, occurred_at, contact, \
+         closed_at) "
+    };
+}
+
+/// PostgreSQL's: a column an array, the rows `UNNEST`ed (see [`TipRows`]).
+const TIP_INSERT_UNNEST: &str = concat!(
+    tip_insert!(),
+    "SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::text[], $5::int8[], \
+     $6::text[], $7::bool[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $11::int8[], \
+     $12::int8[], $13::text[], $14::bytea[], $15::bytea[], $16::bytea[], $17::bytea[], \
+     $18::bytea[], $19::bytea[], $20::int8[])"
+);
 
 /// Writes the rows of a batch of new tips, the way each engine takes many rows best.
 trait TipRows {
@@ -314,16 +330,15 @@ trait TipRows {
     ) -> futures_util::future::BoxFuture<'a, Result<(), sqlx::Error>>;
 }
 
-/// On SQLite a multi-row `VALUES`, at most [`TIP_ROWS_PER_INSERT`] rows a statement
-/// (SQLite binds 32,766 values at most, and a tip binds 21).
+/// On SQLite a multi-row `VALUES`, at most [`ROWS_PER_STATEMENT`] rows a statement.
 impl TipRows for sqlx::SqliteConnection {
     fn insert_tip_rows<'a>(
         &'a mut self,
         tips: &'a [&'a NewTipRecord],
     ) -> futures_util::future::BoxFuture<'a, Result<(), sqlx::Error>> {
         Box::pin(async move {
-            for chunk in tips.chunks(TIP_ROWS_PER_INSERT) {
-                let mut rows = QueryBuilder::new(TIP_INSERT);
+            for chunk in tips.chunks(ROWS_PER_STATEMENT) {
+                let mut rows = QueryBuilder::new(tip_insert!());
                 rows.push_values(chunk, |mut b, t| {
                     b.push_bind(&t.id)
                         .push_bind(&t.receipt_mac)
@@ -366,13 +381,7 @@ impl TipRows for sqlx::PgConnection {
             fn col<'t, T>(tips: &[&'t NewTipRecord], f: impl Fn(&'t NewTipRecord) -> T) -> Vec<T> {
                 tips.iter().map(|t| f(t)).collect()
             }
-            let sql = format!(
-                "{TIP_INSERT}SELECT * FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::text[], \
-                 $5::int8[], $6::text[], $7::bool[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], \
-                 $11::int8[], $12::int8[], $13::text[], $14::bytea[], $15::bytea[], $16::bytea[], \
-                 $17::bytea[], $18::bytea[], $19::bytea[], $20::int8[])"
-            );
-            sqlx::query(&sql)
+            sqlx::query(TIP_INSERT_UNNEST)
                 .bind(col(tips, |t| t.id.as_str()))
                 .bind(col(tips, |t| t.receipt_mac.as_slice()))
                 .bind(col(tips, |t| t.channel))
